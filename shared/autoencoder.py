@@ -1,0 +1,94 @@
+"""Autoencoder families, each built as a separate encoder and decoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import keras
+
+__all__ = ["FAMILIES", "IMAGE_SHAPE", "Autoencoder", "build_autoencoder", "conv_autoencoder", "seed_autoencoder"]
+
+IMAGE_SHAPE = (28, 28)
+
+
+@dataclass
+class Autoencoder:
+    """An encoder (image -> latent) and a decoder (latent -> image) trained together."""
+
+    encoder: keras.Sequential
+    decoder: keras.Sequential
+
+    def joined(self) -> keras.Model:
+        """Returns encoder and decoder chained, sharing their weights, for training."""
+        image = keras.Input(IMAGE_SHAPE)
+        return keras.Model(image, self.decoder(self.encoder(image)))
+
+
+def seed_autoencoder(
+    latent_dim: int = 64, hidden: Sequence[int] = (128,), activation: str = "sigmoid"
+) -> Autoencoder:
+    """Builds the seed's MLP: 784 -> hidden -> latent -> reversed hidden -> 784, sigmoid."""
+    init = keras.initializers.RandomUniform(-0.05, 0.05)  # "small ranges", as in the seed
+
+    def dense(units: int) -> keras.layers.Dense:
+        return keras.layers.Dense(units, activation=activation, kernel_initializer=init)
+
+    encoder = keras.Sequential(
+        [keras.Input(IMAGE_SHAPE), keras.layers.Flatten(), *map(dense, hidden), dense(latent_dim)],
+        name="encoder",
+    )
+    decoder = keras.Sequential(
+        [
+            keras.Input((latent_dim,)),
+            *map(dense, reversed(hidden)),
+            keras.layers.Dense(28 * 28, activation="sigmoid", kernel_initializer=init),
+            keras.layers.Reshape(IMAGE_SHAPE),
+        ],
+        name="decoder",
+    )
+    return Autoencoder(encoder, decoder)
+
+
+def conv_autoencoder(latent_dim: int = 64, channels: int = 32) -> Autoencoder:
+    """Builds a small convolutional autoencoder (ReLU, strided convs, linear latent)."""
+    c = channels
+
+    def conv(filters: int, stride: int, cls=keras.layers.Conv2D, activation: str = "relu"):
+        return cls(filters, 3, strides=stride, padding="same", activation=activation)
+
+    encoder = keras.Sequential(
+        [
+            keras.Input(IMAGE_SHAPE),
+            keras.layers.Reshape((28, 28, 1)),
+            conv(c, 2),  # 14x14
+            conv(2 * c, 2),  # 7x7
+            keras.layers.Flatten(),
+            keras.layers.Dense(latent_dim),
+        ],
+        name="encoder",
+    )
+    decoder = keras.Sequential(
+        [
+            keras.Input((latent_dim,)),
+            keras.layers.Dense(7 * 7 * c, activation="relu"),
+            keras.layers.Reshape((7, 7, c)),
+            conv(2 * c, 2, keras.layers.Conv2DTranspose),  # 14x14
+            conv(c, 2, keras.layers.Conv2DTranspose),  # 28x28
+            conv(1, 1, activation="sigmoid"),
+            keras.layers.Reshape(IMAGE_SHAPE),
+        ],
+        name="decoder",
+    )
+    return Autoencoder(encoder, decoder)
+
+
+FAMILIES = {"seed": seed_autoencoder, "conv": conv_autoencoder}
+
+
+def build_autoencoder(family: str, latent_dim: int) -> Autoencoder:
+    """Builds an untrained autoencoder of a named family."""
+    try:
+        return FAMILIES[family](latent_dim)
+    except KeyError:
+        raise ValueError(f'unknown model family "{family}" (choose from {", ".join(FAMILIES)})') from None

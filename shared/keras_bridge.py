@@ -1,0 +1,104 @@
+"""Converts between Keras models and portable `Network` messages."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from shared.model_format import FORMAT_VERSION, NetworkInfo, tensor_from_array, tensor_to_array
+from shared.proto import model_pb2
+
+__all__ = ["keras_from_network", "network_from_keras"]
+
+_ACTIVATION_NAMES = {
+    model_pb2.ACTIVATION_LINEAR: "linear",
+    model_pb2.ACTIVATION_RELU: "relu",
+    model_pb2.ACTIVATION_SIGMOID: "sigmoid",
+    model_pb2.ACTIVATION_TANH: "tanh",
+    model_pb2.ACTIVATION_LEAKY_RELU: "leaky_relu",
+}
+_ACTIVATION_CODES = {name: code for code, name in _ACTIVATION_NAMES.items()}
+_PADDING_NAMES = {model_pb2.PADDING_SAME: "same", model_pb2.PADDING_VALID: "valid"}
+_PADDING_CODES = {name: code for code, name in _PADDING_NAMES.items()}
+
+
+def network_from_keras(
+    model: keras.Sequential, role: int, model_name: str
+) -> model_pb2.Network:
+    """Describes a Sequential model of allowlisted layers as a `Network`."""
+    layers = [_layer_from_keras(layer) for layer in model.layers]
+    return model_pb2.Network(
+        format_version=FORMAT_VERSION,
+        role=role,
+        model_name=model_name,
+        input_shape=model.input_shape[1:],
+        output_shape=model.output_shape[1:],
+        layers=layers,
+    )
+
+
+def keras_from_network(info: NetworkInfo) -> keras.Sequential:
+    """Builds the Keras model a validated network describes (no code is loaded)."""
+    layers: list[keras.layers.Layer] = [keras.Input(info.input_shape)]
+    weights: list[np.ndarray] = []
+    for index, layer in enumerate(info.network.layers):
+        kind = layer.WhichOneof("kind")
+        spec = getattr(layer, kind)
+        if kind == "flatten":
+            layers.append(keras.layers.Flatten())
+            continue
+        if kind == "reshape":
+            layers.append(keras.layers.Reshape(tuple(spec.shape)))
+            continue
+        kernel = tensor_to_array(spec.kernel, f"layer {index} kernel")
+        activation = _ACTIVATION_NAMES[spec.activation]
+        if kind == "dense":
+            layers.append(keras.layers.Dense(kernel.shape[1], activation=activation))
+        else:
+            cls = keras.layers.Conv2D if kind == "conv2d" else keras.layers.Conv2DTranspose
+            filters = kernel.shape[3] if kind == "conv2d" else kernel.shape[2]
+            layers.append(
+                cls(
+                    filters,
+                    kernel.shape[:2],
+                    strides=spec.stride,
+                    padding=_PADDING_NAMES[spec.padding],
+                    activation=activation,
+                )
+            )
+        weights += [kernel, tensor_to_array(spec.bias, f"layer {index} bias")]
+    model = keras.Sequential(layers, name=f"{info.network.model_name}-{info.digest[:12]}")
+    model.set_weights(weights)
+    return model
+
+
+def _layer_from_keras(layer: keras.layers.Layer) -> model_pb2.Layer:
+    kind = type(layer).__name__
+    if kind == "Flatten":
+        return model_pb2.Layer(flatten=model_pb2.Flatten())
+    if kind == "Reshape":
+        return model_pb2.Layer(reshape=model_pb2.Reshape(shape=layer.target_shape))
+    config = layer.get_config()
+    activation = _ACTIVATION_CODES.get(config["activation"]) if isinstance(config["activation"], str) else None
+    if activation is None or not config.get("use_bias", False):
+        raise ValueError(f'layer "{layer.name}": activation "{config["activation"]}" or bias-free layers are not portable')
+    kernel, bias = (tensor_from_array(w) for w in layer.get_weights())
+    if kind == "Dense":
+        return model_pb2.Layer(dense=model_pb2.Dense(activation=activation, kernel=kernel, bias=bias))
+    if kind in ("Conv2D", "Conv2DTranspose"):
+        strides = tuple(config["strides"])
+        if strides[0] != strides[1] or tuple(config["dilation_rate"]) != (1, 1):
+            raise ValueError(f'layer "{layer.name}": only equal strides and no dilation are portable')
+        if config.get("output_padding") is not None or config["data_format"] != "channels_last":
+            raise ValueError(f'layer "{layer.name}": output padding / channels_first not portable')
+        fields = dict(
+            stride=strides[0],
+            padding=_PADDING_CODES[config["padding"]],
+            activation=activation,
+            kernel=kernel,
+            bias=bias,
+        )
+        if kind == "Conv2D":
+            return model_pb2.Layer(conv2d=model_pb2.Conv2D(**fields))
+        return model_pb2.Layer(conv2d_transpose=model_pb2.Conv2DTranspose(**fields))
+    raise ValueError(f'layer "{layer.name}" of kind {kind} has no portable form')

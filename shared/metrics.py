@@ -1,0 +1,37 @@
+"""Image quality as users see it: errors of 8-bit images, peak 1.0."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Quality", "quality", "to_uint8"]
+
+
+@dataclass(frozen=True)
+class Quality:
+    """Mean squared error, its root, and PSNR (dB) over a set of images."""
+
+    mse: float
+    rmse: float
+    psnr: float
+
+    def __str__(self) -> str:
+        return f"MSE {self.mse:.5f}, RMSE {self.rmse:.4f}, PSNR {self.psnr:.2f} dB"
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Rounds [0, 1] floats to 8-bit grey levels, as written to PNG."""
+    return np.clip(np.rint(np.asarray(images, np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def quality(original: np.ndarray, reconstructed: np.ndarray) -> Quality:
+    """Compares two uint8 image stacks in [0, 1] units; PSNR is of the mean MSE."""
+    if original.shape != reconstructed.shape:
+        raise ValueError(f"shape mismatch: {original.shape} vs {reconstructed.shape}")
+    diff = (original.astype(np.float64) - reconstructed.astype(np.float64)) / 255.0
+    mse = float(np.mean(diff * diff))
+    psnr = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
+    return Quality(mse=mse, rmse=math.sqrt(mse), psnr=psnr)

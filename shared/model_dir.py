@@ -1,0 +1,82 @@
+"""A model folder: encoder.lln, decoder.lln and a human-readable model.json card."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shared.model_format import NetworkInfo, ModelFormatError, network_to_bytes, parse_network
+from shared.proto import model_pb2
+
+__all__ = ["ENCODER_FILE", "DECODER_FILE", "CARD_FILE", "ModelFiles", "load_model_dir", "save_model_dir", "default_model_dir"]
+
+ENCODER_FILE = "encoder.lln"
+DECODER_FILE = "decoder.lln"
+CARD_FILE = "model.json"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Both validated halves of a model and its card (informational only)."""
+
+    encoder: NetworkInfo
+    decoder: NetworkInfo
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.decoder.network.model_name
+
+    @property
+    def latent_dim(self) -> int:
+        return self.decoder.input_shape[0]
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        return self.decoder.output_shape
+
+
+def default_model_dir() -> Path:
+    """Returns the shipped default model's folder."""
+    return Path(__file__).resolve().parent.parent / "models" / "default"
+
+
+def save_model_dir(
+    folder: Path, encoder: model_pb2.Network, decoder: model_pb2.Network, card: dict[str, Any]
+) -> ModelFiles:
+    """Writes both halves and the card; returns the validated files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    enc_bytes, dec_bytes = network_to_bytes(encoder), network_to_bytes(decoder)
+    files = ModelFiles(
+        parse_network(enc_bytes, role=model_pb2.ROLE_ENCODER),
+        parse_network(dec_bytes, role=model_pb2.ROLE_DECODER),
+    )
+    (folder / ENCODER_FILE).write_bytes(enc_bytes)
+    (folder / DECODER_FILE).write_bytes(dec_bytes)
+    card = {
+        **card,
+        "name": files.name,
+        "latent_dim": files.latent_dim,
+        "encoder_digest": files.encoder.digest,
+        "decoder_digest": files.decoder.digest,
+        "encoder_bytes": files.encoder.size_bytes,
+        "decoder_bytes": files.decoder.size_bytes,
+    }
+    (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+    return ModelFiles(files.encoder, files.decoder, card)
+
+
+def load_model_dir(folder: Path) -> ModelFiles:
+    """Reads and validates a model folder; raises `ModelFormatError` or `FileNotFoundError`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f'model folder "{folder}" does not exist')
+    encoder = parse_network((folder / ENCODER_FILE).read_bytes(), role=model_pb2.ROLE_ENCODER)
+    decoder = parse_network((folder / DECODER_FILE).read_bytes(), role=model_pb2.ROLE_DECODER)
+    if encoder.output_shape != decoder.input_shape or encoder.input_shape != decoder.output_shape:
+        raise ModelFormatError(f'model "{folder}": encoder and decoder shapes do not match')
+    card_file = folder / CARD_FILE
+    card = json.loads(card_file.read_text()) if card_file.is_file() else {}
+    return ModelFiles(encoder, decoder, card)

@@ -1,0 +1,217 @@
+"""Portable, code-free model files: one `Network` protobuf per autoencoder half.
+
+A half is stored as the deterministic serialisation of a `latentlink.v1.Network`
+message and named by the SHA-256 of those bytes. Parsing validates everything
+a hostile peer could get wrong (size, digest, canonical encoding, unknown
+layer kinds or activations, tensor lengths, shape compatibility) before any
+weights are used. Nothing in a model file can make the loader run code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from shared.proto import model_pb2
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAX_NETWORK_BYTES",
+    "ModelFormatError",
+    "NetworkInfo",
+    "digest_of",
+    "network_to_bytes",
+    "parse_network",
+    "tensor_from_array",
+    "tensor_to_array",
+]
+
+FORMAT_VERSION = 1
+MAX_NETWORK_BYTES = 16 * 1024 * 1024
+MAX_LAYERS = 64
+MAX_DIM = 1 << 16
+MAX_ELEMENTS = 1 << 22
+
+_DTYPES = {
+    model_pb2.DTYPE_FLOAT32: np.dtype("<f4"),
+    model_pb2.DTYPE_FLOAT64: np.dtype("<f8"),
+    model_pb2.DTYPE_INT32: np.dtype("<i4"),
+}
+_ACTIVATIONS = frozenset(
+    {
+        model_pb2.ACTIVATION_LINEAR,
+        model_pb2.ACTIVATION_RELU,
+        model_pb2.ACTIVATION_SIGMOID,
+        model_pb2.ACTIVATION_TANH,
+        model_pb2.ACTIVATION_LEAKY_RELU,
+    }
+)
+_PADDINGS = frozenset({model_pb2.PADDING_SAME, model_pb2.PADDING_VALID})
+
+
+class ModelFormatError(ValueError):
+    """A model file is malformed, tampered with, or not what was expected."""
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """A validated network with its digest and size."""
+
+    network: model_pb2.Network
+    digest: str
+    size_bytes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.network.input_shape)
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return tuple(self.network.output_shape)
+
+
+def digest_of(data: bytes) -> str:
+    """Returns the lowercase hex SHA-256 that names a model file."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def network_to_bytes(network: model_pb2.Network) -> bytes:
+    """Serialises a network canonically (deterministic field order)."""
+    return network.SerializeToString(deterministic=True)
+
+
+def tensor_from_array(array: np.ndarray) -> model_pb2.Tensor:
+    """Packs a float32/float64/int32 array as a little-endian tensor."""
+    for code, dtype in _DTYPES.items():
+        if array.dtype.kind == dtype.kind and array.dtype.itemsize == dtype.itemsize:
+            data = np.ascontiguousarray(array, dtype=dtype).tobytes()
+            return model_pb2.Tensor(dtype=code, shape=array.shape, data=data)
+    raise ModelFormatError(f'unsupported tensor dtype "{array.dtype}"')
+
+
+def tensor_to_array(tensor: model_pb2.Tensor, where: str = "tensor") -> np.ndarray:
+    """Unpacks a tensor, checking its dtype, shape and byte length."""
+    dtype = _DTYPES.get(tensor.dtype)
+    if dtype is None:
+        raise ModelFormatError(f"{where}: unknown dtype code {tensor.dtype}")
+    shape = tuple(tensor.shape)
+    _check_shape(shape, where)
+    expected = math.prod(shape) * dtype.itemsize
+    if len(tensor.data) != expected:
+        raise ModelFormatError(
+            f"{where}: {len(tensor.data)} data bytes for shape {list(shape)}, expected {expected}"
+        )
+    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def parse_network(
+    data: bytes, expected_digest: str | None = None, role: int | None = None
+) -> NetworkInfo:
+    """Parses and validates a model file; raises `ModelFormatError` on any defect."""
+    if len(data) > MAX_NETWORK_BYTES:
+        raise ModelFormatError(
+            f"model file is {len(data)} bytes, over the {MAX_NETWORK_BYTES}-byte limit"
+        )
+    digest = digest_of(data)
+    if expected_digest is not None and digest != expected_digest.lower():
+        raise ModelFormatError(
+            f'digest mismatch: expected "{expected_digest}", content hashes to "{digest}"'
+        )
+    network = model_pb2.Network()
+    try:
+        network.ParseFromString(data)
+    except DecodeError as exc:
+        raise ModelFormatError(f"model file is truncated or corrupt: {exc}") from exc
+    if network.format_version != FORMAT_VERSION:
+        raise ModelFormatError(
+            f"model format version {network.format_version} is not supported "
+            f"(this build reads version {FORMAT_VERSION})"
+        )
+    if role is not None and network.role != role:
+        raise ModelFormatError(
+            f'expected a {model_pb2.Role.Name(role)} file, got "{model_pb2.Role.Name(network.role)}"'
+            if network.role in model_pb2.Role.values()
+            else f"unknown network role {network.role}"
+        )
+    _check_layers(network)
+    if network_to_bytes(network) != data:
+        raise ModelFormatError("model file is not in canonical form (unknown or reordered fields)")
+    return NetworkInfo(network=network, digest=digest, size_bytes=len(data))
+
+
+def _check_shape(shape: tuple[int, ...], where: str) -> None:
+    if not shape or any(d < 1 or d > MAX_DIM for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+        raise ModelFormatError(f"{where}: shape {list(shape)} is empty or out of bounds")
+
+
+def _check_layers(network: model_pb2.Network) -> None:
+    if len(UnknownFieldSet(network)):
+        raise ModelFormatError("network has fields this build does not know")
+    if not 1 <= len(network.layers) <= MAX_LAYERS:
+        raise ModelFormatError(f"network has {len(network.layers)} layers (1..{MAX_LAYERS} allowed)")
+    shape = tuple(network.input_shape)
+    _check_shape(shape, "input shape")
+    for index, layer in enumerate(network.layers):
+        where = f"layer {index}"
+        kind = layer.WhichOneof("kind")
+        if kind is None or len(UnknownFieldSet(layer)):
+            raise ModelFormatError(f"{where}: unknown layer kind")
+        shape = _output_shape(kind, getattr(layer, kind), shape, f"{where} ({kind})")
+    if shape != tuple(network.output_shape):
+        raise ModelFormatError(
+            f"layers produce shape {list(shape)}, file declares {list(network.output_shape)}"
+        )
+
+
+def _output_shape(kind: str, spec, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    """Checks one layer against its input shape and returns its output shape."""
+    if len(UnknownFieldSet(spec)):
+        raise ModelFormatError(f"{where}: fields this build does not know")
+    if kind == "flatten":
+        return (math.prod(shape),)
+    if kind == "reshape":
+        target = tuple(spec.shape)
+        _check_shape(target, where)
+        if math.prod(target) != math.prod(shape):
+            raise ModelFormatError(f"{where}: cannot reshape {list(shape)} to {list(target)}")
+        return target
+    if spec.activation not in _ACTIVATIONS:
+        raise ModelFormatError(f"{where}: unknown activation code {spec.activation}")
+    kernel = tensor_to_array(spec.kernel, f"{where} kernel")
+    bias = tensor_to_array(spec.bias, f"{where} bias")
+    if kernel.dtype != np.float32 or bias.dtype != np.float32:
+        raise ModelFormatError(f"{where}: weights must be float32")
+    if kind == "dense":
+        if len(shape) != 1 or kernel.ndim != 2 or kernel.shape[0] != shape[0]:
+            raise ModelFormatError(f"{where}: kernel {list(kernel.shape)} does not fit input {list(shape)}")
+        out_channels = kernel.shape[1]
+        result: tuple[int, ...] = (out_channels,)
+    else:
+        if spec.padding not in _PADDINGS or not 1 <= spec.stride <= 8:
+            raise ModelFormatError(f"{where}: bad padding or stride")
+        in_axis, out_axis = (2, 3) if kind == "conv2d" else (3, 2)
+        if len(shape) != 3 or kernel.ndim != 4 or kernel.shape[in_axis] != shape[2]:
+            raise ModelFormatError(f"{where}: kernel {list(kernel.shape)} does not fit input {list(shape)}")
+        out_channels = kernel.shape[out_axis]
+        result = (*_spatial(kind, spec, shape[:2], kernel.shape[:2]), out_channels)
+        _check_shape(result, where)
+    if bias.shape != (out_channels,):
+        raise ModelFormatError(f"{where}: bias shape {list(bias.shape)}, expected [{out_channels}]")
+    return result
+
+
+def _spatial(kind: str, spec, size: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[int, int]:
+    same = spec.padding == model_pb2.PADDING_SAME
+    s = spec.stride
+    if kind == "conv2d":
+        out = [-(-n // s) if same else (n - k) // s + 1 for n, k in zip(size, kernel)]
+    else:
+        out = [n * s if same else (n - 1) * s + k for n, k in zip(size, kernel)]
+    if min(out) < 1:
+        raise ModelFormatError(f"convolution leaves no output for input {list(size)}")
+    return out[0], out[1]

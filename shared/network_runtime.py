@@ -1,0 +1,48 @@
+"""Runs one model half on batches with TensorFlow, on the CPU or a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from shared.keras_bridge import keras_from_network
+from shared.model_format import NetworkInfo
+
+__all__ = ["DEVICES", "CompiledNetwork", "resolve_device"]
+
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def resolve_device(device: str) -> str:
+    """Maps auto/cpu/gpu to a TensorFlow device name; 'gpu' fails when none is visible."""
+    if device not in DEVICES:
+        raise ValueError(f'unknown device "{device}" (choose from {", ".join(DEVICES)})')
+    gpus = tf.config.list_logical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise RuntimeError("--device gpu was asked for, but TensorFlow sees no GPU (use --device cpu or auto)")
+    if device == "cpu" or not gpus:
+        return "/CPU:0"
+    return gpus[0].name
+
+
+class CompiledNetwork:
+    """A model half compiled once into a graph that takes any batch size without retracing."""
+
+    def __init__(self, info: NetworkInfo, device: str = "auto") -> None:
+        self.info = info
+        self.device = resolve_device(device)
+        with tf.device(self.device):
+            self.model = keras_from_network(info)
+        spec = tf.TensorSpec([None, *info.input_shape], tf.float32)
+        self._run = tf.function(self._forward, input_signature=[spec])
+
+    def _forward(self, batch: tf.Tensor) -> tf.Tensor:
+        with tf.device(self.device):
+            return self.model(batch, training=False)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """Runs a float32 batch of shape (n, *input_shape) through the network."""
+        batch = np.asarray(batch, np.float32)
+        if batch.shape[1:] != self.info.input_shape:
+            raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.info.input_shape}")
+        return self._run(batch).numpy()

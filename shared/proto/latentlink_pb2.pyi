@@ -1,0 +1,174 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class LatentEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LATENT_ENCODING_UNSPECIFIED: _ClassVar[LatentEncoding]
+    LATENT_ENCODING_FLOAT64: _ClassVar[LatentEncoding]
+
+class AckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACK_STATUS_UNSPECIFIED: _ClassVar[AckStatus]
+    ACK_STATUS_WRITTEN: _ClassVar[AckStatus]
+    ACK_STATUS_FAILED: _ClassVar[AckStatus]
+LATENT_ENCODING_UNSPECIFIED: LatentEncoding
+LATENT_ENCODING_FLOAT64: LatentEncoding
+ACK_STATUS_UNSPECIFIED: AckStatus
+ACK_STATUS_WRITTEN: AckStatus
+ACK_STATUS_FAILED: AckStatus
+
+class DecoderSummary(_message.Message):
+    __slots__ = ("image_shape", "latent_dim", "size_bytes", "model_name")
+    IMAGE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    image_shape: _containers.RepeatedScalarFieldContainer[int]
+    latent_dim: int
+    size_bytes: int
+    model_name: str
+    def __init__(self, image_shape: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model_name: _Optional[str] = ...) -> None: ...
+
+class Hello(_message.Message):
+    __slots__ = ("protocol_version", "decoder_digest", "decoder", "encodings")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    DECODER_FIELD_NUMBER: _ClassVar[int]
+    ENCODINGS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    decoder_digest: str
+    decoder: DecoderSummary
+    encodings: _containers.RepeatedScalarFieldContainer[LatentEncoding]
+    def __init__(self, protocol_version: _Optional[int] = ..., decoder_digest: _Optional[str] = ..., decoder: _Optional[_Union[DecoderSummary, _Mapping]] = ..., encodings: _Optional[_Iterable[_Union[LatentEncoding, str]]] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_batch_images", "max_model_bytes", "max_chunk_bytes")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_batch_images: int
+    max_model_bytes: int
+    max_chunk_bytes: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class Handshake(_message.Message):
+    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits")
+    PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HAS_DECODER_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    protocol_version: int
+    has_decoder: bool
+    encoding: LatentEncoding
+    limits: Limits
+    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+
+class ModelChunk(_message.Message):
+    __slots__ = ("offset", "data", "last")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    data: bytes
+    last: bool
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
+
+class ModelAccepted(_message.Message):
+    __slots__ = ("decoder_digest", "received_bytes")
+    DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    decoder_digest: str
+    received_bytes: int
+    def __init__(self, decoder_digest: _Optional[str] = ..., received_bytes: _Optional[int] = ...) -> None: ...
+
+class ImageLatent(_message.Message):
+    __slots__ = ("seq", "name", "shape")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    name: str
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, seq: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class LatentBatch(_message.Message):
+    __slots__ = ("decoder_digest", "encoding", "latent_dim", "images", "values", "payload")
+    DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    decoder_digest: str
+    encoding: LatentEncoding
+    latent_dim: int
+    images: _containers.RepeatedCompositeFieldContainer[ImageLatent]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    payload: bytes
+    def __init__(self, decoder_digest: _Optional[str] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., latent_dim: _Optional[int] = ..., images: _Optional[_Iterable[_Union[ImageLatent, _Mapping]]] = ..., values: _Optional[_Iterable[float]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class ImageAck(_message.Message):
+    __slots__ = ("seq", "name", "status", "path", "error")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    name: str
+    status: AckStatus
+    path: str
+    error: str
+    def __init__(self, seq: _Optional[int] = ..., name: _Optional[str] = ..., status: _Optional[_Union[AckStatus, str]] = ..., path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class AckBatch(_message.Message):
+    __slots__ = ("acks",)
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    acks: _containers.RepeatedCompositeFieldContainer[ImageAck]
+    def __init__(self, acks: _Optional[_Iterable[_Union[ImageAck, _Mapping]]] = ...) -> None: ...
+
+class Finish(_message.Message):
+    __slots__ = ("images_sent",)
+    IMAGES_SENT_FIELD_NUMBER: _ClassVar[int]
+    images_sent: int
+    def __init__(self, images_sent: _Optional[int] = ...) -> None: ...
+
+class Summary(_message.Message):
+    __slots__ = ("images_written", "images_failed")
+    IMAGES_WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    IMAGES_FAILED_FIELD_NUMBER: _ClassVar[int]
+    images_written: int
+    images_failed: int
+    def __init__(self, images_written: _Optional[int] = ..., images_failed: _Optional[int] = ...) -> None: ...
+
+class SenderMessage(_message.Message):
+    __slots__ = ("hello", "model_chunk", "latent_batch", "finish")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    LATENT_BATCH_FIELD_NUMBER: _ClassVar[int]
+    FINISH_FIELD_NUMBER: _ClassVar[int]
+    hello: Hello
+    model_chunk: ModelChunk
+    latent_batch: LatentBatch
+    finish: Finish
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., model_chunk: _Optional[_Union[ModelChunk, _Mapping]] = ..., latent_batch: _Optional[_Union[LatentBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
+
+class ReceiverMessage(_message.Message):
+    __slots__ = ("handshake", "model_accepted", "acks", "summary")
+    HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    ACKS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    handshake: Handshake
+    model_accepted: ModelAccepted
+    acks: AckBatch
+    summary: Summary
+    def __init__(self, handshake: _Optional[_Union[Handshake, _Mapping]] = ..., model_accepted: _Optional[_Union[ModelAccepted, _Mapping]] = ..., acks: _Optional[_Union[AckBatch, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,140 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_UNSPECIFIED: _ClassVar[DType]
+    DTYPE_FLOAT32: _ClassVar[DType]
+    DTYPE_FLOAT64: _ClassVar[DType]
+    DTYPE_INT32: _ClassVar[DType]
+
+class Activation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVATION_UNSPECIFIED: _ClassVar[Activation]
+    ACTIVATION_LINEAR: _ClassVar[Activation]
+    ACTIVATION_RELU: _ClassVar[Activation]
+    ACTIVATION_SIGMOID: _ClassVar[Activation]
+    ACTIVATION_TANH: _ClassVar[Activation]
+    ACTIVATION_LEAKY_RELU: _ClassVar[Activation]
+
+class Padding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PADDING_UNSPECIFIED: _ClassVar[Padding]
+    PADDING_SAME: _ClassVar[Padding]
+    PADDING_VALID: _ClassVar[Padding]
+
+class Role(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ROLE_UNSPECIFIED: _ClassVar[Role]
+    ROLE_ENCODER: _ClassVar[Role]
+    ROLE_DECODER: _ClassVar[Role]
+DTYPE_UNSPECIFIED: DType
+DTYPE_FLOAT32: DType
+DTYPE_FLOAT64: DType
+DTYPE_INT32: DType
+ACTIVATION_UNSPECIFIED: Activation
+ACTIVATION_LINEAR: Activation
+ACTIVATION_RELU: Activation
+ACTIVATION_SIGMOID: Activation
+ACTIVATION_TANH: Activation
+ACTIVATION_LEAKY_RELU: Activation
+PADDING_UNSPECIFIED: Padding
+PADDING_SAME: Padding
+PADDING_VALID: Padding
+ROLE_UNSPECIFIED: Role
+ROLE_ENCODER: Role
+ROLE_DECODER: Role
+
+class Tensor(_message.Message):
+    __slots__ = ("dtype", "shape", "data")
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    dtype: DType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class Dense(_message.Message):
+    __slots__ = ("activation", "kernel", "bias")
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    activation: Activation
+    kernel: Tensor
+    bias: Tensor
+    def __init__(self, activation: _Optional[_Union[Activation, str]] = ..., kernel: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class Conv2D(_message.Message):
+    __slots__ = ("stride", "padding", "activation", "kernel", "bias")
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    stride: int
+    padding: Padding
+    activation: Activation
+    kernel: Tensor
+    bias: Tensor
+    def __init__(self, stride: _Optional[int] = ..., padding: _Optional[_Union[Padding, str]] = ..., activation: _Optional[_Union[Activation, str]] = ..., kernel: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class Conv2DTranspose(_message.Message):
+    __slots__ = ("stride", "padding", "activation", "kernel", "bias")
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    stride: int
+    padding: Padding
+    activation: Activation
+    kernel: Tensor
+    bias: Tensor
+    def __init__(self, stride: _Optional[int] = ..., padding: _Optional[_Union[Padding, str]] = ..., activation: _Optional[_Union[Activation, str]] = ..., kernel: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
+class Reshape(_message.Message):
+    __slots__ = ("shape",)
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, shape: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Flatten(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Layer(_message.Message):
+    __slots__ = ("dense", "conv2d", "conv2d_transpose", "reshape", "flatten")
+    DENSE_FIELD_NUMBER: _ClassVar[int]
+    CONV2D_FIELD_NUMBER: _ClassVar[int]
+    CONV2D_TRANSPOSE_FIELD_NUMBER: _ClassVar[int]
+    RESHAPE_FIELD_NUMBER: _ClassVar[int]
+    FLATTEN_FIELD_NUMBER: _ClassVar[int]
+    dense: Dense
+    conv2d: Conv2D
+    conv2d_transpose: Conv2DTranspose
+    reshape: Reshape
+    flatten: Flatten
+    def __init__(self, dense: _Optional[_Union[Dense, _Mapping]] = ..., conv2d: _Optional[_Union[Conv2D, _Mapping]] = ..., conv2d_transpose: _Optional[_Union[Conv2DTranspose, _Mapping]] = ..., reshape: _Optional[_Union[Reshape, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ...) -> None: ...
+
+class Network(_message.Message):
+    __slots__ = ("format_version", "role", "model_name", "input_shape", "output_shape", "layers")
+    FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    format_version: int
+    role: Role
+    model_name: str
+    input_shape: _containers.RepeatedScalarFieldContainer[int]
+    output_shape: _containers.RepeatedScalarFieldContainer[int]
+    layers: _containers.RepeatedCompositeFieldContainer[Layer]
+    def __init__(self, format_version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., model_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...

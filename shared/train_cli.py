@@ -1,0 +1,161 @@
+"""latentlink-train: trains an autoencoder on MNIST and writes a portable model folder."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["TrainConfig", "build_parser", "main", "train_autoencoder", "evaluate"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run."""
+
+    family: str = "conv"
+    latent_dim: int = 64
+    epochs: int = 20
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    optimizer: str = "adam"
+    loss: str = "mse"
+    seed: int = 0
+    train_limit: int = 0
+
+
+def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool = True):
+    """Trains a fresh autoencoder on uint8 images; returns it and the per-epoch losses."""
+    import keras
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    from shared.autoencoder import build_autoencoder
+
+    keras.utils.set_random_seed(config.seed)
+    tf.config.experimental.enable_op_determinism()
+    if config.train_limit:
+        x_train = x_train[: config.train_limit]
+    x = x_train.astype(np.float32) / 255.0
+    model = build_autoencoder(config.family, config.latent_dim)
+    steps = -(-len(x) // config.batch_size) * config.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, steps)
+    optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop}
+    losses = {"mse": "mse", "bce": "binary_crossentropy"}
+    joined = model.joined()
+    joined.compile(optimizers[config.optimizer](schedule), losses[config.loss])
+    bar = tqdm(total=config.epochs, unit="epoch", disable=not progress, file=sys.stderr)
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            bar.set_postfix(loss=f"{logs['loss']:.5f}")
+            bar.update(1)
+
+    history = joined.fit(
+        x, x, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=[Progress()]
+    )
+    bar.close()
+    return model, history.history["loss"]
+
+
+def evaluate(model, x_test: np.ndarray):
+    """Returns the 8-bit reconstruction quality and CPU images/s for encode and decode."""
+    from shared.metrics import quality, to_uint8
+
+    x = x_test.astype(np.float32) / 255.0
+    start = time.perf_counter()
+    latents = model.encoder.predict(x, batch_size=1000, verbose=0)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    out = model.decoder.predict(latents, batch_size=1000, verbose=0)
+    decode_s = time.perf_counter() - start
+    return quality(x_test, to_uint8(out)), len(x) / encode_s, len(x) / decode_s
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    parser = argparse.ArgumentParser(
+        prog="latentlink-train",
+        description="Train an autoencoder on MNIST and write a portable model folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: latentlink-train --family seed --latent-dim 64 --optimizer rmsprop --out models/seed-k64",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    parser.add_argument("--name", help="model name (default: the output folder's name)")
+    parser.add_argument("--family", choices=("seed", "conv"), default=defaults.family, help="architecture family")
+    parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="latent width k")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="peak rate (cosine decay)")
+    parser.add_argument("--optimizer", choices=("adam", "rmsprop"), default=defaults.optimizer)
+    parser.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss, help="training loss")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
+    parser.add_argument("--train-limit", type=int, default=0, help="train on the first N images only (0: all)")
+    parser.add_argument("--data", help="path to mnist.npz (default: $LATENTLINK_MNIST, else Keras' cache)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = TrainConfig(
+        family=args.family,
+        latent_dim=args.latent_dim,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        loss=args.loss,
+        seed=args.seed,
+        train_limit=args.train_limit,
+    )
+    from shared.mnist import load_mnist
+
+    try:
+        x_train, x_test = load_mnist(args.data)
+    except (OSError, KeyError, ValueError) as exc:
+        print(f"latentlink-train: error: cannot load MNIST: {exc}", file=sys.stderr)
+        return 2
+
+    from shared.keras_bridge import network_from_keras
+    from shared.model_dir import save_model_dir
+    from shared.proto import model_pb2
+
+    start = time.perf_counter()
+    model, losses = train_autoencoder(config, x_train, progress=not args.quiet)
+    train_s = time.perf_counter() - start
+    test, enc_rate, dec_rate = evaluate(model, x_test)
+    name = args.name or args.out.name
+    argv_text = shlex.join(sys.argv[1:] if argv is None else list(argv))
+    card = {
+        "family": config.family,
+        "config": asdict(config),
+        "train_command": f"latentlink-train {argv_text}",
+        "train_seconds": round(train_s, 1),
+        "final_train_loss": losses[-1],
+        "test": {"mse": test.mse, "rmse": test.rmse, "psnr_db": test.psnr, "images": len(x_test)},
+        "cpu_images_per_s": {"encode": round(enc_rate), "decode": round(dec_rate)},
+        "encoder_params": model.encoder.count_params(),
+        "decoder_params": model.decoder.count_params(),
+    }
+    files = save_model_dir(
+        args.out,
+        network_from_keras(model.encoder, model_pb2.ROLE_ENCODER, name),
+        network_from_keras(model.decoder, model_pb2.ROLE_DECODER, name),
+        card,
+    )
+    print(
+        f"{name}: test {test}; trained in {train_s:.0f} s; "
+        f"decoder {files.decoder.size_bytes / 1024:.0f} KiB ({files.decoder.digest[:12]}); wrote {args.out}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
