@@ -1,0 +1,7 @@
+"""latentlink code common to sender and receiver."""
+
+import os
+
+# TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns our
+# one-line messages; users can still raise it by setting the variable.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

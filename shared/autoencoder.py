@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 import keras
 
-__all__ = ["FAMILIES", "IMAGE_SHAPE", "Autoencoder", "build_autoencoder", "conv_autoencoder", "seed_autoencoder"]
+__all__ = [
+    "FAMILIES",
+    "IMAGE_SHAPE",
+    "Autoencoder",
+    "build_autoencoder",
+    "conv_autoencoder",
+    "seed_autoencoder",
+]
 
 IMAGE_SHAPE = (28, 28)
 
@@ -25,9 +32,7 @@ class Autoencoder:
         return keras.Model(image, self.decoder(self.encoder(image)))
 
 
-def seed_autoencoder(
-    latent_dim: int = 64, hidden: Sequence[int] = (128,), activation: str = "sigmoid"
-) -> Autoencoder:
+def seed_autoencoder(latent_dim: int = 64, hidden: Sequence[int] = (128,), activation: str = "sigmoid") -> Autoencoder:
     """Builds the seed's MLP: 784 -> hidden -> latent -> reversed hidden -> 784, sigmoid."""
     init = keras.initializers.RandomUniform(-0.05, 0.05)  # "small ranges", as in the seed
 

@@ -22,9 +22,7 @@ _PADDING_NAMES = {model_pb2.PADDING_SAME: "same", model_pb2.PADDING_VALID: "vali
 _PADDING_CODES = {name: code for code, name in _PADDING_NAMES.items()}
 
 
-def network_from_keras(
-    model: keras.Sequential, role: int, model_name: str
-) -> model_pb2.Network:
+def network_from_keras(model: keras.Sequential, role: int, model_name: str) -> model_pb2.Network:
     """Describes a Sequential model of allowlisted layers as a `Network`."""
     layers = [_layer_from_keras(layer) for layer in model.layers]
     return model_pb2.Network(
@@ -81,7 +79,9 @@ def _layer_from_keras(layer: keras.layers.Layer) -> model_pb2.Layer:
     config = layer.get_config()
     activation = _ACTIVATION_CODES.get(config["activation"]) if isinstance(config["activation"], str) else None
     if activation is None or not config.get("use_bias", False):
-        raise ValueError(f'layer "{layer.name}": activation "{config["activation"]}" or bias-free layers are not portable')
+        raise ValueError(
+            f'layer "{layer.name}": activation "{config["activation"]}" or bias-free layers are not portable'
+        )
     kernel, bias = (tensor_from_array(w) for w in layer.get_weights())
     if kind == "Dense":
         return model_pb2.Layer(dense=model_pb2.Dense(activation=activation, kernel=kernel, bias=bias))

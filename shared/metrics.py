@@ -18,6 +18,11 @@ class Quality:
     rmse: float
     psnr: float
 
+    @classmethod
+    def from_mse(cls, mse: float) -> Quality:
+        """Derives RMSE and PSNR (peak 1.0) from a mean squared error."""
+        return cls(mse=mse, rmse=math.sqrt(mse), psnr=math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse))
+
     def __str__(self) -> str:
         return f"MSE {self.mse:.5f}, RMSE {self.rmse:.4f}, PSNR {self.psnr:.2f} dB"
 
@@ -32,6 +37,4 @@ def quality(original: np.ndarray, reconstructed: np.ndarray) -> Quality:
     if original.shape != reconstructed.shape:
         raise ValueError(f"shape mismatch: {original.shape} vs {reconstructed.shape}")
     diff = (original.astype(np.float64) - reconstructed.astype(np.float64)) / 255.0
-    mse = float(np.mean(diff * diff))
-    psnr = math.inf if mse == 0 else 10.0 * math.log10(1.0 / mse)
-    return Quality(mse=mse, rmse=math.sqrt(mse), psnr=psnr)
+    return Quality.from_mse(float(np.mean(diff * diff)))

@@ -7,10 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.model_format import NetworkInfo, ModelFormatError, network_to_bytes, parse_network
+from shared.model_format import ModelFormatError, NetworkInfo, network_to_bytes, parse_network
 from shared.proto import model_pb2
 
-__all__ = ["ENCODER_FILE", "DECODER_FILE", "CARD_FILE", "ModelFiles", "load_model_dir", "save_model_dir", "default_model_dir"]
+__all__ = [
+    "ENCODER_FILE",
+    "DECODER_FILE",
+    "CARD_FILE",
+    "ModelFiles",
+    "load_model_dir",
+    "save_model_dir",
+    "default_model_dir",
+]
 
 ENCODER_FILE = "encoder.lln"
 DECODER_FILE = "decoder.lln"

@@ -103,25 +103,17 @@ def tensor_to_array(tensor: model_pb2.Tensor, where: str = "tensor") -> np.ndarr
     _check_shape(shape, where)
     expected = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != expected:
-        raise ModelFormatError(
-            f"{where}: {len(tensor.data)} data bytes for shape {list(shape)}, expected {expected}"
-        )
+        raise ModelFormatError(f"{where}: {len(tensor.data)} data bytes for shape {list(shape)}, expected {expected}")
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
-def parse_network(
-    data: bytes, expected_digest: str | None = None, role: int | None = None
-) -> NetworkInfo:
+def parse_network(data: bytes, expected_digest: str | None = None, role: int | None = None) -> NetworkInfo:
     """Parses and validates a model file; raises `ModelFormatError` on any defect."""
     if len(data) > MAX_NETWORK_BYTES:
-        raise ModelFormatError(
-            f"model file is {len(data)} bytes, over the {MAX_NETWORK_BYTES}-byte limit"
-        )
+        raise ModelFormatError(f"model file is {len(data)} bytes, over the {MAX_NETWORK_BYTES}-byte limit")
     digest = digest_of(data)
     if expected_digest is not None and digest != expected_digest.lower():
-        raise ModelFormatError(
-            f'digest mismatch: expected "{expected_digest}", content hashes to "{digest}"'
-        )
+        raise ModelFormatError(f'digest mismatch: expected "{expected_digest}", content hashes to "{digest}"')
     network = model_pb2.Network()
     try:
         network.ParseFromString(data)
@@ -163,9 +155,7 @@ def _check_layers(network: model_pb2.Network) -> None:
             raise ModelFormatError(f"{where}: unknown layer kind")
         shape = _output_shape(kind, getattr(layer, kind), shape, f"{where} ({kind})")
     if shape != tuple(network.output_shape):
-        raise ModelFormatError(
-            f"layers produce shape {list(shape)}, file declares {list(network.output_shape)}"
-        )
+        raise ModelFormatError(f"layers produce shape {list(shape)}, file declares {list(network.output_shape)}")
 
 
 def _output_shape(kind: str, spec, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
@@ -209,9 +199,9 @@ def _spatial(kind: str, spec, size: tuple[int, ...], kernel: tuple[int, ...]) ->
     same = spec.padding == model_pb2.PADDING_SAME
     s = spec.stride
     if kind == "conv2d":
-        out = [-(-n // s) if same else (n - k) // s + 1 for n, k in zip(size, kernel)]
+        out = [-(-n // s) if same else (n - k) // s + 1 for n, k in zip(size, kernel, strict=True)]
     else:
-        out = [n * s if same else (n - 1) * s + k for n, k in zip(size, kernel)]
+        out = [n * s if same else (n - 1) * s + k for n, k in zip(size, kernel, strict=True)]
     if min(out) < 1:
         raise ModelFormatError(f"convolution leaves no output for input {list(size)}")
     return out[0], out[1]

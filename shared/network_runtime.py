@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
-from shared.keras_bridge import keras_from_network
 from shared.model_format import NetworkInfo
+from shared.tf_import import tensorflow
 
 __all__ = ["DEVICES", "CompiledNetwork", "resolve_device"]
 
@@ -17,6 +16,7 @@ def resolve_device(device: str) -> str:
     """Maps auto/cpu/gpu to a TensorFlow device name; 'gpu' fails when none is visible."""
     if device not in DEVICES:
         raise ValueError(f'unknown device "{device}" (choose from {", ".join(DEVICES)})')
+    tf = tensorflow()
     gpus = tf.config.list_logical_devices("GPU")
     if device == "gpu" and not gpus:
         raise RuntimeError("--device gpu was asked for, but TensorFlow sees no GPU (use --device cpu or auto)")
@@ -29,6 +29,9 @@ class CompiledNetwork:
     """A model half compiled once into a graph that takes any batch size without retracing."""
 
     def __init__(self, info: NetworkInfo, device: str = "auto") -> None:
+        tf = tensorflow()
+        from shared.keras_bridge import keras_from_network
+
         self.info = info
         self.device = resolve_device(device)
         with tf.device(self.device):
@@ -36,8 +39,8 @@ class CompiledNetwork:
         spec = tf.TensorSpec([None, *info.input_shape], tf.float32)
         self._run = tf.function(self._forward, input_signature=[spec])
 
-    def _forward(self, batch: tf.Tensor) -> tf.Tensor:
-        with tf.device(self.device):
+    def _forward(self, batch):
+        with tensorflow().device(self.device):
             return self.model(batch, training=False)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:

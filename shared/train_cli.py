@@ -32,9 +32,12 @@ class TrainConfig:
 
 def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool = True):
     """Trains a fresh autoencoder on uint8 images; returns it and the per-epoch losses."""
-    import keras
-    import tensorflow as tf
     from tqdm import tqdm
+
+    from shared.tf_import import tensorflow
+
+    tf = tensorflow()
+    import keras
 
     from shared.autoencoder import build_autoencoder
 
@@ -57,9 +60,7 @@ def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool =
             bar.set_postfix(loss=f"{logs['loss']:.5f}")
             bar.update(1)
 
-    history = joined.fit(
-        x, x, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=[Progress()]
-    )
+    history = joined.fit(x, x, batch_size=config.batch_size, epochs=config.epochs, verbose=0, callbacks=[Progress()])
     bar.close()
     return model, history.history["loss"]
 

@@ -18,6 +18,4 @@ def test_generated_code_is_current(tmp_path: Path):
     for rel in generated:
         committed = REPO / rel
         assert committed.is_file(), f"{rel} is not committed: run scripts/gen_protos.sh"
-        assert committed.read_bytes() == (tmp_path / rel).read_bytes(), (
-            f"{rel} is stale: run scripts/gen_protos.sh"
-        )
+        assert committed.read_bytes() == (tmp_path / rel).read_bytes(), f"{rel} is stale: run scripts/gen_protos.sh"

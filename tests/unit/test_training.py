@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.train_cli import TrainConfig, main, train_autoencoder
 from shared.model_dir import load_model_dir
+from shared.train_cli import TrainConfig, main, train_autoencoder
 
 
 def test_tiny_training_run_lowers_the_loss(mnist):
@@ -20,15 +20,28 @@ def test_same_seed_gives_the_same_weights(mnist):
     config = TrainConfig(family="seed", latent_dim=8, epochs=1, batch_size=64, train_limit=256)
     first, _ = train_autoencoder(config, x_train, progress=False)
     second, _ = train_autoencoder(config, x_train, progress=False)
-    for a, b in zip(first.decoder.get_weights(), second.decoder.get_weights()):
+    for a, b in zip(first.decoder.get_weights(), second.decoder.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
 def test_train_command_writes_a_loadable_model_folder(mnist_path, tmp_path):
     out = tmp_path / "tiny"
     code = main(
-        ["--family", "seed", "--latent-dim", "4", "--epochs", "1", "--train-limit", "256",
-         "--data", str(mnist_path), "--out", str(out), "--quiet"]
+        [
+            "--family",
+            "seed",
+            "--latent-dim",
+            "4",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "256",
+            "--data",
+            str(mnist_path),
+            "--out",
+            str(out),
+            "--quiet",
+        ]
     )
     assert code == 0
     files = load_model_dir(out)

@@ -1,0 +1,75 @@
+"""receiver: listens for senders and writes the images they stream as PNG files."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.protocol import DEFAULT_PORT
+
+__all__ = ["build_parser", "main"]
+
+
+def default_models_dir() -> Path:
+    """Returns the decoder cache folder: $XDG_CACHE_HOME/latentlink/decoders."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "latentlink" / "decoders"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="receiver",
+        description="Receive latent vectors from senders, decode them, and write PNG images.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: receiver --listen 0.0.0.0:50051 --out received/",
+    )
+    parser.add_argument(
+        "--listen",
+        nargs="?",
+        const=f"[::]:{DEFAULT_PORT}",
+        default=f"[::]:{DEFAULT_PORT}",
+        metavar="HOST:PORT",
+        help="address to listen on (port 0 picks a free one)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("received"), help="folder for reconstructed images")
+    parser.add_argument("--models", type=Path, default=default_models_dir(), help="decoder cache folder")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the decoder runs")
+    parser.add_argument("--grace", type=float, default=30.0, help="seconds to let sessions finish on shutdown")
+    parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s receiver %(levelname)s %(message)s",
+    )
+    from receiver.server import create_server
+
+    try:
+        server, port = create_server(args.listen, args.out, args.models, args.device)
+    except OSError as exc:
+        print(f"receiver: error: {exc} (is another receiver running? pick another port)", file=sys.stderr)
+        return 1
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    server.start()
+    host = args.listen.rsplit(":", 1)[0]
+    # The "listening" line is parsed by tests and the demo to learn the port.
+    print(f"receiver: listening on {host}:{port}, writing to {args.out.resolve()}", flush=True)
+    stop.wait()
+    print(f"receiver: shutting down (up to {args.grace:.0f} s for open sessions)", file=sys.stderr, flush=True)
+    server.stop(args.grace).wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

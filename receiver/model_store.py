@@ -1,0 +1,73 @@
+"""Content-addressed decoder cache: files on disk named by digest, compiled decoders in memory."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+from shared.model_format import ModelFormatError, NetworkInfo, parse_network
+from shared.proto import model_pb2
+
+__all__ = ["ModelStore", "is_digest"]
+
+log = logging.getLogger(__name__)
+_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def is_digest(text: str) -> bool:
+    """True for a lowercase hex SHA-256."""
+    return bool(_DIGEST.fullmatch(text))
+
+
+class ModelStore:
+    """Holds verified decoder files under `folder/<digest>.lln`; survives restarts."""
+
+    def __init__(self, folder: Path, device: str = "auto", max_loaded: int = 8) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.device = device
+        self.max_loaded = max_loaded
+        self._loaded: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _path(self, digest: str) -> Path:
+        if not is_digest(digest):
+            raise ModelFormatError(f'"{digest}" is not a SHA-256 digest')
+        return self.folder / f"{digest}.lln"
+
+    def has(self, digest: str) -> bool:
+        """True when a decoder with this digest is cached on disk."""
+        return self._path(digest).is_file()
+
+    def add(self, digest: str, data: bytes) -> NetworkInfo:
+        """Verifies a received decoder against its digest and caches it atomically."""
+        info = parse_network(data, expected_digest=digest, role=model_pb2.ROLE_DECODER)
+        path = self._path(digest)
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{digest[:12]}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        log.info("cached decoder %s (%s, %d bytes)", digest[:12], info.network.model_name, len(data))
+        return info
+
+    def decoder(self, digest: str):
+        """Returns the compiled decoder for a cached digest, re-verifying the file on first use."""
+        from shared.network_runtime import CompiledNetwork
+
+        with self._lock:
+            if digest in self._loaded:
+                self._loaded.move_to_end(digest)
+                return self._loaded[digest]
+            info = parse_network(self._path(digest).read_bytes(), expected_digest=digest, role=model_pb2.ROLE_DECODER)
+            compiled = CompiledNetwork(info, self.device)
+            self._loaded[digest] = compiled
+            if len(self._loaded) > self.max_loaded:
+                self._loaded.popitem(last=False)
+            return compiled

@@ -1,0 +1,125 @@
+"""sender: encodes images with the model's encoder and streams the latents to a receiver."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.protocol import MAX_BATCH_IMAGES
+
+__all__ = ["build_parser", "main", "format_report"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sender",
+        description="Encode images (a folder, one image, or a .npy/.npz array) and stream them to a receiver.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: sender --target localhost:50051 samples/mnist/",
+    )
+    parser.add_argument("images", type=Path, help="folder of images (searched recursively), an image, or .npy/.npz")
+    parser.add_argument("--target", required=True, metavar="HOST:PORT", help="the receiver's address")
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
+    parser.add_argument("--batch-size", type=int, default=256, help=f"images per message (1..{MAX_BATCH_IMAGES})")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
+    parser.add_argument("--resize", action="store_true", help="resize images of another size instead of failing them")
+    parser.add_argument("--handshake-timeout", type=float, default=20.0, help="seconds to wait for the receiver")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def format_report(report, target: str, model) -> str:
+    """Renders the end-of-session summary for people."""
+    n = max(report.images, 1)
+    sent = len(report.written) + sum(1 for r in report.failed.values() if not r.startswith("not "))
+    lines = [
+        f"sent {report.images} images to {target} in {report.elapsed_s:.1f} s: "
+        f"{len(report.written)} written, {len(report.failed)} failed",
+        f"  model {model.name} (decoder {model.decoder.digest[:12]}): {report.model_bytes} model bytes transferred"
+        + (" (receiver had it cached)" if report.model_bytes == 0 and report.written else ""),
+        f"  wire: {report.latent_bytes / max(sent, 1):.0f} B of latents per image "
+        f"(input files: {report.input_bytes / n:.0f} B per image)",
+    ]
+    if report.expected_quality is not None:
+        lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
+    if report.written:
+        first = next(iter(report.written.values()))
+        lines.append(f'  reconstructions are on the receiver, e.g. "{first}" in its output folder')
+    for name, reason in list(report.failed.items())[:20]:
+        lines.append(f"  FAILED {name}: {reason}")
+    if len(report.failed) > 20:
+        lines.append(f"  ... and {len(report.failed) - 20} more failures")
+    if report.error:
+        lines.append(f"sender: error: {report.error}")
+    return "\n".join(lines)
+
+
+def _report_json(report, target: str, model) -> str:
+    quality = report.expected_quality
+    return json.dumps(
+        {
+            "target": target,
+            "model": model.name,
+            "decoder_digest": model.decoder.digest,
+            "images": report.images,
+            "written": len(report.written),
+            "failed": report.failed,
+            "model_bytes": report.model_bytes,
+            "latent_bytes": report.latent_bytes,
+            "input_bytes": report.input_bytes,
+            "expected": None
+            if quality is None
+            else {"mse": quality.mse, "rmse": quality.rmse, "psnr_db": quality.psnr},
+            "elapsed_s": report.elapsed_s,
+            "error": report.error,
+        },
+        indent=2,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="sender %(levelname)s %(message)s")
+    if not 1 <= args.batch_size <= MAX_BATCH_IMAGES:
+        return _fail(f"--batch-size must be between 1 and {MAX_BATCH_IMAGES}")
+    from shared.image_io import ImageError, find_sources
+    from shared.model_dir import default_model_dir, load_model_dir
+    from shared.model_format import ModelFormatError
+
+    try:
+        model = load_model_dir(args.model or default_model_dir())
+        sources = find_sources(args.images, model.image_shape, resize=args.resize)
+    except (OSError, ImageError, ModelFormatError) as exc:
+        return _fail(str(exc))
+
+    from tqdm import tqdm
+
+    from sender.encode import BatchEncoder
+    from sender.session import send_images
+
+    try:
+        encoder = BatchEncoder(model, args.device)
+    except RuntimeError as exc:
+        return _fail(str(exc))
+    with tqdm(total=len(sources), unit="img", disable=args.quiet or args.json, file=sys.stderr) as bar:
+        report = send_images(
+            args.target, sources, encoder, args.batch_size, args.handshake_timeout, on_progress=bar.update
+        )
+    print(_report_json(report, args.target, model) if args.json else format_report(report, args.target, model))
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _fail(message: str) -> int:
+    print(f"sender: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

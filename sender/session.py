@@ -1,0 +1,236 @@
+"""One sender session over a bidirectional stream: hello, model upload if needed, latents, acks."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from sender.encode import BatchEncoder, QualityMeter
+from shared.image_io import ImageError, SourceImage
+from shared.latent_codec import SUPPORTED_ENCODINGS, ImageHeader, latents_to_batch
+from shared.metrics import Quality
+from shared.model_format import network_to_bytes
+from shared.proto import latentlink_pb2 as pb
+from shared.proto import latentlink_pb2_grpc
+from shared.protocol import MODEL_CHUNK_BYTES, PROTOCOL_VERSION, channel_options
+
+__all__ = ["SendReport", "SessionError", "send_images"]
+
+log = logging.getLogger(__name__)
+_END = object()
+
+
+class SessionError(RuntimeError):
+    """The session could not run or was cut off; the message says why and what to do."""
+
+
+@dataclass
+class SendReport:
+    """What happened to every image the sender read."""
+
+    images: int = 0
+    written: dict[str, str] = field(default_factory=dict)  # name -> path on the receiver
+    failed: dict[str, str] = field(default_factory=dict)  # name -> reason
+    model_bytes: int = 0
+    latent_bytes: int = 0  # serialized latent-batch messages, framing included
+    input_bytes: int = 0
+    expected_quality: Quality | None = None
+    elapsed_s: float = 0.0
+    error: str | None = None  # why the session ended early, if it did
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.failed and len(self.written) == self.images
+
+
+def send_images(
+    target: str,
+    sources: Sequence[SourceImage],
+    encoder: BatchEncoder,
+    batch_size: int = 256,
+    handshake_timeout: float = 20.0,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> SendReport:
+    """Streams `sources` to the receiver at `target`; never raises for per-image problems."""
+    report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
+    start = time.perf_counter()
+    with grpc.insecure_channel(target, options=channel_options()) as channel:
+        session = _Session(latentlink_pb2_grpc.LatentLinkStub(channel), encoder, report, on_progress)
+        try:
+            session.run(sources, batch_size, handshake_timeout)
+        except grpc.RpcError as exc:
+            report.error = _explain(exc, target, session.handshake_seen)
+        except SessionError as exc:
+            report.error = str(exc)
+        finally:
+            session.stop.set()
+            if session.producer is not None:
+                session.producer.join()
+    reason = f"not delivered: {report.error or 'the receiver did not acknowledge it'}"
+    for source in sources:
+        if source.name not in report.written:
+            report.failed.setdefault(source.name, reason)
+    report.elapsed_s = time.perf_counter() - start
+    report.expected_quality = session.quality.result()
+    return report
+
+
+class _Session:
+    def __init__(self, stub, encoder: BatchEncoder, report: SendReport, on_progress) -> None:
+        self.stub, self.encoder, self.report, self.on_progress = stub, encoder, report, on_progress
+        self.outgoing: queue.Queue = queue.Queue(maxsize=8)
+        self.stop = threading.Event()
+        self.pending: dict[int, str] = {}  # seq -> name, sent and not yet acknowledged
+        self.pending_lock = threading.Lock()
+        self.quality = QualityMeter()
+        self.handshake_seen = False
+        self.producer_error: BaseException | None = None
+        self.producer: threading.Thread | None = None
+
+    def _requests(self) -> Iterator[pb.SenderMessage]:
+        while True:
+            message = self.outgoing.get()
+            if message is _END:
+                return
+            yield message
+
+    def _put(self, message) -> None:
+        while not self.stop.is_set():
+            try:
+                self.outgoing.put(message, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise SessionError("session stopped")
+
+    def run(self, sources: Sequence[SourceImage], batch_size: int, handshake_timeout: float) -> None:
+        model = self.encoder.model
+        decoder_bytes = network_to_bytes(model.decoder.network)
+        self._put(
+            pb.SenderMessage(
+                hello=pb.Hello(
+                    protocol_version=PROTOCOL_VERSION,
+                    decoder_digest=model.decoder.digest,
+                    decoder=pb.DecoderSummary(
+                        image_shape=model.image_shape,
+                        latent_dim=model.latent_dim,
+                        size_bytes=len(decoder_bytes),
+                        model_name=model.name,
+                    ),
+                    encodings=SUPPORTED_ENCODINGS,
+                )
+            )
+        )
+        call = self.stub.Stream(self._requests())
+        self.call = call
+        watchdog = threading.Timer(handshake_timeout, call.cancel)
+        watchdog.start()
+        try:
+            handshake = _next(call, "handshake").handshake
+        finally:
+            watchdog.cancel()
+        self.handshake_seen = True
+        if handshake.protocol_version != PROTOCOL_VERSION:
+            raise SessionError(f"receiver speaks protocol {handshake.protocol_version}, this sender {PROTOCOL_VERSION}")
+        if not handshake.has_decoder:
+            self._upload(decoder_bytes, min(MODEL_CHUNK_BYTES, handshake.limits.max_chunk_bytes or MODEL_CHUNK_BYTES))
+            _next(call, "model_accepted")
+        batch_size = max(1, min(batch_size, handshake.limits.max_batch_images or batch_size))
+        producer = threading.Thread(target=self._produce, args=(sources, batch_size), daemon=True, name="encode")
+        self.producer = producer
+        producer.start()
+        for message in call:
+            kind = message.WhichOneof("kind")
+            if kind == "acks":
+                self._record(message.acks.acks)
+            elif kind == "summary":
+                break
+            else:
+                raise SessionError(f'receiver sent an unexpected "{kind}" message')
+        producer.join()
+        if self.producer_error is not None:
+            raise SessionError(f"encoding failed: {self.producer_error}")
+
+    def _upload(self, data: bytes, chunk_bytes: int) -> None:
+        for offset in range(0, len(data), chunk_bytes):
+            piece = data[offset : offset + chunk_bytes]
+            last = offset + chunk_bytes >= len(data)
+            self._put(pb.SenderMessage(model_chunk=pb.ModelChunk(offset=offset, data=piece, last=last)))
+        self.report.model_bytes = len(data)
+
+    def _produce(self, sources: Sequence[SourceImage], batch_size: int) -> None:
+        try:
+            for first in range(0, len(sources), batch_size):
+                self._send_batch(sources[first : first + batch_size], first)
+            self._put(pb.SenderMessage(finish=pb.Finish(images_sent=len(sources))))
+        except SessionError:
+            return
+        except Exception as exc:  # any crash must end the session, not hang it
+            log.exception("encoding failed")
+            self.producer_error = exc
+            self.call.cancel()
+        finally:
+            try:
+                self.outgoing.put_nowait(_END)
+            except queue.Full:
+                pass
+
+    def _send_batch(self, batch: Sequence[SourceImage], first_seq: int) -> None:
+        images, headers = [], []
+        for offset, source in enumerate(batch):
+            try:
+                images.append(source.load())
+            except ImageError as exc:
+                self.report.failed[source.name] = str(exc)
+                self.on_progress(1)
+                continue
+            headers.append(ImageHeader(seq=first_seq + offset, name=source.name, shape=images[-1].shape))
+        if not headers:
+            return
+        pixels = np.stack(images)
+        latents = self.encoder.encode(pixels)
+        self.quality.add(pixels, self.encoder.reconstruct(latents))
+        message = pb.SenderMessage(latent_batch=latents_to_batch(self.encoder.model.decoder.digest, headers, latents))
+        with self.pending_lock:
+            self.pending.update((h.seq, h.name) for h in headers)
+        self.report.latent_bytes += message.ByteSize()
+        self._put(message)
+
+    def _record(self, acks: Sequence[pb.ImageAck]) -> None:
+        for ack in acks:
+            with self.pending_lock:
+                name = self.pending.pop(ack.seq, None)
+            if name is None:
+                log.warning("acknowledgement for unknown image %d ignored", ack.seq)
+                continue
+            if ack.status == pb.ACK_STATUS_WRITTEN:
+                self.report.written[name] = ack.path
+            else:
+                self.report.failed[name] = ack.error or "failed on the receiver"
+        self.on_progress(len(acks))
+
+
+def _next(call, kind: str) -> pb.ReceiverMessage:
+    message = next(call, None)
+    if message is None or message.WhichOneof("kind") != kind:
+        got = "end of stream" if message is None else f'"{message.WhichOneof("kind")}"'
+        raise SessionError(f'expected "{kind}" from the receiver, got {got}')
+    return message
+
+
+def _explain(exc: grpc.RpcError, target: str, handshake_seen: bool) -> str:
+    code, details = exc.code(), exc.details() or ""
+    if code == grpc.StatusCode.UNAVAILABLE and not handshake_seen:
+        return f"cannot reach a receiver at {target} ({details}); is `receiver --listen` running there?"
+    if code == grpc.StatusCode.UNIMPLEMENTED:
+        return f"{target} is not a latentlink receiver (it does not implement the stream)"
+    if code == grpc.StatusCode.CANCELLED and not handshake_seen:
+        return f"no handshake from {target} in time; is it a latentlink receiver?"
+    return f"receiver ended the session: {code.name}: {details}"

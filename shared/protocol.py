@@ -1,0 +1,43 @@
+"""Protocol constants and gRPC options shared by sender and receiver."""
+
+from __future__ import annotations
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "DEFAULT_PORT",
+    "MAX_MESSAGE_BYTES",
+    "MODEL_CHUNK_BYTES",
+    "MAX_BATCH_IMAGES",
+    "MAX_MODEL_BYTES",
+    "MAX_NAME_BYTES",
+    "channel_options",
+    "server_options",
+]
+
+PROTOCOL_VERSION = 1
+DEFAULT_PORT = 50051
+# Largest single gRPC message either side accepts; latent batches and model
+# chunks stay far below it.
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+MODEL_CHUNK_BYTES = 256 * 1024
+MAX_BATCH_IMAGES = 1024
+MAX_MODEL_BYTES = 16 * 1024 * 1024
+MAX_NAME_BYTES = 1024
+
+
+def channel_options() -> list[tuple[str, int]]:
+    """Options for the sender's channel."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ]
+
+
+def server_options() -> list[tuple[str, int]]:
+    """Options for the receiver's server: bounded messages, no silent port sharing."""
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Without this, a second receiver on the same port would start "fine".
+        ("grpc.so_reuseport", 0),
+    ]

@@ -1,0 +1,47 @@
+"""A real receiver on a loopback port, and the shipped default model on the sender side."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from receiver.server import create_server
+from sender.encode import BatchEncoder
+from shared.model_dir import default_model_dir, load_model_dir
+
+
+@dataclass
+class RunningReceiver:
+    address: str
+    out: Path
+    models: Path
+    server: object
+
+    def stop(self) -> None:
+        self.server.stop(None).wait()
+
+
+def start_receiver(out: Path, models: Path) -> RunningReceiver:
+    """Starts an in-process receiver on a free 127.0.0.1 port."""
+    server, port = create_server("127.0.0.1:0", out, models, device="cpu")
+    server.start()
+    return RunningReceiver(f"127.0.0.1:{port}", out, models, server)
+
+
+@pytest.fixture
+def receiver(tmp_path: Path):
+    running = start_receiver(tmp_path / "out", tmp_path / "models")
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    return load_model_dir(default_model_dir())
+
+
+@pytest.fixture(scope="session")
+def encoder(default_model) -> BatchEncoder:
+    return BatchEncoder(default_model, device="cpu")

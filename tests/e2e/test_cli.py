@@ -1,0 +1,138 @@
+"""The real commands as separate processes: receiver and sender on loopback, files on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared.image_io import read_image
+from shared.metrics import quality
+from shared.model_dir import default_model_dir, load_model_dir
+from tests.conftest import REPO, SAMPLES
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def _command(name: str) -> list[str]:
+    return [sys.executable, "-m", name]
+
+
+@pytest.fixture
+def receiver_process(tmp_path: Path):
+    """A `receiver` process on a free loopback port; yields (address, out_dir)."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            *_command("receiver"),
+            "--listen",
+            "127.0.0.1:0",
+            "--out",
+            str(out),
+            "--models",
+            str(tmp_path / "models"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=tmp_path,
+    )
+    line = proc.stdout.readline()
+    match = re.search(r"listening on (\S+):(\d+)", line)
+    assert match, f"receiver did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+    yield f"127.0.0.1:{match.group(2)}", out, proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _send(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*_command("sender"), *args], capture_output=True, text=True, env=ENV, cwd=cwd, timeout=300)
+
+
+def test_sample_folder_round_trip_matches_the_model_quality(receiver_process):
+    address, out, _ = receiver_process
+    result = _send("--target", address, "--json", str(SAMPLES))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    names = sorted(p.name for p in SAMPLES.iterdir())
+    assert summary["written"] == len(names) and not summary["failed"]
+    assert sorted(p.name for p in out.iterdir()) == names
+    originals = np.stack([read_image(SAMPLES / n, (28, 28)) for n in names])
+    received = np.stack([read_image(out / n, (28, 28)) for n in names])
+    measured = quality(originals, received)
+    assert measured.psnr == pytest.approx(summary["expected"]["psnr_db"], abs=1e-9)
+    card = load_model_dir(default_model_dir()).card
+    assert abs(measured.psnr - card["test"]["psnr_db"]) < 1.5
+
+
+def test_second_sender_transfers_zero_model_bytes_and_says_so(receiver_process):
+    address, _, _ = receiver_process
+    first = _send("--target", address, "--quiet", str(SAMPLES / "test_00000.png"))
+    second = _send("--target", address, "--quiet", str(SAMPLES / "test_00001.png"))
+    assert first.returncode == second.returncode == 0
+    assert re.search(r"[1-9]\d* model bytes transferred", first.stdout)
+    assert "0 model bytes transferred (receiver had it cached)" in second.stdout
+
+
+def test_receiver_stops_cleanly_on_sigterm(receiver_process):
+    _, _, proc = receiver_process
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert "shutting down" in proc.stderr.read()
+
+
+def test_port_in_use_is_a_one_line_error(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = subprocess.run(
+            [
+                *_command("receiver"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--out",
+                str(tmp_path / "o"),
+                "--models",
+                str(tmp_path / "m"),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "cannot listen on" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [("missing", "no such file or folder"), ("empty", "has no files to send")],
+)
+def test_unusable_input_is_a_one_line_error(tmp_path, setup, message):
+    folder = tmp_path / "images"
+    if setup == "empty":
+        folder.mkdir()
+    result = _send("--target", "127.0.0.1:9", str(folder))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dead_target_is_a_clear_error_and_nonzero_exit(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = _send("--target", f"127.0.0.1:{port}", "--quiet", str(SAMPLES / "test_00000.png"))
+    assert result.returncode == 1
+    assert "cannot reach a receiver" in result.stdout and "Traceback" not in result.stderr
+    assert "FAILED test_00000.png" in result.stdout

@@ -1,0 +1,126 @@
+"""Sender sessions against a real in-process receiver on loopback."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sender.session import send_images
+from shared.image_io import find_sources, read_image
+from shared.model_dir import default_model_dir
+from tests.conftest import SAMPLES
+from tests.e2e.conftest import start_receiver
+
+
+def _sources(folder: Path = SAMPLES, count: int | None = None):
+    return find_sources(folder, (28, 28))[:count]
+
+
+def test_every_image_is_written_and_equals_a_local_decode(receiver, encoder):
+    sources = _sources(count=40)
+    report = send_images(receiver.address, sources, encoder, batch_size=16)
+    assert report.ok, report.failed
+    assert len(report.written) == 40
+    originals = np.stack([s.load() for s in sources])
+    expected = encoder.reconstruct(encoder.encode(originals))
+    for source, local in zip(sources, expected, strict=True):
+        written = read_image(receiver.out / report.written[source.name], (28, 28))
+        np.testing.assert_array_equal(written, local)
+
+
+def test_first_session_transfers_the_decoder_and_caches_it(receiver, encoder, default_model):
+    report = send_images(receiver.address, _sources(count=4), encoder)
+    assert report.model_bytes == default_model.decoder.size_bytes
+    cached = receiver.models / f"{default_model.decoder.digest}.lln"
+    assert cached.read_bytes() == (default_model_dir() / "decoder.lln").read_bytes()
+
+
+def test_second_session_transfers_no_model_bytes(receiver, encoder):
+    send_images(receiver.address, _sources(count=4), encoder)
+    second = send_images(receiver.address, _sources(count=4), encoder)
+    assert second.ok
+    assert second.model_bytes == 0
+
+
+def test_restarted_receiver_still_has_the_decoder(tmp_path, encoder):
+    first = start_receiver(tmp_path / "out", tmp_path / "models")
+    assert send_images(first.address, _sources(count=4), encoder).model_bytes > 0
+    first.stop()
+    second = start_receiver(tmp_path / "out", tmp_path / "models")
+    try:
+        report = send_images(second.address, _sources(count=4), encoder)
+    finally:
+        second.stop()
+    assert report.ok and report.model_bytes == 0
+
+
+def test_bad_files_are_reported_per_image_and_good_ones_still_land(receiver, encoder, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for name in ["test_00000.png", "test_00001.png"]:
+        shutil.copy(SAMPLES / name, folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "corrupt.png").write_bytes((SAMPLES / "test_00002.png").read_bytes()[:60])
+    Image.new("L", (32, 32)).save(folder / "big.png")
+    report = send_images(receiver.address, _sources(folder), encoder)
+    assert not report.ok
+    assert sorted(report.written) == ["test_00000.png", "test_00001.png"]
+    assert set(report.failed) == {"notes.txt", "corrupt.png", "big.png"}
+    assert "not a readable image" in report.failed["notes.txt"]
+    assert "not a readable image" in report.failed["corrupt.png"]
+    assert "32x32" in report.failed["big.png"] and "--resize" in report.failed["big.png"]
+    assert sorted(p.name for p in receiver.out.iterdir()) == ["test_00000.png", "test_00001.png"]
+
+
+def test_dead_target_fails_every_image_with_a_clear_reason(encoder):
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago has no listener
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sources = _sources(count=3)
+    report = send_images(f"127.0.0.1:{port}", sources, encoder)
+    assert "cannot reach a receiver" in report.error
+    assert not report.written
+    assert set(report.failed) == {s.name for s in sources}
+
+
+def test_resize_flag_makes_odd_sizes_usable(receiver, encoder, tmp_path):
+    Image.open(SAMPLES / "test_00000.png").resize((56, 56)).save(tmp_path / "large.png")
+    report = send_images(receiver.address, find_sources(tmp_path / "large.png", (28, 28), resize=True), encoder)
+    assert report.ok and report.written == {"large.png": "large.png"}
+
+
+def test_npz_array_of_images_is_sent(receiver, encoder, tmp_path):
+    pixels = np.stack([read_image(SAMPLES / f"test_0000{i}.png", (28, 28)) for i in range(3)])
+    np.savez(tmp_path / "digits.npz", x_test=pixels)
+    report = send_images(receiver.address, find_sources(tmp_path / "digits.npz", (28, 28)), encoder)
+    assert report.ok
+    assert sorted(report.written) == ["digits/x_test_0.png", "digits/x_test_1.png", "digits/x_test_2.png"]
+
+
+def test_empty_and_missing_folders_are_errors(tmp_path):
+    from shared.image_io import ImageError
+
+    with pytest.raises(ImageError, match="has no files"):
+        find_sources(tmp_path, (28, 28))
+    with pytest.raises(FileNotFoundError, match="no such file or folder"):
+        find_sources(tmp_path / "absent", (28, 28))
+
+
+def test_wrong_target_that_never_answers_times_out_with_a_clear_reason(encoder):
+    import socket
+    import threading
+
+    with socket.socket() as silent:  # accepts connections, never speaks gRPC
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        threading.Thread(target=lambda: silent.accept(), daemon=True).start()
+        sources = _sources(count=2)
+        report = send_images(f"127.0.0.1:{silent.getsockname()[1]}", sources, encoder, handshake_timeout=2)
+    assert "no handshake" in report.error or "cannot reach" in report.error
+    assert set(report.failed) == {s.name for s in sources}
