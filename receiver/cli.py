@@ -53,6 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from receiver.server import create_server
 
+    if args.device != "auto":
+        from shared.network_runtime import resolve_device
+
+        try:
+            resolve_device(args.device)
+        except RuntimeError as exc:
+            print(f"receiver: error: {exc}", file=sys.stderr)
+            return 2
     try:
         server, port = create_server(args.listen, args.out, args.models, args.device)
     except OSError as exc:
