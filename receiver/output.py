@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from shared.image_io import output_name
 from shared.protocol import MAX_NAME_BYTES
 
 __all__ = ["UnsafeNameError", "output_path"]
@@ -24,8 +25,7 @@ def output_path(out_dir: Path, name: str) -> Path:
     if any(len(part.encode()) > 255 for part in parts):
         raise UnsafeNameError(f'image name "{name[:80]}" has a component over 255 bytes')
     root = out_dir.resolve()
-    target = root.joinpath(*parts)
-    target = target.with_name(PurePosixPath(parts[-1]).stem + ".png")
+    target = root.joinpath(*output_name(name).split("/"))
     # A symlink planted inside the output folder must not lead outside it.
     if not target.parent.resolve().is_relative_to(root) or (target.is_symlink()):
         raise UnsafeNameError(f'image name "{name}" leads outside the output folder')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -11,8 +12,9 @@ import numpy as np
 
 from receiver.model_store import ModelStore, is_digest
 from receiver.output import UnsafeNameError, output_path
+from shared.entropy_coding import EntropyTables
 from shared.image_io import write_png_atomic
-from shared.latent_codec import SUPPORTED_ENCODINGS, LatentCodecError, latents_from_batch
+from shared.latent_codec import LatentCodecError, latents_from_batch
 from shared.metrics import to_uint8
 from shared.model_format import ModelFormatError
 from shared.proto import latentlink_pb2 as pb
@@ -50,20 +52,19 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         hello = _expect(request_iterator, "hello", context).hello
         digest = hello.decoder_digest
         _check_hello(hello, context)
+        encoding = _pick_encoding(hello, context)
         has_decoder = self.store.has(digest)
         log.info(
-            "%s: session for decoder %s (%s), cached=%s",
+            "%s: session for decoder %s (%s), cached=%s, encoding %s",
             peer,
             digest[:12],
             hello.decoder.model_name,
             has_decoder,
+            pb.LatentEncoding.Name(encoding),
         )
         yield pb.ReceiverMessage(
             handshake=pb.Handshake(
-                protocol_version=PROTOCOL_VERSION,
-                has_decoder=has_decoder,
-                encoding=pb.LATENT_ENCODING_FLOAT64,
-                limits=LIMITS,
+                protocol_version=PROTOCOL_VERSION, has_decoder=has_decoder, encoding=encoding, limits=LIMITS
             )
         )
         if not has_decoder:
@@ -80,79 +81,94 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             decoder = self.store.decoder(digest)
         except (ModelFormatError, OSError) as exc:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"cached decoder {digest[:12]} is unusable: {exc}")
-        written = failed = 0
-        names_seen: set[Path] = set()
+        tables = EntropyTables.from_network(decoder.info.network)
+        if encoding == pb.LATENT_ENCODING_ANS and tables is None:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "decoder has no entropy model, so ANS is impossible")
+        session = _Session(digest, encoding, decoder, tables)
         for message in request_iterator:
             kind = message.WhichOneof("kind")
             if kind == "finish":
-                log.info("%s: session done, %d written, %d failed", peer, written, failed)
-                yield pb.ReceiverMessage(summary=pb.Summary(images_written=written, images_failed=failed))
+                log.info("%s: session done, %d written, %d failed", peer, session.written, session.failed)
+                yield pb.ReceiverMessage(
+                    summary=pb.Summary(images_written=session.written, images_failed=session.failed)
+                )
                 return
             if kind != "latent_batch":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'unexpected "{kind}" message after the handshake')
-            acks = self._write_batch(message.latent_batch, digest, decoder, names_seen, context)
-            written += sum(a.status == pb.ACK_STATUS_WRITTEN for a in acks)
-            failed += sum(a.status == pb.ACK_STATUS_FAILED for a in acks)
-            yield pb.ReceiverMessage(acks=pb.AckBatch(acks=acks))
-        log.warning("%s: stream ended without finish (%d written, %d failed)", peer, written, failed)
+            yield pb.ReceiverMessage(acks=self._write_batch(message.latent_batch, session, context))
+        log.warning("%s: stream ended without finish (%d written, %d failed)", peer, session.written, session.failed)
 
-    def _write_batch(self, batch, digest, decoder, names_seen, context) -> list[pb.ImageAck]:
-        if batch.decoder_digest != digest:
+    def _write_batch(self, batch: pb.LatentBatch, session: _Session, context: grpc.ServicerContext) -> pb.AckBatch:
+        """Decodes a batch and writes its images; per-image problems become failures, not aborts."""
+        if batch.decoder_digest != session.digest:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f'batch names decoder "{batch.decoder_digest[:64]}", session uses "{digest}"',
+                f'batch names decoder "{batch.decoder_digest[:64]}", session uses "{session.digest}"',
             )
-        if len(batch.images) > MAX_BATCH_IMAGES:
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"batch of {len(batch.images)} images exceeds {MAX_BATCH_IMAGES}",
-            )
+        if batch.encoding != session.encoding:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch encoding {batch.encoding} was not negotiated")
+        if not 0 < batch.count <= MAX_BATCH_IMAGES:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"batch of {batch.count} images (1..{MAX_BATCH_IMAGES})")
+        acks = pb.AckBatch(first_seq=batch.first_seq, count=batch.count)
         try:
-            headers, latents = latents_from_batch(batch, decoder.info.input_shape[0])
+            decoded = latents_from_batch(batch, session.decoder.info.input_shape[0], session.tables)
         except LatentCodecError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        image_shape = decoder.info.output_shape
-        acks: list[pb.ImageAck] = []
-        targets: list[Path | None] = []
-        for header in headers:
+            acks.failures.extend(pb.ImageFailure(seq=batch.first_seq + i, error=str(exc)) for i in range(batch.count))
+            session.failed += batch.count
+            return acks
+        targets: dict[int, Path] = {}
+        for row, name in enumerate(decoded.names):
             try:
-                if header.shape != image_shape:
-                    raise ValueError(f"image shape {list(header.shape)} differs from the decoder's {list(image_shape)}")
-                target = output_path(self.out_dir, header.name)
-                if target in names_seen:
+                if decoded.image_shape != session.decoder.info.output_shape:
+                    raise ValueError(
+                        f"image shape {list(decoded.image_shape)} differs from the decoder's "
+                        f"{list(session.decoder.info.output_shape)}"
+                    )
+                target = output_path(self.out_dir, name)
+                if target in session.names_seen:
                     raise ValueError(f'another image of this session already maps to "{target.name}"')
-                if not np.all(np.isfinite(latents[len(targets)])):
+                if not np.all(np.isfinite(decoded.latents[row])):
                     raise ValueError("latent vector has non-finite values")
-                names_seen.add(target)
-                targets.append(target)
+                session.names_seen.add(target)
+                targets[row] = target
             except (UnsafeNameError, ValueError) as exc:
-                targets.append(None)
-                acks.append(pb.ImageAck(seq=header.seq, name=header.name, status=pb.ACK_STATUS_FAILED, error=str(exc)))
-        good = [i for i, t in enumerate(targets) if t is not None]
-        pixels = to_uint8(decoder(latents[good].astype(np.float32))) if good else []
-        root = self.out_dir.resolve()
-        for row, index in enumerate(good):
-            header, target = headers[index], targets[index]
+                acks.failures.append(pb.ImageFailure(seq=batch.first_seq + row, error=str(exc)))
+        rows = sorted(targets)
+        pixels = to_uint8(session.decoder(decoded.latents[rows].astype(np.float32))) if rows else []
+        for row, image in zip(rows, pixels, strict=True):
             try:
-                write_png_atomic(target, pixels[row])
-                acks.append(
-                    pb.ImageAck(
-                        seq=header.seq,
-                        name=header.name,
-                        status=pb.ACK_STATUS_WRITTEN,
-                        path=target.relative_to(root).as_posix(),
-                    )
-                )
+                write_png_atomic(targets[row], image)
             except OSError as exc:
-                acks.append(
-                    pb.ImageAck(
-                        seq=header.seq,
-                        name=header.name,
-                        status=pb.ACK_STATUS_FAILED,
-                        error=f"write failed: {exc}",
-                    )
-                )
+                acks.failures.append(pb.ImageFailure(seq=batch.first_seq + row, error=f"write failed: {exc}"))
+        session.failed += len(acks.failures)
+        session.written += batch.count - len(acks.failures)
         return acks
+
+
+@dataclass
+class _Session:
+    """What one stream has agreed on and done so far."""
+
+    digest: str
+    encoding: int
+    decoder: object
+    tables: EntropyTables | None
+    written: int = 0
+    failed: int = 0
+    names_seen: set[Path] = field(default_factory=set)
+
+
+def _pick_encoding(hello: pb.Hello, context: grpc.ServicerContext) -> int:
+    """Takes the sender's most preferred encoding that this receiver can decode."""
+    possible = {
+        pb.LATENT_ENCODING_FLOAT64,
+        pb.LATENT_ENCODING_FLOAT32,
+        pb.LATENT_ENCODING_FLOAT16,
+    } | ({pb.LATENT_ENCODING_ANS} if hello.decoder.has_entropy_model else set())
+    for encoding in hello.encodings:
+        if encoding in possible:
+            return encoding
+    context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no latent encoding in common with the sender")
 
 
 def _expect(requests: Iterator[pb.SenderMessage], kind: str, context: grpc.ServicerContext) -> pb.SenderMessage:
@@ -179,8 +195,6 @@ def _check_hello(hello: pb.Hello, context: grpc.ServicerContext) -> None:
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             f"decoder of {hello.decoder.size_bytes} bytes; limit is {MAX_MODEL_BYTES}",
         )
-    if not set(SUPPORTED_ENCODINGS) & set(hello.encodings):
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no latent encoding in common (receiver supports float64)")
 
 
 def _receive_model(requests: Iterator[pb.SenderMessage], size: int, context: grpc.ServicerContext) -> bytes:

@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "reconstructions.png")
-    parser.add_argument("--models", nargs="+", default=["default", "seed-k64"])
+    parser.add_argument("--models", nargs="+", default=["q2", "q4", "q5", "conv-k64", "seed-k64"])
     args = parser.parse_args()
     samples = sorted((REPO / "samples" / "mnist").glob("*.png"))[: args.count]
     originals = np.stack([read_image(p, (28, 28)) for p in samples])

@@ -9,6 +9,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.latent_codec import ENCODING_NAMES
+from shared.model_dir import DEFAULT_QUALITY, QUALITIES
 from shared.protocol import MAX_BATCH_IMAGES
 
 __all__ = ["build_parser", "main", "format_report"]
@@ -25,7 +27,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("images", type=Path, help="folder of images (searched recursively), an image, or .npy/.npz")
     parser.add_argument("--target", required=True, metavar="HOST:PORT", help="the receiver's address")
-    parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default model)")
+    parser.add_argument(
+        "--quality",
+        type=int,
+        choices=QUALITIES,
+        default=None,
+        help=f"shipped model of the rate-distortion ladder, 1 (smallest) to {QUALITIES[-1]} (best); "
+        f"default {DEFAULT_QUALITY}",
+    )
+    parser.add_argument("--model", type=Path, default=None, help="model folder (instead of --quality)")
+    parser.add_argument(
+        "--encoding",
+        choices=("auto", *ENCODING_NAMES),
+        default="auto",
+        help="latent wire encoding; auto: entropy-coded (ans) when the model has a prior, else float32. "
+        "float16 is lossy on the latents",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help=f"images per message (1..{MAX_BATCH_IMAGES})")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
     parser.add_argument("--resize", action="store_true", help="resize images of another size instead of failing them")
@@ -44,7 +61,9 @@ def format_report(report, target: str, model) -> str:
         f"{len(report.written)} written, {len(report.failed)} failed",
         f"  model {model.name} (decoder {model.decoder.digest[:12]}): {report.model_bytes} model bytes transferred"
         + (" (receiver had it cached)" if report.model_bytes == 0 and report.written else ""),
-        f"  wire: {report.latent_bytes / max(sent, 1):.0f} B of latents per image "
+        f"  wire ({report.encoding or 'no'} latents): {report.payload_bytes / max(sent, 1):.1f} B of latents "
+        "per image, "
+        f"{report.wire_bytes / max(sent, 1):.1f} B per image with names, framing and acks "
         f"(input files: {report.input_bytes / n:.0f} B per image)",
     ]
     if report.expected_quality is not None:
@@ -72,7 +91,10 @@ def _report_json(report, target: str, model) -> str:
             "written": len(report.written),
             "failed": report.failed,
             "model_bytes": report.model_bytes,
+            "encoding": report.encoding,
             "latent_bytes": report.latent_bytes,
+            "payload_bytes": report.payload_bytes,
+            "wire_bytes": report.wire_bytes,
             "input_bytes": report.input_bytes,
             "expected": None
             if quality is None
@@ -89,12 +111,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="sender %(levelname)s %(message)s")
     if not 1 <= args.batch_size <= MAX_BATCH_IMAGES:
         return _fail(f"--batch-size must be between 1 and {MAX_BATCH_IMAGES}")
+    if args.model and args.quality:
+        return _fail("give --model or --quality, not both")
     from shared.image_io import ImageError, find_sources
-    from shared.model_dir import default_model_dir, load_model_dir
+    from shared.model_dir import load_model_dir, quality_model_dir
     from shared.model_format import ModelFormatError
 
     try:
-        model = load_model_dir(args.model or default_model_dir())
+        model = load_model_dir(args.model or quality_model_dir(args.quality or DEFAULT_QUALITY))
         sources = find_sources(args.images, model.image_shape, resize=args.resize)
     except (OSError, ImageError, ModelFormatError) as exc:
         return _fail(str(exc))
@@ -108,9 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoder = BatchEncoder(model, args.device)
     except RuntimeError as exc:
         return _fail(str(exc))
+    encodings = None if args.encoding == "auto" else [ENCODING_NAMES[args.encoding]]
+    if args.encoding == "ans" and encoder.tables is None:
+        return _fail(f'model "{model.name}" has no entropy model; use --encoding float32 or a --quality model')
     with tqdm(total=len(sources), unit="img", disable=args.quiet or args.json, file=sys.stderr) as bar:
         report = send_images(
-            args.target, sources, encoder, args.batch_size, args.handshake_timeout, on_progress=bar.update
+            args.target, sources, encoder, args.batch_size, args.handshake_timeout, bar.update, encodings
         )
     print(_report_json(report, args.target, model) if args.json else format_report(report, args.target, model))
     return EXIT_OK if report.ok else EXIT_FAILED

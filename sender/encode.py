@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from shared.entropy_coding import EntropyTables
 from shared.metrics import Quality, to_uint8
 from shared.model_dir import ModelFiles
 from shared.network_runtime import CompiledNetwork
@@ -20,10 +21,14 @@ class BatchEncoder:
         self.model = model
         self.encoder = CompiledNetwork(model.encoder, device)
         self.decoder = CompiledNetwork(model.decoder, device)
+        # A decoder with entropy-coding tables was trained on integer latents.
+        self.tables = EntropyTables.from_network(model.decoder.network)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        """Maps (n, 28, 28) uint8 images to (n, latent_dim) float32 latents."""
-        return self.encoder(images.astype(np.float32) / 255.0)
+        """Maps (n, 28, 28) uint8 images to (n, latent_dim) float32 latents (integers for coded models)."""
+        latents = self.encoder(images.astype(np.float32) / 255.0)
+        # + 0.0 turns the -0.0 that rounding gives small negatives into the 0 the receiver decodes.
+        return np.round(latents) + 0.0 if self.tables is not None else latents
 
     def reconstruct(self, latents: np.ndarray) -> np.ndarray:
         """Decodes latents to the uint8 images a receiver will write."""

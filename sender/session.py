@@ -13,8 +13,8 @@ import grpc
 import numpy as np
 
 from sender.encode import BatchEncoder, QualityMeter
-from shared.image_io import ImageError, SourceImage
-from shared.latent_codec import SUPPORTED_ENCODINGS, ImageHeader, latents_to_batch
+from shared.image_io import ImageError, SourceImage, output_name
+from shared.latent_codec import latents_to_batch, supported_encodings, wire_latents
 from shared.metrics import Quality
 from shared.model_format import network_to_bytes
 from shared.proto import latentlink_pb2 as pb
@@ -40,7 +40,10 @@ class SendReport:
     failed: dict[str, str] = field(default_factory=dict)  # name -> reason
     model_bytes: int = 0
     latent_bytes: int = 0  # serialized latent-batch messages, framing included
+    payload_bytes: int = 0  # the latents alone (bitstream or raw values)
+    wire_bytes: int = 0  # everything both ways after the handshake, gRPC message framing included
     input_bytes: int = 0
+    encoding: str = ""
     expected_quality: Quality | None = None
     elapsed_s: float = 0.0
     error: str | None = None  # why the session ended early, if it did
@@ -57,12 +60,17 @@ def send_images(
     batch_size: int = 256,
     handshake_timeout: float = 20.0,
     on_progress: Callable[[int], None] = lambda n: None,
+    encodings: Sequence[int] | None = None,
 ) -> SendReport:
-    """Streams `sources` to the receiver at `target`; never raises for per-image problems."""
+    """Streams `sources` to the receiver at `target`; never raises for per-image problems.
+
+    `encodings` are offered in order of preference (default: the most compact the model allows).
+    """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     start = time.perf_counter()
     with grpc.insecure_channel(target, options=channel_options()) as channel:
-        session = _Session(latentlink_pb2_grpc.LatentLinkStub(channel), encoder, report, on_progress)
+        offered = list(encodings or supported_encodings(encoder.tables))
+        session = _Session(latentlink_pb2_grpc.LatentLinkStub(channel), encoder, report, on_progress, offered)
         try:
             session.run(sources, batch_size, handshake_timeout)
         except grpc.RpcError as exc:
@@ -83,8 +91,11 @@ def send_images(
 
 
 class _Session:
-    def __init__(self, stub, encoder: BatchEncoder, report: SendReport, on_progress) -> None:
+    def __init__(self, stub, encoder: BatchEncoder, report: SendReport, on_progress, offered: list[int]) -> None:
         self.stub, self.encoder, self.report, self.on_progress = stub, encoder, report, on_progress
+        self.offered = offered
+        self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
+        self.next_seq = 0
         self.outgoing: queue.Queue = queue.Queue(maxsize=8)
         self.stop = threading.Event()
         self.pending: dict[int, str] = {}  # seq -> name, sent and not yet acknowledged
@@ -95,8 +106,12 @@ class _Session:
         self.producer: threading.Thread | None = None
 
     def _requests(self) -> Iterator[pb.SenderMessage]:
-        while True:
-            message = self.outgoing.get()
+        # Polls so that gRPC's request thread ends with the session, even if _END never comes.
+        while not self.stop.is_set():
+            try:
+                message = self.outgoing.get(timeout=0.2)
+            except queue.Empty:
+                continue
             if message is _END:
                 return
             yield message
@@ -123,8 +138,9 @@ class _Session:
                         latent_dim=model.latent_dim,
                         size_bytes=len(decoder_bytes),
                         model_name=model.name,
+                        has_entropy_model=self.encoder.tables is not None,
                     ),
-                    encodings=SUPPORTED_ENCODINGS,
+                    encodings=self.offered,
                 )
             )
         )
@@ -139,6 +155,10 @@ class _Session:
         self.handshake_seen = True
         if handshake.protocol_version != PROTOCOL_VERSION:
             raise SessionError(f"receiver speaks protocol {handshake.protocol_version}, this sender {PROTOCOL_VERSION}")
+        if handshake.encoding not in self.offered:
+            raise SessionError(f"receiver picked latent encoding {handshake.encoding}, which was not offered")
+        self.encoding = handshake.encoding
+        self.report.encoding = pb.LatentEncoding.Name(handshake.encoding).removeprefix("LATENT_ENCODING_").lower()
         if not handshake.has_decoder:
             self._upload(decoder_bytes, min(MODEL_CHUNK_BYTES, handshake.limits.max_chunk_bytes or MODEL_CHUNK_BYTES))
             _next(call, "model_accepted")
@@ -147,9 +167,10 @@ class _Session:
         self.producer = producer
         producer.start()
         for message in call:
+            self.report.wire_bytes += _framed(message)
             kind = message.WhichOneof("kind")
             if kind == "acks":
-                self._record(message.acks.acks)
+                self._record(message.acks)
             elif kind == "summary":
                 break
             else:
@@ -168,8 +189,10 @@ class _Session:
     def _produce(self, sources: Sequence[SourceImage], batch_size: int) -> None:
         try:
             for first in range(0, len(sources), batch_size):
-                self._send_batch(sources[first : first + batch_size], first)
-            self._put(pb.SenderMessage(finish=pb.Finish(images_sent=len(sources))))
+                self._send_batch(sources[first : first + batch_size])
+            finish = pb.SenderMessage(finish=pb.Finish(images_sent=self.next_seq))
+            self.report.wire_bytes += _framed(finish)
+            self._put(finish)
         except SessionError:
             return
         except Exception as exc:  # any crash must end the session, not hang it
@@ -182,39 +205,52 @@ class _Session:
             except queue.Full:
                 pass
 
-    def _send_batch(self, batch: Sequence[SourceImage], first_seq: int) -> None:
-        images, headers = [], []
-        for offset, source in enumerate(batch):
+    def _send_batch(self, batch: Sequence[SourceImage]) -> None:
+        images, names = [], []
+        for source in batch:
             try:
                 images.append(source.load())
             except ImageError as exc:
                 self.report.failed[source.name] = str(exc)
                 self.on_progress(1)
                 continue
-            headers.append(ImageHeader(seq=first_seq + offset, name=source.name, shape=images[-1].shape))
-        if not headers:
+            names.append(source.name)
+        if not names:
             return
         pixels = np.stack(images)
         latents = self.encoder.encode(pixels)
-        self.quality.add(pixels, self.encoder.reconstruct(latents))
-        message = pb.SenderMessage(latent_batch=latents_to_batch(self.encoder.model.decoder.digest, headers, latents))
+        # Predict quality from exactly what the receiver will decode (float16 rounds).
+        self.quality.add(pixels, self.encoder.reconstruct(wire_latents(self.encoding, latents)))
+        first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
+        model = self.encoder.model
+        batch_message = latents_to_batch(
+            model.decoder.digest, self.encoding, first_seq, names, model.image_shape, latents, self.encoder.tables
+        )
+        message = pb.SenderMessage(latent_batch=batch_message)
         with self.pending_lock:
-            self.pending.update((h.seq, h.name) for h in headers)
+            self.pending.update(zip(range(first_seq, first_seq + len(names)), names, strict=True))
         self.report.latent_bytes += message.ByteSize()
+        self.report.payload_bytes += len(batch_message.payload) + 8 * len(batch_message.values)
+        self.report.wire_bytes += _framed(message)
         self._put(message)
 
-    def _record(self, acks: Sequence[pb.ImageAck]) -> None:
-        for ack in acks:
-            with self.pending_lock:
-                name = self.pending.pop(ack.seq, None)
+    def _record(self, acks: pb.AckBatch) -> None:
+        failures = {f.seq: f.error for f in acks.failures}
+        with self.pending_lock:
+            names = {seq: self.pending.pop(seq, None) for seq in range(acks.first_seq, acks.first_seq + acks.count)}
+        for seq, name in names.items():
             if name is None:
-                log.warning("acknowledgement for unknown image %d ignored", ack.seq)
-                continue
-            if ack.status == pb.ACK_STATUS_WRITTEN:
-                self.report.written[name] = ack.path
+                log.warning("acknowledgement for unknown image %d ignored", seq)
+            elif seq in failures:
+                self.report.failed[name] = failures[seq] or "failed on the receiver"
             else:
-                self.report.failed[name] = ack.error or "failed on the receiver"
-        self.on_progress(len(acks))
+                self.report.written[name] = output_name(name)
+        self.on_progress(acks.count)
+
+
+def _framed(message) -> int:
+    """Bytes a message takes in a gRPC stream: 5-byte length prefix plus the protobuf."""
+    return 5 + message.ByteSize()
 
 
 def _next(call, kind: str) -> pb.ReceiverMessage:

@@ -57,8 +57,19 @@ def seed_autoencoder(latent_dim: int = 64, hidden: Sequence[int] = (128,), activ
 
 def conv_autoencoder(latent_dim: int = 64, channels: int = 32) -> Autoencoder:
     """Builds a small convolutional autoencoder (ReLU, strided convs, linear latent)."""
-    c = channels
+    return _conv(latent_dim, channels, channels)
 
+
+def rd_autoencoder(latent_dim: int = 32, channels: int = 20) -> Autoencoder:
+    """Builds the rate-distortion family: a full-width conv encoder and a slim decoder.
+
+    Its latents are rounded to integers and entropy-coded; the decoder is kept
+    small because it is what travels to each receiver.
+    """
+    return _conv(latent_dim, 32, channels)
+
+
+def _conv(latent_dim: int, encoder_channels: int, decoder_channels: int) -> Autoencoder:
     def conv(filters: int, stride: int, cls=keras.layers.Conv2D, activation: str = "relu"):
         return cls(filters, 3, strides=stride, padding="same", activation=activation)
 
@@ -66,8 +77,8 @@ def conv_autoencoder(latent_dim: int = 64, channels: int = 32) -> Autoencoder:
         [
             keras.Input(IMAGE_SHAPE),
             keras.layers.Reshape((28, 28, 1)),
-            conv(c, 2),  # 14x14
-            conv(2 * c, 2),  # 7x7
+            conv(encoder_channels, 2),  # 14x14
+            conv(2 * encoder_channels, 2),  # 7x7
             keras.layers.Flatten(),
             keras.layers.Dense(latent_dim),
         ],
@@ -76,10 +87,10 @@ def conv_autoencoder(latent_dim: int = 64, channels: int = 32) -> Autoencoder:
     decoder = keras.Sequential(
         [
             keras.Input((latent_dim,)),
-            keras.layers.Dense(7 * 7 * c, activation="relu"),
-            keras.layers.Reshape((7, 7, c)),
-            conv(2 * c, 2, keras.layers.Conv2DTranspose),  # 14x14
-            conv(c, 2, keras.layers.Conv2DTranspose),  # 28x28
+            keras.layers.Dense(7 * 7 * decoder_channels, activation="relu"),
+            keras.layers.Reshape((7, 7, decoder_channels)),
+            conv(2 * decoder_channels, 2, keras.layers.Conv2DTranspose),  # 14x14
+            conv(decoder_channels, 2, keras.layers.Conv2DTranspose),  # 28x28
             conv(1, 1, activation="sigmoid"),
             keras.layers.Reshape(IMAGE_SHAPE),
         ],
@@ -88,7 +99,7 @@ def conv_autoencoder(latent_dim: int = 64, channels: int = 32) -> Autoencoder:
     return Autoencoder(encoder, decoder)
 
 
-FAMILIES = {"seed": seed_autoencoder, "conv": conv_autoencoder}
+FAMILIES = {"seed": seed_autoencoder, "conv": conv_autoencoder, "rd": rd_autoencoder}
 
 
 def build_autoencoder(family: str, latent_dim: int) -> Autoencoder:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageError", "SourceImage", "find_sources", "read_image", "write_png_atomic"]
+__all__ = ["ImageError", "SourceImage", "find_sources", "output_name", "read_image", "write_png_atomic"]
 
 ARRAY_SUFFIXES = (".npy", ".npz")
 # Pillow decodes bombs lazily; nothing we accept is anywhere near this big.
@@ -51,6 +51,13 @@ def find_sources(source: Path, shape: tuple[int, int], resize: bool = False) -> 
     if not files:
         raise ImageError(f'folder "{source}" has no files to send')
     return [_file_source(p, p.relative_to(source).as_posix(), shape, resize) for p in files]
+
+
+def output_name(name: str) -> str:
+    """Returns the relative path a receiver writes image `name` to: the same, with suffix .png."""
+    head, _, last = name.rpartition("/")
+    stem = last.rsplit(".", 1)[0] if "." in last[1:] else last
+    return f"{head}/{stem}.png" if head else f"{stem}.png"
 
 
 def read_image(path: Path, shape: tuple[int, int], resize: bool = False) -> np.ndarray:

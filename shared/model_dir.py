@@ -11,13 +11,16 @@ from shared.model_format import ModelFormatError, NetworkInfo, network_to_bytes,
 from shared.proto import model_pb2
 
 __all__ = [
-    "ENCODER_FILE",
-    "DECODER_FILE",
     "CARD_FILE",
+    "DECODER_FILE",
+    "DEFAULT_QUALITY",
+    "ENCODER_FILE",
+    "QUALITIES",
     "ModelFiles",
-    "load_model_dir",
-    "save_model_dir",
     "default_model_dir",
+    "load_model_dir",
+    "quality_model_dir",
+    "save_model_dir",
 ]
 
 ENCODER_FILE = "encoder.lln"
@@ -46,9 +49,22 @@ class ModelFiles:
         return self.decoder.output_shape
 
 
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+# The rate-distortion ladder ships as models/q1 .. q5; q4 is the balanced default.
+QUALITIES = (1, 2, 3, 4, 5)
+DEFAULT_QUALITY = 4
+
+
+def quality_model_dir(quality: int) -> Path:
+    """Returns the folder of a shipped ladder model."""
+    if quality not in QUALITIES:
+        raise ValueError(f"quality {quality} is not one of {QUALITIES}")
+    return MODELS_DIR / f"q{quality}"
+
+
 def default_model_dir() -> Path:
     """Returns the shipped default model's folder."""
-    return Path(__file__).resolve().parent.parent / "models" / "default"
+    return quality_model_dir(DEFAULT_QUALITY)
 
 
 def save_model_dir(

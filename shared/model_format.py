@@ -156,6 +156,38 @@ def _check_layers(network: model_pb2.Network) -> None:
         shape = _output_shape(kind, getattr(layer, kind), shape, f"{where} ({kind})")
     if shape != tuple(network.output_shape):
         raise ModelFormatError(f"layers produce shape {list(shape)}, file declares {list(network.output_shape)}")
+    if network.HasField("entropy_model"):
+        _check_entropy_model(network)
+
+
+MAX_TABLE_WIDTH = 4096
+
+
+def _check_entropy_model(network: model_pb2.Network) -> None:
+    """Checks the integer tables: one row per latent, each a valid frequency table."""
+    table = network.entropy_model
+    if network.role != model_pb2.ROLE_DECODER or len(network.input_shape) != 1:
+        raise ModelFormatError("only a decoder of latent vectors may carry an entropy model")
+    if len(UnknownFieldSet(table)) or not 8 <= table.precision <= 24:
+        raise ModelFormatError(f"entropy model: precision {table.precision} outside 8..24 or unknown fields")
+    offsets = tensor_to_array(table.offsets, "entropy model offsets")
+    lengths = tensor_to_array(table.lengths, "entropy model lengths")
+    pmfs = tensor_to_array(table.pmfs, "entropy model pmfs")
+    latent = network.input_shape[0]
+    if any(a.dtype != np.int32 for a in (offsets, lengths, pmfs)):
+        raise ModelFormatError("entropy model tables must be int32")
+    if offsets.shape != (latent,) or lengths.shape != (latent,) or pmfs.ndim != 2 or pmfs.shape[0] != latent:
+        raise ModelFormatError(f"entropy model tables do not have one row per latent ({latent})")
+    width = pmfs.shape[1]
+    if width > MAX_TABLE_WIDTH or lengths.min() < 2 or lengths.max() > width:
+        raise ModelFormatError(f"entropy model rows must have 2..{min(width, MAX_TABLE_WIDTH)} entries")
+    used = np.arange(width)[None, :] < lengths[:, None]
+    if np.any(pmfs[used] < 1) or np.any(pmfs[~used] != 0):
+        raise ModelFormatError("entropy model frequencies must be >= 1 where used and 0 past each row")
+    if np.any(pmfs.sum(axis=1, dtype=np.int64) != 1 << table.precision):
+        raise ModelFormatError(f"entropy model rows must sum to 2^{table.precision}")
+    if np.abs(offsets.astype(np.int64)).max() > 1 << 20:
+        raise ModelFormatError("entropy model offsets out of range")
 
 
 def _output_shape(kind: str, spec, shape: tuple[int, ...], where: str) -> tuple[int, ...]:

@@ -28,6 +28,8 @@ class TrainConfig:
     loss: str = "mse"
     seed: int = 0
     train_limit: int = 0
+    beta: float = 1e-4  # rd family: weight of bits per image against MSE
+    channels: int = 20  # rd family: decoder width
 
 
 def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool = True):
@@ -65,13 +67,15 @@ def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool =
     return model, history.history["loss"]
 
 
-def evaluate(model, x_test: np.ndarray):
+def evaluate(model, x_test: np.ndarray, quantize: bool = False):
     """Returns the 8-bit reconstruction quality and CPU images/s for encode and decode."""
     from shared.metrics import quality, to_uint8
 
     x = x_test.astype(np.float32) / 255.0
     start = time.perf_counter()
     latents = model.encoder.predict(x, batch_size=1000, verbose=0)
+    if quantize:
+        latents = np.round(latents)
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     out = model.decoder.predict(latents, batch_size=1000, verbose=0)
@@ -89,7 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--name", help="model name (default: the output folder's name)")
-    parser.add_argument("--family", choices=("seed", "conv"), default=defaults.family, help="architecture family")
+    parser.add_argument(
+        "--family",
+        choices=("seed", "conv", "rd"),
+        default=defaults.family,
+        help="seed: the seed's sigmoid MLP; conv: convolutional; rd: conv trained for rate-distortion",
+    )
+    parser.add_argument("--beta", type=float, default=defaults.beta, help="rd: bits-per-image weight (higher: smaller)")
+    parser.add_argument("--channels", type=int, default=defaults.channels, help="rd: decoder width")
     parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="latent width k")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -115,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loss=args.loss,
         seed=args.seed,
         train_limit=args.train_limit,
+        beta=args.beta,
+        channels=args.channels,
     )
     from shared.mnist import load_mnist
 
@@ -129,9 +142,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from shared.proto import model_pb2
 
     start = time.perf_counter()
-    model, losses = train_autoencoder(config, x_train, progress=not args.quiet)
+    entropy_model, extra = None, {}
+    if config.family == "rd":
+        from shared.entropy_coding import EntropyTables
+        from shared.factorized_prior import integer_pmfs
+        from shared.rd_training import train_rd
+
+        model, prior, losses = train_rd(config, x_train, progress=not args.quiet)
+        tables = EntropyTables(*integer_pmfs(prior), precision=16)
+        entropy_model = tables.to_proto()
+        latents = np.round(model.encoder.predict(x_test.astype(np.float32) / 255.0, batch_size=1000, verbose=0))
+        extra["test"] = {"table_bits_per_image": float(tables.bits(latents).mean())}
+    else:
+        model, losses = train_autoencoder(config, x_train, progress=not args.quiet)
     train_s = time.perf_counter() - start
-    test, enc_rate, dec_rate = evaluate(model, x_test)
+    test, enc_rate, dec_rate = evaluate(model, x_test, quantize=entropy_model is not None)
     name = args.name or args.out.name
     argv_text = shlex.join(sys.argv[1:] if argv is None else list(argv))
     card = {
@@ -140,17 +165,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train_command": f"latentlink-train {argv_text}",
         "train_seconds": round(train_s, 1),
         "final_train_loss": losses[-1],
-        "test": {"mse": test.mse, "rmse": test.rmse, "psnr_db": test.psnr, "images": len(x_test)},
+        "test": {
+            "mse": test.mse,
+            "rmse": test.rmse,
+            "psnr_db": test.psnr,
+            "images": len(x_test),
+            **extra.get("test", {}),
+        },
         "cpu_images_per_s": {"encode": round(enc_rate), "decode": round(dec_rate)},
         "encoder_params": model.encoder.count_params(),
         "decoder_params": model.decoder.count_params(),
     }
-    files = save_model_dir(
-        args.out,
-        network_from_keras(model.encoder, model_pb2.ROLE_ENCODER, name),
-        network_from_keras(model.decoder, model_pb2.ROLE_DECODER, name),
-        card,
-    )
+    decoder = network_from_keras(model.decoder, model_pb2.ROLE_DECODER, name)
+    if entropy_model is not None:
+        decoder.entropy_model.CopyFrom(entropy_model)
+    files = save_model_dir(args.out, network_from_keras(model.encoder, model_pb2.ROLE_ENCODER, name), decoder, card)
     print(
         f"{name}: test {test}; trained in {train_s:.0f} s; "
         f"decoder {files.decoder.size_bytes / 1024:.0f} KiB ({files.decoder.digest[:12]}); wrote {args.out}"

@@ -11,29 +11,28 @@ class LatentEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     LATENT_ENCODING_UNSPECIFIED: _ClassVar[LatentEncoding]
     LATENT_ENCODING_FLOAT64: _ClassVar[LatentEncoding]
-
-class AckStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    ACK_STATUS_UNSPECIFIED: _ClassVar[AckStatus]
-    ACK_STATUS_WRITTEN: _ClassVar[AckStatus]
-    ACK_STATUS_FAILED: _ClassVar[AckStatus]
+    LATENT_ENCODING_FLOAT32: _ClassVar[LatentEncoding]
+    LATENT_ENCODING_FLOAT16: _ClassVar[LatentEncoding]
+    LATENT_ENCODING_ANS: _ClassVar[LatentEncoding]
 LATENT_ENCODING_UNSPECIFIED: LatentEncoding
 LATENT_ENCODING_FLOAT64: LatentEncoding
-ACK_STATUS_UNSPECIFIED: AckStatus
-ACK_STATUS_WRITTEN: AckStatus
-ACK_STATUS_FAILED: AckStatus
+LATENT_ENCODING_FLOAT32: LatentEncoding
+LATENT_ENCODING_FLOAT16: LatentEncoding
+LATENT_ENCODING_ANS: LatentEncoding
 
 class DecoderSummary(_message.Message):
-    __slots__ = ("image_shape", "latent_dim", "size_bytes", "model_name")
+    __slots__ = ("image_shape", "latent_dim", "size_bytes", "model_name", "has_entropy_model")
     IMAGE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    HAS_ENTROPY_MODEL_FIELD_NUMBER: _ClassVar[int]
     image_shape: _containers.RepeatedScalarFieldContainer[int]
     latent_dim: int
     size_bytes: int
     model_name: str
-    def __init__(self, image_shape: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model_name: _Optional[str] = ...) -> None: ...
+    has_entropy_model: bool
+    def __init__(self, image_shape: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model_name: _Optional[str] = ..., has_entropy_model: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
     __slots__ = ("protocol_version", "decoder_digest", "decoder", "encodings")
@@ -89,51 +88,47 @@ class ModelAccepted(_message.Message):
     received_bytes: int
     def __init__(self, decoder_digest: _Optional[str] = ..., received_bytes: _Optional[int] = ...) -> None: ...
 
-class ImageLatent(_message.Message):
-    __slots__ = ("seq", "name", "shape")
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    SHAPE_FIELD_NUMBER: _ClassVar[int]
-    seq: int
-    name: str
-    shape: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, seq: _Optional[int] = ..., name: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
-
 class LatentBatch(_message.Message):
-    __slots__ = ("decoder_digest", "encoding", "latent_dim", "images", "values", "payload")
+    __slots__ = ("decoder_digest", "encoding", "latent_dim", "first_seq", "count", "image_shape", "names", "values", "payload", "checksum")
     DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
-    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SHAPE_FIELD_NUMBER: _ClassVar[int]
+    NAMES_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     decoder_digest: str
     encoding: LatentEncoding
     latent_dim: int
-    images: _containers.RepeatedCompositeFieldContainer[ImageLatent]
+    first_seq: int
+    count: int
+    image_shape: _containers.RepeatedScalarFieldContainer[int]
+    names: bytes
     values: _containers.RepeatedScalarFieldContainer[float]
     payload: bytes
-    def __init__(self, decoder_digest: _Optional[str] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., latent_dim: _Optional[int] = ..., images: _Optional[_Iterable[_Union[ImageLatent, _Mapping]]] = ..., values: _Optional[_Iterable[float]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    checksum: int
+    def __init__(self, decoder_digest: _Optional[str] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., latent_dim: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., names: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ..., payload: _Optional[bytes] = ..., checksum: _Optional[int] = ...) -> None: ...
 
-class ImageAck(_message.Message):
-    __slots__ = ("seq", "name", "status", "path", "error")
+class ImageFailure(_message.Message):
+    __slots__ = ("seq", "error")
     SEQ_FIELD_NUMBER: _ClassVar[int]
-    NAME_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    PATH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     seq: int
-    name: str
-    status: AckStatus
-    path: str
     error: str
-    def __init__(self, seq: _Optional[int] = ..., name: _Optional[str] = ..., status: _Optional[_Union[AckStatus, str]] = ..., path: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class AckBatch(_message.Message):
-    __slots__ = ("acks",)
-    ACKS_FIELD_NUMBER: _ClassVar[int]
-    acks: _containers.RepeatedCompositeFieldContainer[ImageAck]
-    def __init__(self, acks: _Optional[_Iterable[_Union[ImageAck, _Mapping]]] = ...) -> None: ...
+    __slots__ = ("first_seq", "count", "failures")
+    FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    first_seq: int
+    count: int
+    failures: _containers.RepeatedCompositeFieldContainer[ImageFailure]
+    def __init__(self, first_seq: _Optional[int] = ..., count: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ImageFailure, _Mapping]]] = ...) -> None: ...
 
 class Finish(_message.Message):
     __slots__ = ("images_sent",)

@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shared/proto/model.proto\x12\rlatentlink.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.latentlink.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x82\x01\n\x05\x44\x65nse\x12-\n\nactivation\x18\x01 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xbc\x01\n\x06\x43onv2D\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xc5\x01\n\x0f\x43onv2DTranspose\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\x18\n\x07Reshape\x12\r\n\x05shape\x18\x01 \x03(\r\"\t\n\x07\x46latten\"\xf1\x01\n\x05Layer\x12%\n\x05\x64\x65nse\x18\x01 \x01(\x0b\x32\x14.latentlink.v1.DenseH\x00\x12\'\n\x06\x63onv2d\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Conv2DH\x00\x12:\n\x10\x63onv2d_transpose\x18\x03 \x01(\x0b\x32\x1e.latentlink.v1.Conv2DTransposeH\x00\x12)\n\x07reshape\x18\x04 \x01(\x0b\x32\x16.latentlink.v1.ReshapeH\x00\x12)\n\x07\x66latten\x18\x05 \x01(\x0b\x32\x16.latentlink.v1.FlattenH\x00\x42\x06\n\x04kind\"\xa9\x01\n\x07Network\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.latentlink.v1.Role\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\r\x12\x14\n\x0coutput_shape\x18\x05 \x03(\r\x12$\n\x06layers\x18\x06 \x03(\x0b\x32\x14.latentlink.v1.Layer*U\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT32\x10\x03*\x9c\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TIVATION_LINEAR\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x02\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x03\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x04\x12\x19\n\x15\x41\x43TIVATION_LEAKY_RELU\x10\x05*G\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPADDING_SAME\x10\x01\x12\x11\n\rPADDING_VALID\x10\x02*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_ENCODER\x10\x01\x12\x10\n\x0cROLE_DECODER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18shared/proto/model.proto\x12\rlatentlink.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.latentlink.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x82\x01\n\x05\x44\x65nse\x12-\n\nactivation\x18\x01 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xbc\x01\n\x06\x43onv2D\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xc5\x01\n\x0f\x43onv2DTranspose\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\x18\n\x07Reshape\x12\r\n\x05shape\x18\x01 \x03(\r\"\t\n\x07\x46latten\"\xf1\x01\n\x05Layer\x12%\n\x05\x64\x65nse\x18\x01 \x01(\x0b\x32\x14.latentlink.v1.DenseH\x00\x12\'\n\x06\x63onv2d\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Conv2DH\x00\x12:\n\x10\x63onv2d_transpose\x18\x03 \x01(\x0b\x32\x1e.latentlink.v1.Conv2DTransposeH\x00\x12)\n\x07reshape\x18\x04 \x01(\x0b\x32\x16.latentlink.v1.ReshapeH\x00\x12)\n\x07\x66latten\x18\x05 \x01(\x0b\x32\x16.latentlink.v1.FlattenH\x00\x42\x06\n\x04kind\"\x96\x01\n\x0c\x45ntropyModel\x12\x11\n\tprecision\x18\x01 \x01(\r\x12&\n\x07offsets\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12&\n\x07lengths\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04pmfs\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xdd\x01\n\x07Network\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.latentlink.v1.Role\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\r\x12\x14\n\x0coutput_shape\x18\x05 \x03(\r\x12$\n\x06layers\x18\x06 \x03(\x0b\x32\x14.latentlink.v1.Layer\x12\x32\n\rentropy_model\x18\x07 \x01(\x0b\x32\x1b.latentlink.v1.EntropyModel*U\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT32\x10\x03*\x9c\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TIVATION_LINEAR\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x02\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x03\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x04\x12\x19\n\x15\x41\x43TIVATION_LEAKY_RELU\x10\x05*G\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPADDING_SAME\x10\x01\x12\x11\n\rPADDING_VALID\x10\x02*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_ENCODER\x10\x01\x12\x10\n\x0cROLE_DECODER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'shared.proto.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=1096
-  _globals['_DTYPE']._serialized_end=1181
-  _globals['_ACTIVATION']._serialized_start=1184
-  _globals['_ACTIVATION']._serialized_end=1340
-  _globals['_PADDING']._serialized_start=1342
-  _globals['_PADDING']._serialized_end=1413
-  _globals['_ROLE']._serialized_start=1415
-  _globals['_ROLE']._serialized_end=1479
+  _globals['_DTYPE']._serialized_start=1301
+  _globals['_DTYPE']._serialized_end=1386
+  _globals['_ACTIVATION']._serialized_start=1389
+  _globals['_ACTIVATION']._serialized_end=1545
+  _globals['_PADDING']._serialized_start=1547
+  _globals['_PADDING']._serialized_end=1618
+  _globals['_ROLE']._serialized_start=1620
+  _globals['_ROLE']._serialized_end=1684
   _globals['_TENSOR']._serialized_start=43
   _globals['_TENSOR']._serialized_end=117
   _globals['_DENSE']._serialized_start=120
@@ -53,6 +53,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FLATTEN']._serialized_end=678
   _globals['_LAYER']._serialized_start=681
   _globals['_LAYER']._serialized_end=922
-  _globals['_NETWORK']._serialized_start=925
-  _globals['_NETWORK']._serialized_end=1094
+  _globals['_ENTROPYMODEL']._serialized_start=925
+  _globals['_ENTROPYMODEL']._serialized_end=1075
+  _globals['_NETWORK']._serialized_start=1078
+  _globals['_NETWORK']._serialized_end=1299
 # @@protoc_insertion_point(module_scope)

@@ -123,18 +123,32 @@ class Layer(_message.Message):
     flatten: Flatten
     def __init__(self, dense: _Optional[_Union[Dense, _Mapping]] = ..., conv2d: _Optional[_Union[Conv2D, _Mapping]] = ..., conv2d_transpose: _Optional[_Union[Conv2DTranspose, _Mapping]] = ..., reshape: _Optional[_Union[Reshape, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ...) -> None: ...
 
+class EntropyModel(_message.Message):
+    __slots__ = ("precision", "offsets", "lengths", "pmfs")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    PMFS_FIELD_NUMBER: _ClassVar[int]
+    precision: int
+    offsets: Tensor
+    lengths: Tensor
+    pmfs: Tensor
+    def __init__(self, precision: _Optional[int] = ..., offsets: _Optional[_Union[Tensor, _Mapping]] = ..., lengths: _Optional[_Union[Tensor, _Mapping]] = ..., pmfs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
 class Network(_message.Message):
-    __slots__ = ("format_version", "role", "model_name", "input_shape", "output_shape", "layers")
+    __slots__ = ("format_version", "role", "model_name", "input_shape", "output_shape", "layers", "entropy_model")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_MODEL_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     role: Role
     model_name: str
     input_shape: _containers.RepeatedScalarFieldContainer[int]
     output_shape: _containers.RepeatedScalarFieldContainer[int]
     layers: _containers.RepeatedCompositeFieldContainer[Layer]
-    def __init__(self, format_version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., model_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
+    entropy_model: EntropyModel
+    def __init__(self, format_version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., model_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., entropy_model: _Optional[_Union[EntropyModel, _Mapping]] = ...) -> None: ...

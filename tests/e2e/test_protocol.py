@@ -6,14 +6,14 @@ import grpc
 import numpy as np
 import pytest
 
-from shared.latent_codec import ImageHeader, latents_to_batch
+from shared.latent_codec import latents_to_batch
 from shared.model_dir import default_model_dir
 from shared.proto import latentlink_pb2 as pb
 from shared.proto import latentlink_pb2_grpc
 from shared.protocol import PROTOCOL_VERSION, channel_options
 
 
-def _hello(model, version: int = PROTOCOL_VERSION) -> pb.SenderMessage:
+def _hello(model, version: int = PROTOCOL_VERSION, encoding: int = pb.LATENT_ENCODING_FLOAT64) -> pb.SenderMessage:
     return pb.SenderMessage(
         hello=pb.Hello(
             protocol_version=version,
@@ -23,8 +23,9 @@ def _hello(model, version: int = PROTOCOL_VERSION) -> pb.SenderMessage:
                 latent_dim=model.latent_dim,
                 size_bytes=model.decoder.size_bytes,
                 model_name=model.name,
+                has_entropy_model=model.decoder.network.HasField("entropy_model"),
             ),
-            encodings=[pb.LATENT_ENCODING_FLOAT64],
+            encodings=[encoding],
         )
     )
 
@@ -34,6 +35,11 @@ def _chunks(data: bytes, size: int = 256 * 1024, stop_early: bool = False):
     for offset in offsets[:-1] if stop_early else offsets:
         last = offset == offsets[-1] or (stop_early and offset == offsets[-2])
         yield pb.SenderMessage(model_chunk=pb.ModelChunk(offset=offset, data=data[offset : offset + size], last=last))
+
+
+def _batch(model, names, width: int | None = None, digest: str | None = None, values=None) -> pb.LatentBatch:
+    latents = np.zeros((len(names), width or model.latent_dim)) if values is None else values
+    return latents_to_batch(digest or model.decoder.digest, pb.LATENT_ENCODING_FLOAT64, 0, names, (28, 28), latents)
 
 
 def _stream(address: str, messages) -> list[pb.ReceiverMessage]:
@@ -86,8 +92,7 @@ def test_oversized_message_is_refused_by_the_transport(receiver, default_model):
 
 def test_unsafe_names_fail_per_image_and_nothing_escapes(receiver, default_model, tmp_path):
     names = ["../escape.png", "/etc/passwd", "a/../../b.png", ".hidden.png", "ok/fine.png", "ok/fine.png"]
-    headers = [ImageHeader(seq=i, name=n, shape=(28, 28)) for i, n in enumerate(names)]
-    batch = latents_to_batch(default_model.decoder.digest, headers, np.zeros((len(names), default_model.latent_dim)))
+    batch = _batch(default_model, names)
     replies = _stream(
         receiver.address,
         [
@@ -97,33 +102,71 @@ def test_unsafe_names_fail_per_image_and_nothing_escapes(receiver, default_model
             pb.SenderMessage(finish=pb.Finish(images_sent=len(names))),
         ],
     )
-    acks = [ack for r in replies if r.WhichOneof("kind") == "acks" for ack in r.acks.acks]
-    status = {ack.seq: ack.status for ack in acks}
-    assert [status[i] for i in range(len(names))] == [pb.ACK_STATUS_FAILED] * 4 + [
-        pb.ACK_STATUS_WRITTEN,
-        pb.ACK_STATUS_FAILED,
-    ]
+    acks = next(r.acks for r in replies if r.WhichOneof("kind") == "acks")
+    assert (acks.first_seq, acks.count) == (0, len(names))
+    assert sorted(f.seq for f in acks.failures) == [0, 1, 2, 3, 5]
     written = [p.relative_to(receiver.out).as_posix() for p in receiver.out.rglob("*") if p.is_file()]
     assert written == ["ok/fine.png"]
     assert not (tmp_path / "escape.png").exists()
     assert replies[-1].summary.images_written == 1 and replies[-1].summary.images_failed == 5
 
 
-def test_latents_of_the_wrong_width_are_refused(receiver, default_model):
-    headers = [ImageHeader(seq=0, name="x.png", shape=(28, 28))]
-    batch = latents_to_batch(default_model.decoder.digest, headers, np.zeros((1, default_model.latent_dim + 1)))
-    with pytest.raises(grpc.RpcError) as failure:
-        _stream(
-            receiver.address,
-            [_hello(default_model), *_chunks(_decoder_bytes()), pb.SenderMessage(latent_batch=batch)],
-        )
-    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "decoder expects" in failure.value.details()
+def _acks_for(receiver, model, batch: pb.LatentBatch, encoding=pb.LATENT_ENCODING_FLOAT64) -> pb.AckBatch:
+    replies = _stream(
+        receiver.address,
+        [
+            _hello(model, encoding=encoding),
+            *_chunks(_decoder_bytes()),
+            pb.SenderMessage(latent_batch=batch),
+            pb.SenderMessage(finish=pb.Finish(images_sent=batch.count)),
+        ],
+    )
+    return next(r.acks for r in replies if r.WhichOneof("kind") == "acks")
+
+
+def test_latents_of_the_wrong_width_fail_every_image_of_the_batch(receiver, default_model):
+    acks = _acks_for(
+        receiver, default_model, _batch(default_model, ["x.png", "y.png"], width=default_model.latent_dim + 1)
+    )
+    assert [f.seq for f in acks.failures] == [0, 1]
+    assert "decoder expects" in acks.failures[0].error
+    assert not any(receiver.out.iterdir())
+
+
+def test_non_finite_latents_fail_per_image(receiver, default_model):
+    values = np.zeros((3, default_model.latent_dim))
+    values[1, 5] = np.nan
+    values[2, 0] = np.inf
+    acks = _acks_for(receiver, default_model, _batch(default_model, ["a.png", "b.png", "c.png"], values=values))
+    assert [f.seq for f in acks.failures] == [1, 2]
+    assert "non-finite" in acks.failures[0].error
+    assert sorted(p.name for p in receiver.out.iterdir()) == ["a.png"]
+
+
+def test_corrupt_bitstream_fails_its_images_and_writes_nothing(receiver, default_model, encoder):
+    from shared.image_io import find_sources
+    from tests.conftest import SAMPLES
+
+    pixels = np.stack([s.load() for s in find_sources(SAMPLES, (28, 28))[:8]])
+    batch = latents_to_batch(
+        default_model.decoder.digest,
+        pb.LATENT_ENCODING_ANS,
+        0,
+        [f"{i}.png" for i in range(8)],
+        (28, 28),
+        encoder.encode(pixels),
+        encoder.tables,
+    )
+    payload = bytearray(batch.payload)
+    payload[len(payload) // 2] ^= 0x5A
+    batch.payload = bytes(payload)
+    acks = _acks_for(receiver, default_model, batch, encoding=pb.LATENT_ENCODING_ANS)
+    assert len(acks.failures) == 8 and "corrupt" in acks.failures[0].error
+    assert not any(receiver.out.iterdir())
 
 
 def test_batch_for_an_unknown_decoder_digest_is_refused(receiver, default_model):
-    headers = [ImageHeader(seq=0, name="x.png", shape=(28, 28))]
-    batch = latents_to_batch("f" * 64, headers, np.zeros((1, default_model.latent_dim)))
+    batch = _batch(default_model, ["x.png"], digest="f" * 64)
     with pytest.raises(grpc.RpcError) as failure:
         _stream(
             receiver.address,
@@ -131,3 +174,14 @@ def test_batch_for_an_unknown_decoder_digest_is_refused(receiver, default_model)
         )
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "session uses" in failure.value.details()
+
+
+def test_ans_is_refused_for_a_decoder_without_an_entropy_model(receiver):
+    from shared.model_dir import MODELS_DIR, load_model_dir
+
+    plain = load_model_dir(MODELS_DIR / "conv-k64")
+    hello = _hello(plain, encoding=pb.LATENT_ENCODING_ANS)
+    with pytest.raises(grpc.RpcError) as failure:
+        _stream(receiver.address, [hello])
+    assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no latent encoding in common" in failure.value.details()

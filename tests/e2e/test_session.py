@@ -11,6 +11,7 @@ from PIL import Image
 
 from sender.session import send_images
 from shared.image_io import find_sources, read_image
+from shared.latent_codec import ENCODING_NAMES, wire_latents
 from shared.model_dir import default_model_dir
 from tests.conftest import SAMPLES
 from tests.e2e.conftest import start_receiver
@@ -20,16 +21,25 @@ def _sources(folder: Path = SAMPLES, count: int | None = None):
     return find_sources(folder, (28, 28))[:count]
 
 
-def test_every_image_is_written_and_equals_a_local_decode(receiver, encoder):
+@pytest.mark.parametrize("encoding", ["ans", "float32", "float16", "float64"])
+def test_every_image_is_written_and_equals_the_senders_local_decode(receiver, encoder, encoding):
     sources = _sources(count=40)
-    report = send_images(receiver.address, sources, encoder, batch_size=16)
+    code = ENCODING_NAMES[encoding]
+    report = send_images(receiver.address, sources, encoder, batch_size=16, encodings=[code])
     assert report.ok, report.failed
+    assert report.encoding == encoding
     assert len(report.written) == 40
     originals = np.stack([s.load() for s in sources])
-    expected = encoder.reconstruct(encoder.encode(originals))
+    expected = encoder.reconstruct(wire_latents(code, encoder.encode(originals)))
     for source, local in zip(sources, expected, strict=True):
         written = read_image(receiver.out / report.written[source.name], (28, 28))
         np.testing.assert_array_equal(written, local)
+
+
+def test_default_encoding_is_entropy_coded_and_small(receiver, encoder):
+    report = send_images(receiver.address, _sources(count=256), encoder)
+    assert report.ok and report.encoding == "ans"
+    assert report.payload_bytes / 256 < 32  # float32 would be 4 bytes per latent
 
 
 def test_first_session_transfers_the_decoder_and_caches_it(receiver, encoder, default_model):

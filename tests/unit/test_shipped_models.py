@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shared.entropy_coding import EntropyTables
 from shared.metrics import quality, to_uint8
-from shared.model_dir import default_model_dir, load_model_dir
+from shared.model_dir import DEFAULT_QUALITY, QUALITIES, default_model_dir, load_model_dir, quality_model_dir
 from shared.network_runtime import CompiledNetwork
 from tests.conftest import MODELS
 
-SHIPPED = ["default", "seed-k64"]
-# Targets from the model issue: the seed's Table 2 at k = 64, and the default's bound.
-MSE_TARGET = {"default": 0.005, "seed-k64": 0.011}
+LADDER = [f"q{q}" for q in QUALITIES]
+SHIPPED = ["conv-k64", "seed-k64", *LADDER]
+# Targets from the model issue: the seed's Table 2 at k = 64, and the bound for our best float model.
+MSE_TARGET = {"conv-k64": 0.005, "seed-k64": 0.011}
 
 
 @pytest.fixture(scope="module", params=SHIPPED)
@@ -21,27 +23,43 @@ def shipped(request):
     return request.param, model, CompiledNetwork(model.encoder, "cpu"), CompiledNetwork(model.decoder, "cpu")
 
 
-def test_default_model_folder_is_the_shipped_default():
-    assert default_model_dir() == MODELS / "default"
+def test_default_model_is_the_balanced_point_of_the_ladder():
+    assert default_model_dir() == quality_model_dir(DEFAULT_QUALITY) == MODELS / f"q{DEFAULT_QUALITY}"
 
 
 def test_model_meets_its_recorded_and_target_test_mse(shipped, mnist):
     name, model, encoder, decoder = shipped
     _, x_test = mnist
-    measured = quality(x_test, to_uint8(decoder(encoder(x_test.astype(np.float32) / 255.0))))
+    latents = encoder(x_test.astype(np.float32) / 255.0)
+    if name in LADDER:
+        latents = np.round(latents)
+    measured = quality(x_test, to_uint8(decoder(latents)))
     assert measured.mse == pytest.approx(model.card["test"]["mse"], rel=0.02)
-    assert measured.mse <= MSE_TARGET[name]
+    assert measured.mse <= MSE_TARGET.get(name, 1.0)
     assert model.latent_dim <= 64
 
 
-def test_default_decoder_is_at_most_one_megabyte():
-    model = load_model_dir(MODELS / "default")
-    assert model.decoder.size_bytes <= 1_000_000
+def test_ladder_trades_bits_for_quality_monotonically(mnist):
+    _, x_test = mnist
+    cards = [load_model_dir(quality_model_dir(q)).card["test"] for q in QUALITIES]
+    assert [c["mse"] for c in cards] == sorted((c["mse"] for c in cards), reverse=True)
+    assert [c["table_bits_per_image"] for c in cards] == sorted(c["table_bits_per_image"] for c in cards)
+
+
+def test_ladder_decoders_carry_entropy_tables_and_the_default_is_small():
+    for q in QUALITIES:
+        assert EntropyTables.from_network(load_model_dir(quality_model_dir(q)).decoder.network) is not None
+    assert load_model_dir(default_model_dir()).decoder.size_bytes <= 250_000
+
+
+def test_float_models_decoders_are_at_most_one_megabyte():
+    for name in ("conv-k64", "seed-k64"):
+        assert load_model_dir(MODELS / name).decoder.size_bytes <= 1_000_000
 
 
 def test_decoding_does_not_depend_on_batching(shipped):
     _, model, _, decoder = shipped
-    latents = np.random.default_rng(0).normal(size=(300, model.latent_dim)).astype(np.float32)
+    latents = np.round(np.random.default_rng(0).normal(size=(300, model.latent_dim)) * 3).astype(np.float32)
     whole = decoder(latents)
     singles = np.concatenate([decoder(latents[i : i + 1]) for i in range(0, 300, 37)])
     chunks = np.concatenate([decoder(latents[i : i + 64]) for i in range(0, 300, 64)])

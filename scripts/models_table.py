@@ -1,0 +1,36 @@
+"""Prints the markdown table of the shipped models from their model.json cards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.model_dir import load_model_dir
+
+REPO = Path(__file__).resolve().parent.parent
+ORDER = ["q1", "q2", "q3", "q4", "q5", "conv-k64", "seed-k64"]
+
+
+def main() -> None:
+    print(
+        "| folder | family | latent | test MSE | RMSE | PSNR | table bits/image "
+        "| encoder + decoder on disk | decoder | train time |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in ORDER:
+        folder = REPO / "models" / name
+        model = load_model_dir(folder)
+        card, test = model.card, model.card["test"]
+        bits = f"{test['table_bits_per_image']:.1f}" if "table_bits_per_image" in test else "-"
+        beta = f", β={card['config']['beta']:g}" if card["family"] == "rd" else ""
+        print(
+            f"| `{name}` | {card['family']}{beta} | {model.latent_dim} | {test['mse']:.5f} | {test['rmse']:.4f} | "
+            f"{test['psnr_db']:.2f} dB | {bits} | {model.encoder.size_bytes + model.decoder.size_bytes:,} B | "
+            f"{model.decoder.size_bytes:,} B | {card['train_seconds']:.0f} s |"
+        )
+    print()
+    for name in ORDER:
+        print(load_model_dir(REPO / "models" / name).card["train_command"])
+
+
+if __name__ == "__main__":
+    main()
