@@ -40,6 +40,15 @@ class Row:
     quality: Quality
     wire_per_image: float | None = None
 
+    @property
+    def family(self) -> str:
+        """The curve a row belongs to in the plot."""
+        if self.method.startswith("latentlink"):
+            return "latentlink ladder (ans bitstream)"
+        if self.method.startswith("PCA"):
+            return "PCA-k (float32)"
+        return self.method.rsplit(" q", 1)[0]
+
 
 def _pillow(fmt: str, **options) -> tuple[Callable, Callable]:
     def encode(img: np.ndarray) -> bytes:
@@ -48,6 +57,12 @@ def _pillow(fmt: str, **options) -> tuple[Callable, Callable]:
         return buffer.getvalue()
 
     return encode, lambda data: np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+
+
+def _avif_encode(img: np.ndarray, quality: int) -> bytes:
+    # imagecodecs codes a 2-D array losslessly whatever the level; monochrome (YUV 4:0:0) from RGB honours it.
+    rgb = np.repeat(img[..., None], 3, axis=2)
+    return imagecodecs.avif_encode(rgb, quality, speed=6, pixelformat=imagecodecs.AVIF.PIXEL_FORMAT.YUV400)
 
 
 def classic_codecs() -> dict[str, tuple[Callable, Callable]]:
@@ -67,7 +82,7 @@ def classic_codecs() -> dict[str, tuple[Callable, Callable]]:
             lambda i, q=q: imagecodecs.jpegxl_encode(i, level=q, effort=7),
             imagecodecs.jpegxl_decode,
         )
-        codecs[f"AVIF q{q}"] = (lambda i, q=q: imagecodecs.avif_encode(i, level=q, speed=6), imagecodecs.avif_decode)
+        codecs[f"AVIF q{q}"] = (lambda i, q=q: _avif_encode(i, q), imagecodecs.avif_decode)
     return codecs
 
 
@@ -133,8 +148,7 @@ def plot(rows: list[Row], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     families: dict[str, list[Row]] = {}
     for row in rows:
-        family = row.method.rsplit(" q", 1)[0] if " q" in row.method else row.method.split(" (")[0].split("-")[0]
-        families.setdefault(family, []).append(row)
+        families.setdefault(row.family, []).append(row)
     for family, members in families.items():
         members.sort(key=lambda r: r.bytes_per_image)
         psnr = [min(r.quality.psnr, 60) for r in members]
@@ -176,7 +190,7 @@ def main() -> None:
         wire = f"{r.wire_per_image:.1f}" if r.wire_per_image is not None else "-"
         print(f"| {r.method} | {r.bytes_per_image:.2f} | {wire} | {r.quality.mse:.5f} | {r.quality.psnr:.2f} dB |")
     plot(rows, args.plot)
-    print(f"\nplot: {args.plot.relative_to(REPO)}")
+    print(f"\nplot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -55,15 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
 def format_report(report, target: str, model) -> str:
     """Renders the end-of-session summary for people."""
     n = max(report.images, 1)
-    sent = len(report.written) + sum(1 for r in report.failed.values() if not r.startswith("not "))
+    sent = max(report.sent, 1)
     lines = [
-        f"sent {report.images} images to {target} in {report.elapsed_s:.1f} s: "
+        f"{report.images} images, {report.sent} sent to {target} in {report.elapsed_s:.1f} s: "
         f"{len(report.written)} written, {len(report.failed)} failed",
         f"  model {model.name} (decoder {model.decoder.digest[:12]}): {report.model_bytes} model bytes transferred"
         + (" (receiver had it cached)" if report.model_bytes == 0 and report.written else ""),
-        f"  wire ({report.encoding or 'no'} latents): {report.payload_bytes / max(sent, 1):.1f} B of latents "
+        f"  wire ({report.encoding or 'no'} latents): {report.payload_bytes / sent:.1f} B of latents "
         "per image, "
-        f"{report.wire_bytes / max(sent, 1):.1f} B per image with names, framing and acks "
+        f"{report.wire_bytes / sent:.1f} B per image with names, framing and acks "
         f"(input files: {report.input_bytes / n:.0f} B per image)",
     ]
     if report.expected_quality is not None:
@@ -88,11 +88,11 @@ def _report_json(report, target: str, model) -> str:
             "model": model.name,
             "decoder_digest": model.decoder.digest,
             "images": report.images,
+            "sent": report.sent,
             "written": len(report.written),
             "failed": report.failed,
             "model_bytes": report.model_bytes,
             "encoding": report.encoding,
-            "latent_bytes": report.latent_bytes,
             "payload_bytes": report.payload_bytes,
             "wire_bytes": report.wire_bytes,
             "input_bytes": report.input_bytes,

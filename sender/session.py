@@ -36,10 +36,10 @@ class SendReport:
     """What happened to every image the sender read."""
 
     images: int = 0
+    sent: int = 0  # images whose latents went out
     written: dict[str, str] = field(default_factory=dict)  # name -> path on the receiver
     failed: dict[str, str] = field(default_factory=dict)  # name -> reason
     model_bytes: int = 0
-    latent_bytes: int = 0  # serialized latent-batch messages, framing included
     payload_bytes: int = 0  # the latents alone (bitstream or raw values)
     wire_bytes: int = 0  # everything both ways after the handshake, gRPC message framing included
     input_bytes: int = 0
@@ -229,8 +229,8 @@ class _Session:
         message = pb.SenderMessage(latent_batch=batch_message)
         with self.pending_lock:
             self.pending.update(zip(range(first_seq, first_seq + len(names)), names, strict=True))
-        self.report.latent_bytes += message.ByteSize()
         self.report.payload_bytes += len(batch_message.payload) + 8 * len(batch_message.values)
+        self.report.sent += len(names)
         self.report.wire_bytes += _framed(message)
         self._put(message)
 
