@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", type=Path, default=default_models_dir(), help="decoder cache folder")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the decoder runs")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to let sessions finish on shutdown")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="require senders to present the token in this file (default: $LATENTLINK_TOKEN, if set)",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -52,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s receiver %(levelname)s %(message)s",
     )
     from receiver.server import create_server
+    from shared.auth import read_token
+
+    try:
+        token = read_token(args.token_file)
+    except (OSError, ValueError) as exc:
+        print(f"receiver: error: cannot read the token: {exc}", file=sys.stderr)
+        return 2
 
     if args.device != "auto":
         from shared.network_runtime import resolve_device
@@ -62,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
     try:
-        server, port = create_server(args.listen, args.out, args.models, args.device)
+        server, port = create_server(args.listen, args.out, args.models, args.device, token)
     except OSError as exc:
         print(f"receiver: error: {exc} (is another receiver running? pick another port)", file=sys.stderr)
         return 1
@@ -73,10 +86,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.listen.rsplit(":", 1)[0]
     # The "listening" line is parsed by tests and the demo to learn the port.
     print(f"receiver: listening on {host}:{port}, writing to {args.out.resolve()}", flush=True)
+    if not _is_loopback(host):
+        print(
+            f"receiver: warning: {host} is reachable from other machines and this receiver has no TLS; "
+            + ("the token and images travel in the clear" if token else "anyone there can send it images"),
+            file=sys.stderr,
+            flush=True,
+        )
     stop.wait()
     print(f"receiver: shutting down (up to {args.grace:.0f} s for open sessions)", file=sys.stderr, flush=True)
     server.stop(args.grace).wait()
     return 0
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 if __name__ == "__main__":

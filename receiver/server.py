@@ -6,30 +6,42 @@ from concurrent import futures
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from receiver.auth import TokenAuthInterceptor
 from receiver.model_store import ModelStore
 from receiver.servicer import LatentLinkServicer
 from shared.proto import latentlink_pb2_grpc
 from shared.protocol import server_options
 
-__all__ = ["MAX_SESSIONS", "create_server"]
+__all__ = ["MAX_SESSIONS", "SERVICE_NAME", "create_server"]
 
 # Each sync-server stream holds one worker thread for its whole session.
 MAX_SESSIONS = 32
+SERVICE_NAME = "latentlink.v1.LatentLink"
 
 
-def create_server(address: str, out_dir: Path, models_dir: Path, device: str = "auto") -> tuple[grpc.Server, int]:
+def create_server(
+    address: str, out_dir: Path, models_dir: Path, device: str = "auto", token: str | None = None
+) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
-    Raises OSError when the address cannot be bound (e.g. the port is in use).
+    It serves the stream and the standard grpc.health.v1 service. With a token,
+    every call but health checks must carry it. Raises OSError when the address
+    cannot be bound (e.g. the port is in use).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_SESSIONS, thread_name_prefix="session"),
         options=server_options(),
         maximum_concurrent_rpcs=MAX_SESSIONS,
+        interceptors=[TokenAuthInterceptor(token)] if token else [],
     )
     store = ModelStore(models_dir, device=device)
     latentlink_pb2_grpc.add_LatentLinkServicer_to_server(LatentLinkServicer(out_dir, store), server)
+    health_service = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
+    for service in ("", SERVICE_NAME):
+        health_service.set(service, health_pb2.HealthCheckResponse.SERVING)
     try:
         port = server.add_insecure_port(address)
     except RuntimeError as exc:

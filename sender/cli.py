@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
     parser.add_argument("--resize", action="store_true", help="resize images of another size instead of failing them")
     parser.add_argument("--handshake-timeout", type=float, default=20.0, help="seconds to wait for the receiver")
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file holding the receiver's token (default: $LATENTLINK_TOKEN, if set)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -113,6 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"--batch-size must be between 1 and {MAX_BATCH_IMAGES}")
     if args.model and args.quality:
         return _fail("give --model or --quality, not both")
+    from shared.auth import read_token
+
+    try:
+        token = read_token(args.token_file)
+    except (OSError, ValueError) as exc:
+        return _fail(f"cannot read the token: {exc}")
     from shared.image_io import ImageError, find_sources
     from shared.model_dir import load_model_dir, quality_model_dir
     from shared.model_format import ModelFormatError
@@ -137,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f'model "{model.name}" has no entropy model; use --encoding float32 or a --quality model')
     with tqdm(total=len(sources), unit="img", disable=args.quiet or args.json, file=sys.stderr) as bar:
         report = send_images(
-            args.target, sources, encoder, args.batch_size, args.handshake_timeout, bar.update, encodings
+            args.target, sources, encoder, args.batch_size, args.handshake_timeout, bar.update, encodings, token
         )
     print(_report_json(report, args.target, model) if args.json else format_report(report, args.target, model))
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 
 from sender.encode import BatchEncoder, QualityMeter
+from shared.auth import bearer_metadata
 from shared.image_io import ImageError, SourceImage, output_name
 from shared.latent_codec import latents_to_batch, supported_encodings, wire_latents
 from shared.metrics import Quality
@@ -61,6 +62,7 @@ def send_images(
     handshake_timeout: float = 20.0,
     on_progress: Callable[[int], None] = lambda n: None,
     encodings: Sequence[int] | None = None,
+    token: str | None = None,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
@@ -70,7 +72,8 @@ def send_images(
     start = time.perf_counter()
     with grpc.insecure_channel(target, options=channel_options()) as channel:
         offered = list(encodings or supported_encodings(encoder.tables))
-        session = _Session(latentlink_pb2_grpc.LatentLinkStub(channel), encoder, report, on_progress, offered)
+        stub = latentlink_pb2_grpc.LatentLinkStub(channel)
+        session = _Session(stub, encoder, report, on_progress, offered, bearer_metadata(token))
         try:
             session.run(sources, batch_size, handshake_timeout)
         except grpc.RpcError as exc:
@@ -91,9 +94,9 @@ def send_images(
 
 
 class _Session:
-    def __init__(self, stub, encoder: BatchEncoder, report: SendReport, on_progress, offered: list[int]) -> None:
+    def __init__(self, stub, encoder: BatchEncoder, report: SendReport, on_progress, offered, metadata) -> None:
         self.stub, self.encoder, self.report, self.on_progress = stub, encoder, report, on_progress
-        self.offered = offered
+        self.offered, self.metadata = offered, metadata
         self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
         self.next_seq = 0
         self.outgoing: queue.Queue = queue.Queue(maxsize=8)
@@ -144,7 +147,7 @@ class _Session:
                 )
             )
         )
-        call = self.stub.Stream(self._requests())
+        call = self.stub.Stream(self._requests(), metadata=self.metadata)
         self.call = call
         watchdog = threading.Timer(handshake_timeout, call.cancel)
         watchdog.start()
@@ -265,6 +268,8 @@ def _explain(exc: grpc.RpcError, target: str, handshake_seen: bool) -> str:
     code, details = exc.code(), exc.details() or ""
     if code == grpc.StatusCode.UNAVAILABLE and not handshake_seen:
         return f"cannot reach a receiver at {target} ({details}); is `receiver --listen` running there?"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"{target} refused the token: {details}"
     if code == grpc.StatusCode.UNIMPLEMENTED:
         return f"{target} is not a latentlink receiver (it does not implement the stream)"
     if code == grpc.StatusCode.CANCELLED and not handshake_seen:

@@ -1,0 +1,59 @@
+"""Token authentication and the standard health service on a real receiver."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from receiver.server import SERVICE_NAME
+from sender.session import send_images
+from shared.auth import read_token
+from shared.image_io import find_sources
+from tests.conftest import SAMPLES
+from tests.e2e.conftest import start_receiver
+
+TOKEN = "s3cret-token-for-tests"
+
+
+@pytest.fixture
+def guarded(tmp_path):
+    running = start_receiver(tmp_path / "out", tmp_path / "models", token=TOKEN)
+    yield running
+    running.stop()
+
+
+def _sources():
+    return find_sources(SAMPLES, (28, 28))[:3]
+
+
+def test_right_token_is_let_in(guarded, encoder):
+    report = send_images(guarded.address, _sources(), encoder, token=TOKEN)
+    assert report.ok
+
+
+@pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
+def test_missing_or_wrong_token_is_refused_and_nothing_is_written(guarded, encoder, token):
+    report = send_images(guarded.address, _sources(), encoder, token=token)
+    assert "refused the token" in report.error
+    assert not report.written and len(report.failed) == 3
+    assert not any(guarded.out.iterdir())
+
+
+@pytest.mark.parametrize("service", ["", SERVICE_NAME])
+def test_health_service_answers_serving_without_a_token(guarded, service):
+    with grpc.insecure_channel(guarded.address) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("LATENTLINK_TOKEN", raising=False)
+    assert read_token(None) is None
+    monkeypatch.setenv("LATENTLINK_TOKEN", "from-env")
+    assert read_token(None) == "from-env"
+    (tmp_path / "token").write_text("from-file\n")
+    assert read_token(tmp_path / "token") == "from-file"
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        read_token(tmp_path / "empty")
