@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="require senders to present the token in this file (default: $LATENTLINK_TOKEN, if set)",
     )
+    parser.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate (needs --tls-key)")
+    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-client-ca", type=Path, help="mutual TLS: require sender certificates signed by this CA")
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -65,6 +68,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"receiver: error: cannot read the token: {exc}", file=sys.stderr)
         return 2
+    credentials = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            print("receiver: error: TLS needs both --tls-cert and --tls-key", file=sys.stderr)
+            return 2
+        from shared.tls import server_credentials
+
+        try:
+            credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
+        except OSError as exc:
+            print(f"receiver: error: {exc}", file=sys.stderr)
+            return 2
 
     if args.device != "auto":
         from shared.network_runtime import resolve_device
@@ -75,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
     try:
-        server, port = create_server(args.listen, args.out, args.models, args.device, token)
+        server, port = create_server(args.listen, args.out, args.models, args.device, token, credentials)
     except OSError as exc:
         print(f"receiver: error: {exc} (is another receiver running? pick another port)", file=sys.stderr)
         return 1
@@ -86,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     host = args.listen.rsplit(":", 1)[0]
     # The "listening" line is parsed by tests and the demo to learn the port.
     print(f"receiver: listening on {host}:{port}, writing to {args.out.resolve()}", flush=True)
-    if not _is_loopback(host):
+    if credentials is None and not _is_loopback(host):
         print(
             f"receiver: warning: {host} is reachable from other machines and this receiver has no TLS; "
             + ("the token and images travel in the clear" if token else "anyone there can send it images"),

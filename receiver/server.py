@@ -22,13 +22,18 @@ SERVICE_NAME = "latentlink.v1.LatentLink"
 
 
 def create_server(
-    address: str, out_dir: Path, models_dir: Path, device: str = "auto", token: str | None = None
+    address: str,
+    out_dir: Path,
+    models_dir: Path,
+    device: str = "auto",
+    token: str | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
-    It serves the stream and the standard grpc.health.v1 service. With a token,
-    every call but health checks must carry it. Raises OSError when the address
-    cannot be bound (e.g. the port is in use).
+    It serves the stream and the standard grpc.health.v1 service, over TLS when
+    `credentials` are given. With a token, every call but health checks must
+    carry it. Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_SESSIONS, thread_name_prefix="session"),
@@ -43,7 +48,10 @@ def create_server(
     for service in ("", SERVICE_NAME):
         health_service.set(service, health_pb2.HealthCheckResponse.SERVING)
     try:
-        port = server.add_insecure_port(address)
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {address}: {exc}") from None
     if port == 0:

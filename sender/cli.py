@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="file holding the receiver's token (default: $LATENTLINK_TOKEN, if set)",
     )
+    parser.add_argument("--tls-ca", type=Path, help="use TLS, trusting this PEM CA (the receiver's certificate issuer)")
+    parser.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CAs")
+    parser.add_argument("--tls-cert", type=Path, help="mutual TLS: this sender's PEM certificate")
+    parser.add_argument("--tls-key", type=Path, help="mutual TLS: its private key")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -125,6 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         token = read_token(args.token_file)
     except (OSError, ValueError) as exc:
         return _fail(f"cannot read the token: {exc}")
+    credentials = None
+    if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
+        from shared.tls import channel_credentials
+
+        try:
+            credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        except (OSError, ValueError) as exc:
+            return _fail(str(exc))
     from shared.image_io import ImageError, find_sources
     from shared.model_dir import load_model_dir, quality_model_dir
     from shared.model_format import ModelFormatError
@@ -149,7 +161,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f'model "{model.name}" has no entropy model; use --encoding float32 or a --quality model')
     with tqdm(total=len(sources), unit="img", disable=args.quiet or args.json, file=sys.stderr) as bar:
         report = send_images(
-            args.target, sources, encoder, args.batch_size, args.handshake_timeout, bar.update, encodings, token
+            args.target,
+            sources,
+            encoder,
+            args.batch_size,
+            args.handshake_timeout,
+            bar.update,
+            encodings,
+            token,
+            credentials,
         )
     print(_report_json(report, args.target, model) if args.json else format_report(report, args.target, model))
     return EXIT_OK if report.ok else EXIT_FAILED

@@ -63,6 +63,7 @@ def send_images(
     on_progress: Callable[[int], None] = lambda n: None,
     encodings: Sequence[int] | None = None,
     token: str | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
@@ -70,14 +71,19 @@ def send_images(
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     start = time.perf_counter()
-    with grpc.insecure_channel(target, options=channel_options()) as channel:
+    channel = (
+        grpc.insecure_channel(target, options=channel_options())
+        if credentials is None
+        else grpc.secure_channel(target, credentials, options=channel_options())
+    )
+    with channel:
         offered = list(encodings or supported_encodings(encoder.tables))
         stub = latentlink_pb2_grpc.LatentLinkStub(channel)
         session = _Session(stub, encoder, report, on_progress, offered, bearer_metadata(token))
         try:
             session.run(sources, batch_size, handshake_timeout)
         except grpc.RpcError as exc:
-            report.error = _explain(exc, target, session.handshake_seen)
+            report.error = _explain(exc, target, session.handshake_seen, credentials is not None)
         except SessionError as exc:
             report.error = str(exc)
         finally:
@@ -264,10 +270,13 @@ def _next(call, kind: str) -> pb.ReceiverMessage:
     return message
 
 
-def _explain(exc: grpc.RpcError, target: str, handshake_seen: bool) -> str:
+def _explain(exc: grpc.RpcError, target: str, handshake_seen: bool, tls: bool) -> str:
     code, details = exc.code(), exc.details() or ""
+    if not handshake_seen and ("handshake failed" in details.lower() or "ssl" in details.lower()):
+        return f"TLS handshake with {target} failed ({details}); check --tls-ca / --tls-cert / --tls-key"
     if code == grpc.StatusCode.UNAVAILABLE and not handshake_seen:
-        return f"cannot reach a receiver at {target} ({details}); is `receiver --listen` running there?"
+        hint = "" if tls else "; if it uses TLS, pass --tls-ca"
+        return f"cannot reach a receiver at {target} ({details}); is `receiver --listen` running there{hint}?"
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return f"{target} refused the token: {details}"
     if code == grpc.StatusCode.UNIMPLEMENTED:
