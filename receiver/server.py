@@ -7,6 +7,7 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from receiver.auth import TokenAuthInterceptor
 from receiver.model_store import ModelStore
@@ -31,7 +32,7 @@ def create_server(
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
-    It serves the stream and the standard grpc.health.v1 service, over TLS when
+    It serves the stream, the standard grpc.health.v1 service and server reflection, over TLS when
     `credentials` are given. With a token, every call but health checks must
     carry it. Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
@@ -47,6 +48,8 @@ def create_server(
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     for service in ("", SERVICE_NAME):
         health_service.set(service, health_pb2.HealthCheckResponse.SERVING)
+    # Reflection lets stock clients (grpcurl, Postman) discover the messages without our .proto files.
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:
         if credentials is None:
             port = server.add_insecure_port(address)

@@ -57,3 +57,14 @@ def test_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(ValueError, match="empty"):
         read_token(tmp_path / "empty")
+
+
+def test_reflection_lists_the_latentlink_service(guarded):
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(guarded.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        reply = next(stub.ServerReflectionInfo(iter([request]), metadata=[("authorization", f"Bearer {TOKEN}")]))
+    names = {service.name for service in reply.list_services_response.service}
+    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
