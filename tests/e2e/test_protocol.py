@@ -185,3 +185,26 @@ def test_ans_is_refused_for_a_decoder_without_an_entropy_model(receiver):
         _stream(receiver.address, [hello])
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert "no latent encoding in common" in failure.value.details()
+
+
+def test_latents_before_the_hello_end_the_stream(receiver, default_model):
+    with pytest.raises(grpc.RpcError) as failure:
+        _stream(receiver.address, [pb.SenderMessage(latent_batch=_batch(default_model, ["x.png"]))])
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'expected "hello"' in failure.value.details()
+
+
+def test_second_hello_ends_the_stream(receiver, default_model):
+    messages = [_hello(default_model), *_chunks(_decoder_bytes()), _hello(default_model)]
+    with pytest.raises(grpc.RpcError) as failure:
+        _stream(receiver.address, messages)
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert 'unexpected "hello"' in failure.value.details()
+
+
+def test_model_chunk_out_of_order_ends_the_stream(receiver, default_model):
+    chunks = list(_chunks(_decoder_bytes(), size=4096))
+    with pytest.raises(grpc.RpcError) as failure:
+        _stream(receiver.address, [_hello(default_model), chunks[1], chunks[0]])
+    assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "expected 0" in failure.value.details()
