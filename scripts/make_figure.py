@@ -8,13 +8,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from sender.encode import BatchEncoder
 from shared.image_io import read_image
-from shared.metrics import to_uint8
 from shared.model_dir import load_model_dir
-from shared.network_runtime import CompiledNetwork
 
 REPO = Path(__file__).resolve().parent.parent
-SCALE, LABEL_WIDTH = 3, 150
+SCALE, LABEL_WIDTH = 3, 170
 
 
 def main() -> None:
@@ -28,8 +27,10 @@ def main() -> None:
     rows = [("original", originals)]
     for name in args.models:
         model = load_model_dir(REPO / "models" / name)
-        latents = CompiledNetwork(model.encoder, "cpu")(originals.astype(np.float32) / 255.0)
-        rows.append((name, to_uint8(CompiledNetwork(model.decoder, "cpu")(latents))))
+        codec = BatchEncoder(model, "cpu")
+        bits = model.card.get("test", {}).get("table_bits_per_image")
+        size = f"~{bits / 8:.0f} B/image" if bits else f"{4 * model.latent_dim} B float32"
+        rows.append((f"{name} ({size})", codec.reconstruct(codec.encode(originals))))
     cell = 28 * SCALE + 4
     canvas = Image.new("L", (LABEL_WIDTH + cell * len(samples), cell * len(rows)), 255)
     draw = ImageDraw.Draw(canvas)

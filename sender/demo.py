@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import subprocess
@@ -57,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         target = f"127.0.0.1:{match.group(1)}"
         print(f"$ receiver --listen {target} --out {out}   (running in the background)")
-        print(f"$ sender --target {target} {args.images}")
+        print(f"$ sender --target {target} {os.path.relpath(args.images)}")
         sender_args = ["--target", target, str(args.images)] + (["--model", str(args.model)] if args.model else [])
         code = subprocess.run([sys.executable, "-m", "sender", *sender_args]).returncode
         if code == 0:
