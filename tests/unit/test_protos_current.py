@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_generated_code_is_current(tmp_path: Path):
     pytest.importorskip("grpc_tools", reason="grpcio-tools is in the test extra")
-    subprocess.run([str(REPO / "scripts" / "gen_protos.sh"), str(tmp_path)], check=True, cwd=REPO)
+    env = {**os.environ, "PYTHON": sys.executable}  # the interpreter that has grpcio-tools
+    subprocess.run([str(REPO / "scripts" / "gen_protos.sh"), str(tmp_path)], check=True, cwd=REPO, env=env)
     generated = sorted(p.relative_to(tmp_path) for p in (tmp_path / "shared" / "proto").iterdir())
     assert generated, "protoc produced nothing"
     for rel in generated:
