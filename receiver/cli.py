@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.cli_help import HelpFormatter
 from shared.protocol import DEFAULT_PORT
 
 __all__ = ["build_parser", "main"]
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="receiver",
         description="Receive latent vectors from senders, decode them, and write PNG images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="example: receiver --listen 0.0.0.0:50051 --out received/",
     )
     parser.add_argument(

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from shared.cli_help import HelpFormatter
 from shared.latent_codec import ENCODING_NAMES
 from shared.model_dir import DEFAULT_QUALITY, QUALITIES
 from shared.protocol import MAX_BATCH_IMAGES
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sender",
         description="Encode images (a folder, one image, or a .npy/.npz array) and stream them to a receiver.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         epilog="example: sender --target localhost:50051 samples/mnist/",
     )
     parser.add_argument("images", type=Path, help="folder of images (searched recursively), an image, or .npy/.npz")

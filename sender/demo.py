@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.cli_help import HelpFormatter
+
 __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentlink-demo",
         description="Run a receiver and a sender on this machine over the sample MNIST digits.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--images", type=Path, default=SAMPLES, help="images to send")
     parser.add_argument("--workdir", type=Path, default=Path("demo-output"), help="receiver output and cache")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.cli_help import HelpFormatter
+
 __all__ = ["TrainConfig", "build_parser", "main", "train_autoencoder", "evaluate"]
 
 
@@ -88,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="latentlink-train",
         description="Train an autoencoder on MNIST and write a portable model folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="example: latentlink-train --family seed --latent-dim 64 --optimizer rmsprop --out models/seed-k64",
+        formatter_class=HelpFormatter,
+        epilog="example: latentlink-train --family rd --latent-dim 32 --beta 3e-5 --epochs 36 --out my-model",
     )
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--name", help="model name (default: the output folder's name)")
