@@ -1,0 +1,65 @@
+"""Image input: every format Pillow reads, greyscale conversion, sizes, discovery and output names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.image_io import ImageError, find_sources, output_name, read_image
+from tests.conftest import SAMPLES
+
+DIGIT = np.asarray(Image.open(SAMPLES / "test_00000.png"))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".pgm", ".tiff", ".webp"])
+def test_lossless_formats_read_back_exactly(tmp_path: Path, suffix):
+    path = tmp_path / f"digit{suffix}"
+    options = {"lossless": True} if suffix == ".webp" else {}
+    Image.fromarray(DIGIT, mode="L").save(path, **options)
+    np.testing.assert_array_equal(read_image(path, (28, 28)), DIGIT)
+
+
+def test_jpeg_and_colour_images_become_greyscale(tmp_path: Path):
+    Image.fromarray(DIGIT, mode="L").convert("RGB").save(tmp_path / "digit.jpg", quality=95)
+    Image.fromarray(DIGIT, mode="L").convert("RGBA").save(tmp_path / "digit.png")
+    jpeg, rgba = read_image(tmp_path / "digit.jpg", (28, 28)), read_image(tmp_path / "digit.png", (28, 28))
+    assert jpeg.shape == rgba.shape == (28, 28) and jpeg.dtype == np.uint8
+    np.testing.assert_array_equal(rgba, DIGIT)
+    assert np.abs(jpeg.astype(int) - DIGIT).mean() < 3
+
+
+def test_wrong_size_is_reported_unless_resize_is_asked(tmp_path: Path):
+    Image.fromarray(DIGIT, mode="L").resize((30, 20)).save(tmp_path / "odd.png")
+    with pytest.raises(ImageError, match="30x20, the model takes 28x28"):
+        read_image(tmp_path / "odd.png", (28, 28))
+    assert read_image(tmp_path / "odd.png", (28, 28), resize=True).shape == (28, 28)
+
+
+def test_sources_are_found_recursively_sorted_and_hidden_files_skipped(tmp_path: Path):
+    for name in ["b.png", "a/z.png", "a/c.png", ".hidden.png", ".git/x.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(DIGIT, mode="L").save(tmp_path / name)
+    assert [s.name for s in find_sources(tmp_path, (28, 28))] == ["a/c.png", "a/z.png", "b.png"]
+
+
+def test_array_of_the_wrong_shape_is_refused(tmp_path: Path):
+    np.save(tmp_path / "bad.npy", np.zeros((3, 32, 32), np.uint8))
+    with pytest.raises(ImageError, match=r"expected uint8\[N, 28, 28\]"):
+        find_sources(tmp_path / "bad.npy", (28, 28))
+
+
+@pytest.mark.parametrize(
+    ("name", "written"),
+    [
+        ("a.jpg", "a.png"),
+        ("d/e/f.tiff", "d/e/f.png"),
+        ("raw", "raw.png"),
+        ("v1.2/x", "v1.2/x.png"),
+        ("a.b.c", "a.b.png"),
+    ],
+)
+def test_output_name_keeps_the_relative_path_with_suffix_png(name, written):
+    assert output_name(name) == written
