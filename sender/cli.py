@@ -172,7 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             token,
             credentials,
         )
-    print(_report_json(report, args.target, model) if args.json else format_report(report, args.target, model))
+    if args.json:
+        print(_report_json(report, args.target, model))
+    elif report.error and report.sent == 0:
+        # Nothing left this machine: one line says why, instead of a list of every image.
+        print(f"sender: error: {report.error} ({report.images} images not sent)", file=sys.stderr)
+    else:
+        print(format_report(report, args.target, model))
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

@@ -134,5 +134,18 @@ def test_dead_target_is_a_clear_error_and_nonzero_exit(tmp_path):
         port = probe.getsockname()[1]
     result = _send("--target", f"127.0.0.1:{port}", "--quiet", str(SAMPLES / "test_00000.png"))
     assert result.returncode == 1
-    assert "cannot reach a receiver" in result.stdout and "Traceback" not in result.stderr
-    assert "FAILED test_00000.png" in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith("sender: error: cannot reach a receiver")
+    assert "(1 images not sent)" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_json_summary_lists_each_failed_image_with_its_reason(receiver_process, tmp_path):
+    address, _, _ = receiver_process
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "good.png").write_bytes((SAMPLES / "test_00000.png").read_bytes())
+    (folder / "bad.png").write_bytes(b"not a png")
+    result = _send("--target", address, "--json", str(folder))
+    summary = json.loads(result.stdout)
+    assert result.returncode == 1
+    assert summary["written"] == 1 and summary["sent"] == 1
+    assert "not a readable image" in summary["failed"]["bad.png"]
