@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from shared.protocol import (
     MAX_MODEL_BYTES,
     MODEL_CHUNK_BYTES,
     PROTOCOL_VERSION,
+    SESSION_NAME,
 )
 
 __all__ = ["LatentLinkServicer"]
@@ -46,12 +48,27 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = store
+        self._open_sessions: set[str] = set()
+        self._lock = threading.Lock()
 
     def Stream(self, request_iterator: Iterator[pb.SenderMessage], context: grpc.ServicerContext):
-        peer = context.peer()
         hello = _expect(request_iterator, "hello", context).hello
-        digest = hello.decoder_digest
         _check_hello(hello, context)
+        with self._lock:
+            if hello.session in self._open_sessions:
+                context.abort(
+                    grpc.StatusCode.ALREADY_EXISTS, f'session "{hello.session}" is open in another stream; pick another'
+                )
+            self._open_sessions.add(hello.session)
+        try:
+            yield from self._serve(hello, request_iterator, context)
+        finally:
+            with self._lock:
+                self._open_sessions.discard(hello.session)
+
+    def _serve(self, hello: pb.Hello, request_iterator, context: grpc.ServicerContext):
+        peer = f"{context.peer()} [{hello.session}]"
+        digest = hello.decoder_digest
         encoding = _pick_encoding(hello, context)
         has_decoder = self.store.has(digest)
         log.info(
@@ -64,7 +81,11 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         )
         yield pb.ReceiverMessage(
             handshake=pb.Handshake(
-                protocol_version=PROTOCOL_VERSION, has_decoder=has_decoder, encoding=encoding, limits=LIMITS
+                protocol_version=PROTOCOL_VERSION,
+                has_decoder=has_decoder,
+                encoding=encoding,
+                limits=LIMITS,
+                session_dir=hello.session,
             )
         )
         if not has_decoder:
@@ -84,7 +105,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         tables = EntropyTables.from_network(decoder.info.network)
         if encoding == pb.LATENT_ENCODING_ANS and tables is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "decoder has no entropy model, so ANS is impossible")
-        session = _Session(digest, encoding, decoder, tables)
+        session = _Session(hello.session, digest, encoding, decoder, tables)
         for message in request_iterator:
             kind = message.WhichOneof("kind")
             if kind == "finish":
@@ -124,7 +145,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                         f"image shape {list(decoded.image_shape)} differs from the decoder's "
                         f"{list(session.decoder.info.output_shape)}"
                     )
-                target = output_path(self.out_dir, name)
+                target = output_path(self.out_dir, f"{session.name}/{name}")
                 if target in session.names_seen:
                     raise ValueError(f'another image of this session already maps to "{target.name}"')
                 if not np.all(np.isfinite(decoded.latents[row])):
@@ -149,6 +170,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
 class _Session:
     """What one stream has agreed on and done so far."""
 
+    name: str
     digest: str
     encoding: int
     decoder: object
@@ -185,6 +207,11 @@ def _check_hello(hello: pb.Hello, context: grpc.ServicerContext) -> None:
         context.abort(
             grpc.StatusCode.FAILED_PRECONDITION,
             f"protocol version mismatch: sender speaks {hello.protocol_version}, receiver speaks {PROTOCOL_VERSION}",
+        )
+    if not SESSION_NAME.fullmatch(hello.session):
+        context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f'session name "{hello.session[:80]}" must be 1-64 of [A-Za-z0-9._-], not starting with a dot',
         )
     if not is_digest(hello.decoder_digest):
         context.abort(

@@ -12,7 +12,7 @@ from pathlib import Path
 from shared.cli_help import HelpFormatter
 from shared.latent_codec import ENCODING_NAMES
 from shared.model_dir import DEFAULT_QUALITY, QUALITIES
-from shared.protocol import MAX_BATCH_IMAGES
+from shared.protocol import MAX_BATCH_IMAGES, SESSION_NAME
 
 __all__ = ["build_parser", "main", "format_report"]
 
@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls", action="store_true", help="use TLS, trusting the system's CAs")
     parser.add_argument("--tls-cert", type=Path, help="mutual TLS: this sender's PEM certificate")
     parser.add_argument("--tls-key", type=Path, help="mutual TLS: its private key")
+    parser.add_argument(
+        "--session",
+        help="folder name for these images on the receiver (default: the input's name, time and a random suffix)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -80,8 +84,7 @@ def format_report(report, target: str, model) -> str:
     if report.expected_quality is not None:
         lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
     if report.written:
-        first = next(iter(report.written.values()))
-        lines.append(f'  reconstructions are on the receiver, e.g. "{first}" in its output folder')
+        lines.append(f'  reconstructions are on the receiver in "{report.session_dir}/" under its output folder')
     for name, reason in list(report.failed.items())[:20]:
         lines.append(f"  FAILED {name}: {reason}")
     if len(report.failed) > 20:
@@ -96,6 +99,7 @@ def _report_json(report, target: str, model) -> str:
     return json.dumps(
         {
             "target": target,
+            "session_dir": report.session_dir,
             "model": model.name,
             "decoder_digest": model.decoder.digest,
             "images": report.images,
@@ -122,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="sender %(levelname)s %(message)s")
     if not 1 <= args.batch_size <= MAX_BATCH_IMAGES:
         return _fail(f"--batch-size must be between 1 and {MAX_BATCH_IMAGES}")
+    if args.session is not None and not SESSION_NAME.fullmatch(args.session):
+        return _fail(f'--session "{args.session}" must be 1-64 of [A-Za-z0-9._-], not starting with a dot')
     if args.model and args.quality:
         return _fail("give --model or --quality, not both")
     from shared.auth import read_token
@@ -151,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from sender.encode import BatchEncoder
-    from sender.session import send_images
+    from sender.session import new_session_name, send_images
 
     try:
         encoder = BatchEncoder(model, args.device)
@@ -171,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             encodings,
             token,
             credentials,
+            args.session or new_session_name(args.images.stem),
         )
     if args.json:
         print(_report_json(report, args.target, model))

@@ -60,11 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         target = f"127.0.0.1:{match.group(1)}"
         print(f"$ receiver --listen {target} --out {out}   (running in the background)")
-        print(f"$ sender --target {target} {os.path.relpath(args.images)}")
-        sender_args = ["--target", target, str(args.images)] + (["--model", str(args.model)] if args.model else [])
+        print(f"$ sender --target {target} --session demo {os.path.relpath(args.images)}")
+        sender_args = ["--target", target, "--session", "demo", str(args.images)]
+        sender_args += ["--model", str(args.model)] if args.model else []
         code = subprocess.run([sys.executable, "-m", "sender", *sender_args]).returncode
         if code == 0:
-            _report_written_quality(args.images, out)
+            _report_written_quality(args.images, out / "demo")
         return code
     finally:
         receiver.send_signal(signal.SIGTERM)

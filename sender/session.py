@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +24,7 @@ from shared.proto import latentlink_pb2 as pb
 from shared.proto import latentlink_pb2_grpc
 from shared.protocol import MODEL_CHUNK_BYTES, PROTOCOL_VERSION, channel_options
 
-__all__ = ["SendReport", "SessionError", "send_images"]
+__all__ = ["SendReport", "SessionError", "new_session_name", "send_images"]
 
 log = logging.getLogger(__name__)
 _END = object()
@@ -45,6 +47,8 @@ class SendReport:
     wire_bytes: int = 0  # everything both ways after the handshake, gRPC message framing included
     input_bytes: int = 0
     encoding: str = ""
+    session: str = ""
+    session_dir: str = ""  # where the receiver writes, relative to its output folder
     expected_quality: Quality | None = None
     elapsed_s: float = 0.0
     error: str | None = None  # why the session ended early, if it did
@@ -64,12 +68,15 @@ def send_images(
     encodings: Sequence[int] | None = None,
     token: str | None = None,
     credentials: grpc.ChannelCredentials | None = None,
+    session: str | None = None,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
     `encodings` are offered in order of preference (default: the most compact the model allows).
+    The images land in the receiver's folder for `session` (default: a fresh, unique name).
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
+    report.session = session or new_session_name()
     start = time.perf_counter()
     channel = (
         grpc.insecure_channel(target, options=channel_options())
@@ -150,6 +157,7 @@ class _Session:
                         has_entropy_model=self.encoder.tables is not None,
                     ),
                     encodings=self.offered,
+                    session=self.report.session,
                 )
             )
         )
@@ -167,6 +175,7 @@ class _Session:
         if handshake.encoding not in self.offered:
             raise SessionError(f"receiver picked latent encoding {handshake.encoding}, which was not offered")
         self.encoding = handshake.encoding
+        self.report.session_dir = handshake.session_dir
         self.report.encoding = pb.LatentEncoding.Name(handshake.encoding).removeprefix("LATENT_ENCODING_").lower()
         if not handshake.has_decoder:
             self._upload(decoder_bytes, min(MODEL_CHUNK_BYTES, handshake.limits.max_chunk_bytes or MODEL_CHUNK_BYTES))
@@ -253,8 +262,14 @@ class _Session:
             elif seq in failures:
                 self.report.failed[name] = failures[seq] or "failed on the receiver"
             else:
-                self.report.written[name] = output_name(name)
+                self.report.written[name] = f"{self.report.session_dir}/{output_name(name)}"
         self.on_progress(acks.count)
+
+
+def new_session_name(label: str = "session") -> str:
+    """A readable, unique session name: label, UTC time and a random suffix."""
+    label = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-")[:32] or "session"
+    return f"{label}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
 def _framed(message) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "PROTOCOL_VERSION",
     "DEFAULT_PORT",
@@ -10,6 +12,7 @@ __all__ = [
     "MAX_BATCH_IMAGES",
     "MAX_MODEL_BYTES",
     "MAX_NAME_BYTES",
+    "SESSION_NAME",
     "channel_options",
     "server_options",
 ]
@@ -23,6 +26,8 @@ MODEL_CHUNK_BYTES = 256 * 1024
 MAX_BATCH_IMAGES = 1024
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 MAX_NAME_BYTES = 1024
+# A session's folder name: one safe path component.
+SESSION_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 
 
 def channel_options() -> list[tuple[str, int]]:

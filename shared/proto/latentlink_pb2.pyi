@@ -35,16 +35,18 @@ class DecoderSummary(_message.Message):
     def __init__(self, image_shape: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model_name: _Optional[str] = ..., has_entropy_model: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "decoder_digest", "decoder", "encodings")
+    __slots__ = ("protocol_version", "decoder_digest", "decoder", "encodings", "session")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DECODER_FIELD_NUMBER: _ClassVar[int]
     ENCODINGS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     decoder_digest: str
     decoder: DecoderSummary
     encodings: _containers.RepeatedScalarFieldContainer[LatentEncoding]
-    def __init__(self, protocol_version: _Optional[int] = ..., decoder_digest: _Optional[str] = ..., decoder: _Optional[_Union[DecoderSummary, _Mapping]] = ..., encodings: _Optional[_Iterable[_Union[LatentEncoding, str]]] = ...) -> None: ...
+    session: str
+    def __init__(self, protocol_version: _Optional[int] = ..., decoder_digest: _Optional[str] = ..., decoder: _Optional[_Union[DecoderSummary, _Mapping]] = ..., encodings: _Optional[_Iterable[_Union[LatentEncoding, str]]] = ..., session: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_message_bytes", "max_batch_images", "max_model_bytes", "max_chunk_bytes")
@@ -59,16 +61,18 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class Handshake(_message.Message):
-    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits")
+    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     HAS_DECODER_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
+    SESSION_DIR_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     has_decoder: bool
     encoding: LatentEncoding
     limits: Limits
-    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ...) -> None: ...
+    session_dir: str
+    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., session_dir: _Optional[str] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("offset", "data", "last")

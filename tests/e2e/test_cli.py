@@ -66,9 +66,11 @@ def test_sample_folder_round_trip_matches_the_model_quality(receiver_process):
     summary = json.loads(result.stdout)
     names = sorted(p.name for p in SAMPLES.iterdir())
     assert summary["written"] == len(names) and not summary["failed"]
-    assert sorted(p.name for p in out.iterdir()) == names
+    session_dir = out / summary["session_dir"]
+    assert summary["session_dir"].startswith("mnist-")  # named after the input folder
+    assert sorted(p.name for p in session_dir.iterdir()) == names
     originals = np.stack([read_image(SAMPLES / n, (28, 28)) for n in names])
-    received = np.stack([read_image(out / n, (28, 28)) for n in names])
+    received = np.stack([read_image(session_dir / n, (28, 28)) for n in names])
     measured = quality(originals, received)
     assert measured.psnr == pytest.approx(summary["expected"]["psnr_db"], abs=1e-9)
     card = load_model_dir(default_model_dir()).card

@@ -12,6 +12,8 @@ from shared.proto import latentlink_pb2 as pb
 from shared.proto import latentlink_pb2_grpc
 from shared.protocol import PROTOCOL_VERSION, channel_options
 
+SESSION = "t"
+
 
 def _hello(model, version: int = PROTOCOL_VERSION, encoding: int = pb.LATENT_ENCODING_FLOAT64) -> pb.SenderMessage:
     return pb.SenderMessage(
@@ -26,6 +28,7 @@ def _hello(model, version: int = PROTOCOL_VERSION, encoding: int = pb.LATENT_ENC
                 has_entropy_model=model.decoder.network.HasField("entropy_model"),
             ),
             encodings=[encoding],
+            session=SESSION,
         )
     )
 
@@ -106,7 +109,7 @@ def test_unsafe_names_fail_per_image_and_nothing_escapes(receiver, default_model
     assert (acks.first_seq, acks.count) == (0, len(names))
     assert sorted(f.seq for f in acks.failures) == [0, 1, 2, 3, 5]
     written = [p.relative_to(receiver.out).as_posix() for p in receiver.out.rglob("*") if p.is_file()]
-    assert written == ["ok/fine.png"]
+    assert written == ["t/ok/fine.png"]
     assert not (tmp_path / "escape.png").exists()
     assert replies[-1].summary.images_written == 1 and replies[-1].summary.images_failed == 5
 
@@ -140,7 +143,7 @@ def test_non_finite_latents_fail_per_image(receiver, default_model):
     acks = _acks_for(receiver, default_model, _batch(default_model, ["a.png", "b.png", "c.png"], values=values))
     assert [f.seq for f in acks.failures] == [1, 2]
     assert "non-finite" in acks.failures[0].error
-    assert sorted(p.name for p in receiver.out.iterdir()) == ["a.png"]
+    assert sorted(p.name for p in (receiver.out / SESSION).iterdir()) == ["a.png"]
 
 
 def test_corrupt_bitstream_fails_its_images_and_writes_nothing(receiver, default_model, encoder):
@@ -208,3 +211,13 @@ def test_model_chunk_out_of_order_ends_the_stream(receiver, default_model):
         _stream(receiver.address, [_hello(default_model), chunks[1], chunks[0]])
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "expected 0" in failure.value.details()
+
+
+def test_session_names_that_are_not_one_safe_component_are_refused(receiver, default_model):
+    for bad in ["", "../up", "a/b", ".hidden", "x" * 65]:
+        hello = _hello(default_model)
+        hello.hello.session = bad
+        with pytest.raises(grpc.RpcError) as failure:
+            _stream(receiver.address, [hello])
+        assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "session name" in failure.value.details()

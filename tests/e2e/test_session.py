@@ -83,7 +83,7 @@ def test_bad_files_are_reported_per_image_and_good_ones_still_land(receiver, enc
     assert "not a readable image" in report.failed["notes.txt"]
     assert "not a readable image" in report.failed["corrupt.png"]
     assert "32x32" in report.failed["big.png"] and "--resize" in report.failed["big.png"]
-    assert sorted(p.name for p in receiver.out.iterdir()) == ["test_00000.png", "test_00001.png"]
+    assert sorted(p.name for p in (receiver.out / report.session_dir).iterdir()) == ["test_00000.png", "test_00001.png"]
 
 
 def test_dead_target_fails_every_image_with_a_clear_reason(encoder):
@@ -102,7 +102,7 @@ def test_dead_target_fails_every_image_with_a_clear_reason(encoder):
 def test_resize_flag_makes_odd_sizes_usable(receiver, encoder, tmp_path):
     Image.open(SAMPLES / "test_00000.png").resize((56, 56)).save(tmp_path / "large.png")
     report = send_images(receiver.address, find_sources(tmp_path / "large.png", (28, 28), resize=True), encoder)
-    assert report.ok and report.written == {"large.png": "large.png"}
+    assert report.ok and report.written == {"large.png": f"{report.session_dir}/large.png"}
 
 
 def test_npz_array_of_images_is_sent(receiver, encoder, tmp_path):
