@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the decoder runs")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to let sessions finish on shutdown")
     parser.add_argument(
+        "--idle-timeout", type=float, default=120.0, help="end a session whose sender sends nothing for this long (s)"
+    )
+    parser.add_argument(
         "--token-file",
         type=Path,
         default=None,
@@ -91,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
     try:
-        server, port = create_server(args.listen, args.out, args.models, args.device, token, credentials)
+        server, port = create_server(
+            args.listen, args.out, args.models, args.device, token, credentials, args.idle_timeout
+        )
     except OSError as exc:
         print(f"receiver: error: {exc} (is another receiver running? pick another port)", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from receiver.auth import TokenAuthInterceptor
+from receiver.idle import DEFAULT_IDLE_TIMEOUT_S
 from receiver.model_store import ModelStore
 from receiver.servicer import LatentLinkServicer
 from shared.proto import latentlink_pb2_grpc
@@ -29,12 +30,14 @@ def create_server(
     device: str = "auto",
     token: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
-    It serves the stream, the standard grpc.health.v1 service and server reflection, over TLS when
-    `credentials` are given. With a token, every call but health checks must
-    carry it. Raises OSError when the address cannot be bound (e.g. the port is in use).
+    It serves the stream, the standard grpc.health.v1 service and server
+    reflection, over TLS when `credentials` are given. With a token, every call
+    but health checks must carry it; a sender silent for `idle_timeout_s` is cut
+    off. Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_SESSIONS, thread_name_prefix="session"),
@@ -43,7 +46,8 @@ def create_server(
         interceptors=[TokenAuthInterceptor(token)] if token else [],
     )
     store = ModelStore(models_dir, device=device)
-    latentlink_pb2_grpc.add_LatentLinkServicer_to_server(LatentLinkServicer(out_dir, store), server)
+    servicer = LatentLinkServicer(out_dir, store, idle_timeout_s)
+    latentlink_pb2_grpc.add_LatentLinkServicer_to_server(servicer, server)
     health_service = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     for service in ("", SERVICE_NAME):

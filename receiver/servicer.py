@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from receiver.idle import DEFAULT_IDLE_TIMEOUT_S, with_idle_limit
 from receiver.model_store import ModelStore, is_digest
 from receiver.output import UnsafeNameError, output_path
 from shared.entropy_coding import EntropyTables
@@ -44,7 +45,8 @@ LIMITS = pb.Limits(
 class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
     """Serves sender sessions, writing reconstructions under `out_dir`."""
 
-    def __init__(self, out_dir: Path, store: ModelStore) -> None:
+    def __init__(self, out_dir: Path, store: ModelStore, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
+        self.idle_timeout_s = idle_timeout_s
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = store
@@ -52,6 +54,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         self._lock = threading.Lock()
 
     def Stream(self, request_iterator: Iterator[pb.SenderMessage], context: grpc.ServicerContext):
+        request_iterator = with_idle_limit(request_iterator, context, self.idle_timeout_s)
         hello = _expect(request_iterator, "hello", context).hello
         _check_hello(hello, context)
         with self._lock:

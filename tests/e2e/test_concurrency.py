@@ -64,3 +64,32 @@ def test_a_session_name_in_use_by_an_open_stream_is_refused(receiver, encoder):
         first.cancel()
     assert "ALREADY_EXISTS" in report.error and "pick another" in report.error
     assert not report.written
+
+
+def test_a_stalled_sender_is_cut_off_and_others_are_unaffected(tmp_path, encoder):
+    import threading
+
+    from receiver.server import create_server
+    from shared.proto import latentlink_pb2_grpc
+    from tests.e2e.test_protocol import _hello
+
+    server, port = create_server("127.0.0.1:0", tmp_path / "out", tmp_path / "models", "cpu", idle_timeout_s=2.0)
+    server.start()
+    address, never = f"127.0.0.1:{port}", threading.Event()
+
+    def stall():
+        yield _hello(encoder.model)
+        never.wait(20)  # says hello, then nothing
+
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stalled = latentlink_pb2_grpc.LatentLinkStub(channel).Stream(stall())
+            with pytest.raises(grpc.RpcError) as failure:
+                list(stalled)
+        healthy = send_images(address, find_sources(SAMPLES, (28, 28))[:4], encoder)
+    finally:
+        never.set()
+        server.stop(None)
+    assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert "no message from the sender for 2 s" in failure.value.details()
+    assert healthy.ok

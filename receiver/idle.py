@@ -1,0 +1,51 @@
+"""Ends a stream whose sender goes quiet, so a stalled client cannot hold a session thread forever."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+
+import grpc
+
+__all__ = ["DEFAULT_IDLE_TIMEOUT_S", "with_idle_limit"]
+
+DEFAULT_IDLE_TIMEOUT_S = 120.0
+_END = object()
+
+
+def with_idle_limit(requests: Iterator, context: grpc.ServicerContext, idle_s: float) -> Iterator:
+    """Yields the requests; aborts with DEADLINE_EXCEEDED when none arrives for `idle_s` seconds.
+
+    A helper thread reads the stream into a small queue (which also bounds what a
+    fast sender can buffer here); the handler waits on the queue with a timeout.
+    """
+    pending: queue.Queue = queue.Queue(maxsize=4)
+
+    def put(item) -> bool:
+        while context.is_active():
+            try:
+                pending.put(item, timeout=0.5)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def pump() -> None:
+        try:
+            for message in requests:
+                if not put(message):
+                    return
+        except Exception:  # the RPC ended under us (cancelled, aborted): nothing more to read
+            pass
+        put(_END)
+
+    threading.Thread(target=pump, daemon=True, name="stream-reader").start()
+    while True:
+        try:
+            message = pending.get(timeout=idle_s)
+        except queue.Empty:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no message from the sender for {idle_s:g} s")
+        if message is _END:
+            return
+        yield message
