@@ -7,7 +7,7 @@ from pathlib import Path
 from shared.image_io import output_name
 from shared.protocol import MAX_NAME_BYTES
 
-__all__ = ["UnsafeNameError", "output_path"]
+__all__ = ["UnsafeNameError", "output_path", "remove_stale_temporaries"]
 
 
 class UnsafeNameError(ValueError):
@@ -30,3 +30,17 @@ def output_path(out_dir: Path, name: str) -> Path:
     if not target.parent.resolve().is_relative_to(root) or (target.is_symlink()):
         raise UnsafeNameError(f'image name "{name}" leads outside the output folder')
     return target
+
+
+def remove_stale_temporaries(out_dir: Path) -> int:
+    """Deletes half-written files a killed receiver left behind; returns how many.
+
+    Image names never have hidden parts, so every ".*.tmp" file under the
+    output folder is one of write_png_atomic's temporaries.
+    """
+    removed = 0
+    for stale in Path(out_dir).rglob(".*.tmp"):
+        if stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+            removed += 1
+    return removed

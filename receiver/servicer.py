@@ -13,7 +13,7 @@ import numpy as np
 
 from receiver.idle import DEFAULT_IDLE_TIMEOUT_S, with_idle_limit
 from receiver.model_store import ModelStore, is_digest
-from receiver.output import UnsafeNameError, output_path
+from receiver.output import UnsafeNameError, output_path, remove_stale_temporaries
 from shared.entropy_coding import EntropyTables
 from shared.image_io import write_png_atomic
 from shared.latent_codec import LatentCodecError, latents_from_batch
@@ -49,6 +49,8 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         self.idle_timeout_s = idle_timeout_s
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        if removed := remove_stale_temporaries(self.out_dir):
+            log.info("removed %d half-written files left by an earlier run", removed)
         self.store = store
         self._open_sessions: set[str] = set()
         self._lock = threading.Lock()

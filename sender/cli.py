@@ -49,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resize", action="store_true", help="resize images of another size instead of failing them")
     parser.add_argument("--handshake-timeout", type=float, default=20.0, help="seconds to wait for the receiver")
     parser.add_argument(
+        "--retry-for",
+        type=float,
+        default=60.0,
+        help="after a broken stream, keep reconnecting and resuming for this many seconds",
+    )
+    parser.add_argument(
         "--token-file",
         type=Path,
         default=None,
@@ -81,6 +87,8 @@ def format_report(report, target: str, model) -> str:
         f"{report.wire_bytes / sent:.1f} B per image with names, framing and acks "
         f"(input files: {report.input_bytes / n:.0f} B per image)",
     ]
+    if report.reconnects:
+        lines.append(f"  the stream broke and was resumed {report.reconnects} time(s); each image counted once")
     if report.expected_quality is not None:
         lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
     if report.written:
@@ -115,6 +123,7 @@ def _report_json(report, target: str, model) -> str:
             if quality is None
             else {"mse": quality.mse, "rmse": quality.rmse, "psnr_db": quality.psnr},
             "elapsed_s": report.elapsed_s,
+            "reconnects": report.reconnects,
             "error": report.error,
         },
         indent=2,
@@ -178,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             token,
             credentials,
             args.session or new_session_name(args.images.stem),
+            args.retry_for,
         )
     if args.json:
         print(_report_json(report, args.target, model))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -37,19 +37,18 @@ class BatchEncoder:
 
 @dataclass
 class QualityMeter:
-    """Accumulates squared error over batches of uint8 images."""
+    """Squared error per image name, so an image resent after a reconnect counts once."""
 
-    squared_error: float = 0.0
-    pixels: int = 0
-    images: int = 0
+    per_image: dict[str, tuple[float, int]] = field(default_factory=dict)
 
-    def add(self, original: np.ndarray, reconstructed: np.ndarray) -> None:
+    def add(self, names: list[str], original: np.ndarray, reconstructed: np.ndarray) -> None:
         diff = (original.astype(np.float64) - reconstructed.astype(np.float64)) / 255.0
-        self.squared_error += float(np.sum(diff * diff))
-        self.pixels += diff.size
-        self.images += len(original)
+        errors = np.sum(diff * diff, axis=tuple(range(1, diff.ndim)))
+        pixels = int(np.prod(diff.shape[1:]))
+        self.per_image.update((name, (float(e), pixels)) for name, e in zip(names, errors, strict=True))
 
     def result(self) -> Quality | None:
-        if not self.pixels:
+        if not self.per_image:
             return None
-        return Quality.from_mse(self.squared_error / self.pixels)
+        squared_error = sum(e for e, _ in self.per_image.values())
+        return Quality.from_mse(squared_error / sum(n for _, n in self.per_image.values()))

@@ -28,6 +28,11 @@ __all__ = ["SendReport", "SessionError", "new_session_name", "send_images"]
 
 log = logging.getLogger(__name__)
 _END = object()
+DEFAULT_RETRY_S = 60.0
+# Statuses of a broken or restarting receiver, worth a reconnect once a session has started.
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL}
+)
 
 
 class SessionError(RuntimeError):
@@ -49,6 +54,7 @@ class SendReport:
     encoding: str = ""
     session: str = ""
     session_dir: str = ""  # where the receiver writes, relative to its output folder
+    reconnects: int = 0
     expected_quality: Quality | None = None
     elapsed_s: float = 0.0
     error: str | None = None  # why the session ended early, if it did
@@ -69,11 +75,14 @@ def send_images(
     token: str | None = None,
     credentials: grpc.ChannelCredentials | None = None,
     session: str | None = None,
+    retry_for: float = DEFAULT_RETRY_S,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
     `encodings` are offered in order of preference (default: the most compact the model allows).
-    The images land in the receiver's folder for `session` (default: a fresh, unique name).
+    The images land in the receiver's folder for `session` (default: a fresh, unique name). If the
+    stream breaks after a handshake, the sender reconnects with backoff for up to `retry_for`
+    seconds and resends only the images not yet acknowledged, under the same session.
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     report.session = session or new_session_name()
@@ -83,40 +92,71 @@ def send_images(
         if credentials is None
         else grpc.secure_channel(target, credentials, options=channel_options())
     )
+    quality = QualityMeter()
+    options = _Options(
+        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress
+    )
     with channel:
-        offered = list(encodings or supported_encodings(encoder.tables))
         stub = latentlink_pb2_grpc.LatentLinkStub(channel)
-        session = _Session(stub, encoder, report, on_progress, offered, bearer_metadata(token))
-        try:
-            session.run(sources, batch_size, handshake_timeout)
-        except grpc.RpcError as exc:
-            report.error = _explain(exc, target, session.handshake_seen, credentials is not None)
-        except SessionError as exc:
-            report.error = str(exc)
-        finally:
-            session.stop.set()
-            if session.producer is not None:
-                session.producer.join()
+        next_seq, backoff, give_up_at = 0, 0.25, None
+        while True:
+            remaining = [s for s in sources if s.name not in report.written and s.name not in report.failed]
+            attempt = _Session(stub, options, report, quality, next_seq)
+            try:
+                attempt.run(remaining, batch_size, handshake_timeout)
+                break
+            except grpc.RpcError as exc:
+                if attempt.handshake_seen:  # progress was possible: the retry budget starts afresh
+                    backoff, give_up_at = 0.25, None
+                resumable = report.session_dir and exc.code() in RETRYABLE
+                give_up_at = give_up_at or time.monotonic() + retry_for
+                if not resumable or time.monotonic() + backoff > give_up_at:
+                    report.error = _explain(exc, target, attempt.handshake_seen, credentials is not None)
+                    break
+                log.warning("stream broke (%s); resuming in %.1f s", exc.code().name, backoff)
+                report.reconnects += 1
+            except SessionError as exc:
+                report.error = str(exc)
+                break
+            finally:
+                attempt.stop.set()
+                if attempt.producer is not None:
+                    attempt.producer.join()
+                next_seq = attempt.next_seq
+            time.sleep(backoff)
+            backoff = min(2 * backoff, 5.0)
     reason = f"not delivered: {report.error or 'the receiver did not acknowledge it'}"
     for source in sources:
         if source.name not in report.written:
             report.failed.setdefault(source.name, reason)
     report.elapsed_s = time.perf_counter() - start
-    report.expected_quality = session.quality.result()
+    report.expected_quality = quality.result()
     return report
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What every attempt of a session shares."""
+
+    encoder: BatchEncoder
+    offered: list[int]
+    metadata: list[tuple[str, str]]
+    on_progress: Callable[[int], None]
+
+
 class _Session:
-    def __init__(self, stub, encoder: BatchEncoder, report: SendReport, on_progress, offered, metadata) -> None:
-        self.stub, self.encoder, self.report, self.on_progress = stub, encoder, report, on_progress
-        self.offered, self.metadata = offered, metadata
+    """One attempt: a single stream, from hello to summary or to the break."""
+
+    def __init__(self, stub, options: _Options, report: SendReport, quality: QualityMeter, first_seq: int) -> None:
+        self.stub, self.report, self.quality = stub, report, quality
+        self.encoder, self.offered, self.metadata = options.encoder, options.offered, options.metadata
+        self.on_progress = options.on_progress
         self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
-        self.next_seq = 0
+        self.next_seq = first_seq
         self.outgoing: queue.Queue = queue.Queue(maxsize=8)
         self.stop = threading.Event()
         self.pending: dict[int, str] = {}  # seq -> name, sent and not yet acknowledged
         self.pending_lock = threading.Lock()
-        self.quality = QualityMeter()
         self.handshake_seen = False
         self.producer_error: BaseException | None = None
         self.producer: threading.Thread | None = None
@@ -238,7 +278,7 @@ class _Session:
         pixels = np.stack(images)
         latents = self.encoder.encode(pixels)
         # Predict quality from exactly what the receiver will decode (float16 rounds).
-        self.quality.add(pixels, self.encoder.reconstruct(wire_latents(self.encoding, latents)))
+        self.quality.add(names, pixels, self.encoder.reconstruct(wire_latents(self.encoding, latents)))
         first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
         model = self.encoder.model
         batch_message = latents_to_batch(

@@ -1,0 +1,94 @@
+"""A receiver killed with SIGKILL mid-transfer and restarted: every image lands exactly once."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sender.encode import BatchEncoder
+from shared.image_io import read_image
+from shared.model_dir import default_model_dir, load_model_dir
+from tests.e2e.test_cli import ENV, _command
+
+IMAGES = 1500
+
+
+def _start_receiver(port: int, out: Path, models: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [*_command("receiver"), "--listen", f"127.0.0.1:{port}", "--out", str(out), "--models", str(models), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    line = proc.stdout.readline()
+    assert "listening on" in line, proc.stderr.read()
+    return proc
+
+
+def _written(out: Path) -> int:
+    return sum(1 for p in out.rglob("*.png"))
+
+
+def test_sigkilled_receiver_is_resumed_and_every_image_lands_once(tmp_path, mnist):
+    _, x_test = mnist
+    images = x_test[:IMAGES]
+    np.save(tmp_path / "digits.npy", images)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out, models = tmp_path / "out", tmp_path / "models"
+    receiver = _start_receiver(port, out, models)
+    sender = subprocess.Popen(
+        [
+            *_command("sender"),
+            "--target",
+            f"127.0.0.1:{port}",
+            "--session",
+            "resume",
+            "--batch-size",
+            "8",
+            "--json",
+            "--retry-for",
+            "90",
+            str(tmp_path / "digits.npy"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
+    kills = 0
+    try:
+        for threshold in (150, 700):  # kill twice, at different points of the transfer
+            deadline = time.monotonic() + 120
+            while _written(out) < threshold and sender.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if sender.poll() is not None:
+                break
+            receiver.send_signal(signal.SIGKILL)
+            receiver.wait()
+            kills += 1
+            receiver = _start_receiver(port, out, models)
+        stdout, stderr = sender.communicate(timeout=240)
+    finally:
+        sender.kill()
+        receiver.send_signal(signal.SIGTERM)
+        receiver.wait(timeout=60)
+    assert kills == 2, "the transfer finished before the receiver could be killed twice"
+    summary = json.loads(stdout)
+    assert sender.returncode == 0, (summary["error"], stderr[-2000:])
+    assert summary["written"] == IMAGES and not summary["failed"] and summary["reconnects"] >= 2
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(f"resume/digits_{i:04d}.png" for i in range(IMAGES))  # once each, no leftovers
+    codec = BatchEncoder(load_model_dir(default_model_dir()), "cpu")
+    expected = codec.reconstruct(codec.encode(images))
+    for i in range(0, IMAGES, 7):
+        np.testing.assert_array_equal(read_image(out / f"resume/digits_{i:04d}.png", (28, 28)), expected[i])
+    assert summary["session_dir"] == "resume"
