@@ -18,6 +18,8 @@ def output_path(out_dir: Path, name: str) -> Path:
     """Returns where image `name` is written: same relative path, suffix .png, inside out_dir."""
     if not name or len(name.encode()) > MAX_NAME_BYTES or "\\" in name or "\0" in name:
         raise UnsafeNameError(f'unusable image name "{name[:80]}"')
+    if len(name) > 1 and name[1] == ":" and name[0].isalpha():
+        raise UnsafeNameError(f'image name "{name[:80]}" starts with a drive letter')
     parts = name.split("/")
     # Empty parts catch absolute paths and "a//b"; hidden parts keep our temporary files ours.
     if any(part in ("", ".", "..") or part.startswith(".") for part in parts):

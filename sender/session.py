@@ -29,6 +29,8 @@ __all__ = ["SendReport", "SessionError", "new_session_name", "send_images"]
 log = logging.getLogger(__name__)
 _END = object()
 DEFAULT_RETRY_S = 60.0
+# Batches in flight at most: enough to keep both ends busy, few enough to bound memory.
+UNACKED_BATCHES = 4
 # Statuses of a broken or restarting receiver, worth a reconnect once a session has started.
 RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL}
@@ -156,7 +158,8 @@ class _Session:
         self.outgoing: queue.Queue = queue.Queue(maxsize=8)
         self.stop = threading.Event()
         self.pending: dict[int, str] = {}  # seq -> name, sent and not yet acknowledged
-        self.pending_lock = threading.Lock()
+        self.pending_lock = threading.Condition()  # notified as acks free room in the window
+        self.window = 0  # most images sent and not yet acknowledged; set once the batch size is known
         self.handshake_seen = False
         self.producer_error: BaseException | None = None
         self.producer: threading.Thread | None = None
@@ -221,6 +224,7 @@ class _Session:
             self._upload(decoder_bytes, min(MODEL_CHUNK_BYTES, handshake.limits.max_chunk_bytes or MODEL_CHUNK_BYTES))
             _next(call, "model_accepted")
         batch_size = max(1, min(batch_size, handshake.limits.max_batch_images or batch_size))
+        self.window = UNACKED_BATCHES * batch_size
         producer = threading.Thread(target=self._produce, args=(sources, batch_size), daemon=True, name="encode")
         self.producer = producer
         producer.start()
@@ -286,6 +290,11 @@ class _Session:
         )
         message = pb.SenderMessage(latent_batch=batch_message)
         with self.pending_lock:
+            # Flow control: memory stays bounded however large the folder and however slow the receiver.
+            while len(self.pending) + len(names) > self.window and self.pending:
+                if self.stop.is_set():
+                    raise SessionError("session stopped")
+                self.pending_lock.wait(timeout=0.2)
             self.pending.update(zip(range(first_seq, first_seq + len(names)), names, strict=True))
         self.report.payload_bytes += len(batch_message.payload) + 8 * len(batch_message.values)
         self.report.sent += len(names)
@@ -296,6 +305,7 @@ class _Session:
         failures = {f.seq: f.error for f in acks.failures}
         with self.pending_lock:
             names = {seq: self.pending.pop(seq, None) for seq in range(acks.first_seq, acks.first_seq + acks.count)}
+            self.pending_lock.notify_all()
         for seq, name in names.items():
             if name is None:
                 log.warning("acknowledgement for unknown image %d ignored", seq)

@@ -79,12 +79,14 @@ def read_image(path: Path, shape: tuple[int, int], resize: bool = False) -> np.n
 
 
 def write_png_atomic(path: Path, pixels: np.ndarray) -> None:
-    """Writes a uint8 greyscale PNG via a temporary file and an atomic rename."""
+    """Writes a uint8 greyscale PNG durably: temporary file, fsync, atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
             Image.fromarray(pixels, mode="L").save(handle, format="PNG")
+            handle.flush()
+            os.fsync(handle.fileno())  # durable before the rename makes it visible (and before the ack)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

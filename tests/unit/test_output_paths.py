@@ -36,6 +36,8 @@ def test_names_map_to_png_files_with_the_same_relative_path(tmp_path: Path, name
         "a//b.png",
         "./a.png",
         "x" * 300,
+        "C:evil.png",
+        "c:/x.png",
     ],
 )
 def test_unsafe_names_are_refused(tmp_path: Path, name):
