@@ -114,13 +114,18 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         for message in request_iterator:
             kind = message.WhichOneof("kind")
             if kind == "finish":
-                log.info("%s: session done, %d written, %d failed", peer, session.written, session.failed)
+                log.info(
+                    "%s: session done: decoder=%s encoding=%s written=%d failed=%d latent_bytes=%d",
+                    peer, digest[:12], pb.LatentEncoding.Name(encoding), session.written, session.failed,
+                    session.bytes_in,
+                )
                 yield pb.ReceiverMessage(
                     summary=pb.Summary(images_written=session.written, images_failed=session.failed)
                 )
                 return
             if kind != "latent_batch":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'unexpected "{kind}" message after the handshake')
+            session.bytes_in += message.latent_batch.ByteSize()
             yield pb.ReceiverMessage(acks=self._write_batch(message.latent_batch, session, context))
         log.warning("%s: stream ended without finish (%d written, %d failed)", peer, session.written, session.failed)
 
@@ -182,6 +187,7 @@ class _Session:
     tables: EntropyTables | None
     written: int = 0
     failed: int = 0
+    bytes_in: int = 0
     names_seen: set[Path] = field(default_factory=set)
 
 
