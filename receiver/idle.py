@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -41,11 +42,17 @@ def with_idle_limit(requests: Iterator, context: grpc.ServicerContext, idle_s: f
         put(_END)
 
     threading.Thread(target=pump, daemon=True, name="stream-reader").start()
+    deadline = time.monotonic() + idle_s
     while True:
         try:
-            message = pending.get(timeout=idle_s)
+            message = pending.get(timeout=0.2)
         except queue.Empty:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no message from the sender for {idle_s:g} s")
+            if not context.is_active():  # cancelled or failed under us: free the session thread now
+                return
+            if time.monotonic() > deadline:
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, f"no message from the sender for {idle_s:g} s")
+            continue
         if message is _END:
             return
+        deadline = time.monotonic() + idle_s
         yield message

@@ -116,7 +116,11 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             if kind == "finish":
                 log.info(
                     "%s: session done: decoder=%s encoding=%s written=%d failed=%d latent_bytes=%d",
-                    peer, digest[:12], pb.LatentEncoding.Name(encoding), session.written, session.failed,
+                    peer,
+                    digest[:12],
+                    pb.LatentEncoding.Name(encoding),
+                    session.written,
+                    session.failed,
                     session.bytes_in,
                 )
                 yield pb.ReceiverMessage(

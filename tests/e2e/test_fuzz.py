@@ -125,4 +125,5 @@ def test_after_fuzzing_nothing_escaped_and_the_receiver_still_works(target, enco
     root, _, address = target
     assert sorted(p.name for p in root.iterdir()) == ["models", "out"]
     assert not [p for p in (root / "out").rglob("*") if p.is_symlink()]
-    assert send_images(address, find_sources(SAMPLES, (28, 28))[:3], encoder).ok
+    report = send_images(address, find_sources(SAMPLES, (28, 28))[:3], encoder)
+    assert report.ok, (report.error, report.failed)
