@@ -109,7 +109,10 @@ def target(tmp_path_factory):
     server.stop(None)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# derandomize: the same 250 cases every run, so CI cannot fail on a case it never saw before.
+@settings(
+    max_examples=250, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(messages=streams)
 def test_random_streams_are_refused_cleanly_and_never_hang(target, messages):
     _, raw, _ = target
