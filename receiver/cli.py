@@ -28,7 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="receiver",
         description="Receive latent vectors from senders, decode them, and write PNG images.",
         formatter_class=HelpFormatter,
-        epilog="example: receiver --listen 0.0.0.0:50051 --out received/",
+        epilog="examples:\n"
+        "  receiver --listen 127.0.0.1:50051 --out received/\n"
+        "  receiver --listen 0.0.0.0:50051 --tls-cert cert.pem --tls-key key.pem --token-file token\n"
+        "  receiver --listen 127.0.0.1:0 --json --save-as npz    # free port, machine-readable, arrays",
     )
     parser.add_argument(
         "--listen",
@@ -54,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-cert", type=Path, help="serve TLS with this PEM certificate (needs --tls-key)")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     parser.add_argument("--tls-client-ca", type=Path, help="mutual TLS: require sender certificates signed by this CA")
+    parser.add_argument(
+        "--save-as",
+        choices=("png", "npz"),
+        default="png",
+        help="png: one PNG file per image; npz: one array file per batch (images and names), no per-file I/O",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per line: the address when listening, then a summary per finished session",
+    )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
     return parser
 
@@ -93,9 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
+    from shared.proto import latentlink_pb2 as pb
+    from shared.tf_import import tensorflow
+
+    tensorflow()  # imported now, not while the first sender waits
+    output_format = pb.OUTPUT_FORMAT_NPZ if args.save_as == "npz" else pb.OUTPUT_FORMAT_PNG
     try:
         server, port = create_server(
-            args.listen, args.out, args.models, args.device, token, credentials, args.idle_timeout
+            args.listen,
+            args.out,
+            args.models,
+            args.device,
+            token,
+            credentials,
+            args.idle_timeout,
+            output_format,
+            _print_json if args.json else lambda summary: None,
         )
     except OSError as exc:
         print(f"receiver: error: {exc} (is another receiver running? pick another port)", file=sys.stderr)
@@ -106,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     host = args.listen.rsplit(":", 1)[0]
     # The "listening" line is parsed by tests and the demo to learn the port.
-    print(f"receiver: listening on {host}:{port}, writing to {args.out.resolve()}", flush=True)
+    if args.json:
+        _print_json({"event": "listening", "address": f"{host}:{port}", "out": str(args.out.resolve())})
+    else:
+        print(f"receiver: listening on {host}:{port}, writing to {args.out.resolve()}", flush=True)
     if credentials is None and not _is_loopback(host):
         print(
             f"receiver: warning: {host} is reachable from other machines and this receiver has no TLS; "
@@ -118,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"receiver: shutting down (up to {args.grace:.0f} s for open sessions)", file=sys.stderr, flush=True)
     server.stop(args.grace).wait()
     return 0
+
+
+def _print_json(record: dict) -> None:
+    import json
+
+    print(json.dumps(record), flush=True)
 
 
 def _is_loopback(host: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from receiver.auth import TokenAuthInterceptor
 from receiver.idle import DEFAULT_IDLE_TIMEOUT_S
 from receiver.model_store import ModelStore
 from receiver.servicer import LatentLinkServicer
+from shared.proto import latentlink_pb2 as pb
 from shared.proto import latentlink_pb2_grpc
 from shared.protocol import server_options
 
@@ -31,13 +33,16 @@ def create_server(
     token: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+    output_format: int = pb.OUTPUT_FORMAT_PNG,
+    on_session_end: Callable[[dict], None] = lambda summary: None,
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
     It serves the stream, the standard grpc.health.v1 service and server
     reflection, over TLS when `credentials` are given. With a token, every call
     but health checks must carry it; a sender silent for `idle_timeout_s` is cut
-    off. Raises OSError when the address cannot be bound (e.g. the port is in use).
+    off. Images are written as `output_format`; each finished session's summary
+    goes to `on_session_end`. Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=MAX_SESSIONS, thread_name_prefix="session"),
@@ -46,7 +51,7 @@ def create_server(
         interceptors=[TokenAuthInterceptor(token)] if token else [],
     )
     store = ModelStore(models_dir, device=device)
-    servicer = LatentLinkServicer(out_dir, store, idle_timeout_s)
+    servicer = LatentLinkServicer(out_dir, store, idle_timeout_s, output_format, on_session_end)
     latentlink_pb2_grpc.add_LatentLinkServicer_to_server(servicer, server)
     health_service = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)

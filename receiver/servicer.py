@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
-from collections.abc import Iterator
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,9 +17,9 @@ import numpy as np
 
 from receiver.idle import DEFAULT_IDLE_TIMEOUT_S, with_idle_limit
 from receiver.model_store import ModelStore, is_digest
-from receiver.output import UnsafeNameError, output_path, remove_stale_temporaries
+from receiver.output import UnsafeNameError, output_path, remove_stale_temporaries, write_files_durably
 from shared.entropy_coding import EntropyTables
-from shared.image_io import write_png_atomic
+from shared.image_io import batch_file_name, encode_png
 from shared.latent_codec import LatentCodecError, latents_from_batch
 from shared.metrics import to_uint8
 from shared.model_format import ModelFormatError
@@ -33,6 +37,7 @@ from shared.protocol import (
 __all__ = ["LatentLinkServicer"]
 
 log = logging.getLogger(__name__)
+WRITER_THREADS = 4
 
 LIMITS = pb.Limits(
     max_message_bytes=MAX_MESSAGE_BYTES,
@@ -45,8 +50,17 @@ LIMITS = pb.Limits(
 class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
     """Serves sender sessions, writing reconstructions under `out_dir`."""
 
-    def __init__(self, out_dir: Path, store: ModelStore, idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        store: ModelStore,
+        idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
+        output_format: int = pb.OUTPUT_FORMAT_PNG,
+        on_session_end: Callable[[dict], None] = lambda summary: None,
+    ) -> None:
         self.idle_timeout_s = idle_timeout_s
+        self.output_format = output_format
+        self.on_session_end = on_session_end
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         if removed := remove_stale_temporaries(self.out_dir):
@@ -54,6 +68,8 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         self.store = store
         self._open_sessions: set[str] = set()
         self._lock = threading.Lock()
+        # PNG encoding and the group-commit writes of batch k overlap the decoding of batch k+1.
+        self._writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="write")
 
     def Stream(self, request_iterator: Iterator[pb.SenderMessage], context: grpc.ServicerContext):
         request_iterator = with_idle_limit(request_iterator, context, self.idle_timeout_s)
@@ -91,6 +107,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                 encoding=encoding,
                 limits=LIMITS,
                 session_dir=hello.session,
+                output_format=self.output_format,
             )
         )
         if not has_decoder:
@@ -110,10 +127,13 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         tables = EntropyTables.from_network(decoder.info.network)
         if encoding == pb.LATENT_ENCODING_ANS and tables is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "decoder has no entropy model, so ANS is impossible")
-        session = _Session(hello.session, digest, encoding, decoder, tables)
+        session = _Session(hello.session, self.out_dir / hello.session, self.output_format, digest, decoder, tables)
+        writing: deque[Future] = deque()  # batches being written, in order; at most two
         for message in request_iterator:
             kind = message.WhichOneof("kind")
             if kind == "finish":
+                while writing:
+                    yield pb.ReceiverMessage(acks=writing.popleft().result())
                 log.info(
                     "%s: session done: decoder=%s encoding=%s written=%d failed=%d latent_bytes=%d",
                     peer,
@@ -123,6 +143,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                     session.failed,
                     session.bytes_in,
                 )
+                self.on_session_end(session.summary(context.peer(), hello.decoder.model_name, encoding))
                 yield pb.ReceiverMessage(
                     summary=pb.Summary(images_written=session.written, images_failed=session.failed)
                 )
@@ -130,17 +151,25 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             if kind != "latent_batch":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'unexpected "{kind}" message after the handshake')
             session.bytes_in += message.latent_batch.ByteSize()
-            yield pb.ReceiverMessage(acks=self._write_batch(message.latent_batch, session, context))
+            acks, files = self._decode_batch(message.latent_batch, session, encoding, context)
+            writing.append(self._writers.submit(session.write, acks, files))
+            while len(writing) > 1 or (writing and writing[0].done()):
+                yield pb.ReceiverMessage(acks=writing.popleft().result())
+        for pending in writing:
+            pending.result()  # what was decoded is still written; the sender resends it after a break
         log.warning("%s: stream ended without finish (%d written, %d failed)", peer, session.written, session.failed)
 
-    def _write_batch(self, batch: pb.LatentBatch, session: _Session, context: grpc.ServicerContext) -> pb.AckBatch:
-        """Decodes a batch and writes its images; per-image problems become failures, not aborts."""
+    def _decode_batch(
+        self, batch: pb.LatentBatch, session: _Session, encoding: int, context: grpc.ServicerContext
+    ) -> tuple[pb.AckBatch, dict[int, tuple[Path, np.ndarray]]]:
+        """Checks and decodes a batch: acks holding per-image failures so far, and {seq: (path, pixels)}."""
+        started = time.perf_counter()
         if batch.decoder_digest != session.digest:
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f'batch names decoder "{batch.decoder_digest[:64]}", session uses "{session.digest}"',
             )
-        if batch.encoding != session.encoding:
+        if batch.encoding != encoding:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch encoding {batch.encoding} was not negotiated")
         if not 0 < batch.count <= MAX_BATCH_IMAGES:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"batch of {batch.count} images (1..{MAX_BATCH_IMAGES})")
@@ -149,8 +178,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             decoded = latents_from_batch(batch, session.decoder.info.input_shape[0], session.tables)
         except LatentCodecError as exc:
             acks.failures.extend(pb.ImageFailure(seq=batch.first_seq + i, error=str(exc)) for i in range(batch.count))
-            session.failed += batch.count
-            return acks
+            return acks, {}
         targets: dict[int, Path] = {}
         for row, name in enumerate(decoded.names):
             try:
@@ -170,14 +198,8 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                 acks.failures.append(pb.ImageFailure(seq=batch.first_seq + row, error=str(exc)))
         rows = sorted(targets)
         pixels = to_uint8(session.decoder(decoded.latents[rows].astype(np.float32))) if rows else []
-        for row, image in zip(rows, pixels, strict=True):
-            try:
-                write_png_atomic(targets[row], image)
-            except OSError as exc:
-                acks.failures.append(pb.ImageFailure(seq=batch.first_seq + row, error=f"write failed: {exc}"))
-        session.failed += len(acks.failures)
-        session.written += batch.count - len(acks.failures)
-        return acks
+        session.decode_s += time.perf_counter() - started
+        return acks, {batch.first_seq + row: (targets[row], image) for row, image in zip(rows, pixels, strict=True)}
 
 
 @dataclass
@@ -185,14 +207,58 @@ class _Session:
     """What one stream has agreed on and done so far."""
 
     name: str
+    folder: Path
+    output_format: int
     digest: str
-    encoding: int
     decoder: object
     tables: EntropyTables | None
     written: int = 0
     failed: int = 0
     bytes_in: int = 0
+    decode_s: float = 0.0  # wall time decoding latents to pixels
+    write_s: float = 0.0  # wall time encoding and durably writing files
     names_seen: set[Path] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def write(self, acks: pb.AckBatch, images: dict[int, tuple[Path, np.ndarray]]) -> pb.AckBatch:
+        """Durably writes a decoded batch; completes `acks` with any write failures."""
+        started = time.perf_counter()
+        seqs = list(images)
+        if self.output_format == pb.OUTPUT_FORMAT_NPZ and images:
+            names = [path.relative_to(self.folder).as_posix() for path, _ in images.values()]
+            pixels = np.stack([image for _, image in images.values()])
+            failed = write_files_durably([(self.folder / batch_file_name(acks.first_seq), _npz(names, pixels))])
+            errors = {i: failed[0] for i in range(len(seqs))} if failed else {}
+        else:
+            errors = write_files_durably([(path, encode_png(pixels)) for path, pixels in images.values()])
+        acks.failures.extend(pb.ImageFailure(seq=seqs[i], error=reason) for i, reason in sorted(errors.items()))
+        with self.lock:
+            self.failed += len(acks.failures)
+            self.written += acks.count - len(acks.failures)
+            self.write_s += time.perf_counter() - started
+        return acks
+
+    def summary(self, peer: str, model_name: str, encoding: int) -> dict:
+        """A machine-readable record of the finished session."""
+        return {
+            "event": "session",
+            "session": self.name,
+            "peer": peer,
+            "model": model_name,
+            "decoder_digest": self.digest,
+            "encoding": pb.LatentEncoding.Name(encoding).removeprefix("LATENT_ENCODING_").lower(),
+            "written": self.written,
+            "failed": self.failed,
+            "latent_bytes": self.bytes_in,
+            "decode_s": round(self.decode_s, 6),
+            "write_s": round(self.write_s, 6),
+        }
+
+
+def _npz(names: list[str], pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, images=pixels, names=np.array(names, dtype=str))
+    return buffer.getvalue()
 
 
 def _pick_encoding(hello: pb.Hello, context: grpc.ServicerContext) -> int:

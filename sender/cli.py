@@ -90,7 +90,11 @@ def format_report(report, target: str, model) -> str:
     if report.reconnects:
         lines.append(f"  the stream broke and was resumed {report.reconnects} time(s); each image counted once")
     if report.expected_quality is not None:
-        lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
+        basis = "all" if report.quality_images >= len(report.written) else "a systematic sample of"
+        lines.append(
+            f"  expected quality of the reconstructions: {report.expected_quality} "
+            f"(predicted on {basis} {report.quality_images} images)"
+        )
     if report.written:
         lines.append(f'  reconstructions are on the receiver in "{report.session_dir}/" under its output folder')
     for name, reason in list(report.failed.items())[:20]:
@@ -121,7 +125,7 @@ def _report_json(report, target: str, model) -> str:
             "input_bytes": report.input_bytes,
             "expected": None
             if quality is None
-            else {"mse": quality.mse, "rmse": quality.rmse, "psnr_db": quality.psnr},
+            else {"mse": quality.mse, "rmse": quality.rmse, "psnr_db": quality.psnr, "images": report.quality_images},
             "elapsed_s": report.elapsed_s,
             "reconnects": report.reconnects,
             "error": report.error,
@@ -132,6 +136,9 @@ def _report_json(report, target: str, model) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from shared.tf_import import protect_stderr
+
+    protect_stderr()  # TensorFlow is imported in the background while the session starts
     logging.basicConfig(level=logging.WARNING, format="sender %(levelname)s %(message)s")
     if not 1 <= args.batch_size <= MAX_BATCH_IMAGES:
         return _fail(f"--batch-size must be between 1 and {MAX_BATCH_IMAGES}")

@@ -10,13 +10,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import grpc
 import numpy as np
 
 from sender.encode import BatchEncoder, QualityMeter
 from shared.auth import bearer_metadata
-from shared.image_io import ImageError, SourceImage, output_name
+from shared.image_io import ImageError, SourceImage, batch_file_name, output_name
 from shared.latent_codec import latents_to_batch, supported_encodings, wire_latents
 from shared.metrics import Quality
 from shared.model_format import network_to_bytes
@@ -31,6 +32,9 @@ _END = object()
 DEFAULT_RETRY_S = 60.0
 # Batches in flight at most: enough to keep both ends busy, few enough to bound memory.
 UNACKED_BATCHES = 4
+# Batches read and decoded ahead of the encoder.
+READ_AHEAD_BATCHES = 2
+T = TypeVar("T")
 # Statuses of a broken or restarting receiver, worth a reconnect once a session has started.
 RETRYABLE = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.INTERNAL}
@@ -58,6 +62,7 @@ class SendReport:
     session_dir: str = ""  # where the receiver writes, relative to its output folder
     reconnects: int = 0
     expected_quality: Quality | None = None
+    quality_images: int = 0  # how many images the expected quality was measured on
     elapsed_s: float = 0.0
     error: str | None = None  # why the session ended early, if it did
 
@@ -133,6 +138,7 @@ def send_images(
             report.failed.setdefault(source.name, reason)
     report.elapsed_s = time.perf_counter() - start
     report.expected_quality = quality.result()
+    report.quality_images = quality.sampled
     return report
 
 
@@ -154,6 +160,7 @@ class _Session:
         self.encoder, self.offered, self.metadata = options.encoder, options.offered, options.metadata
         self.on_progress = options.on_progress
         self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
+        self.output_format = pb.OUTPUT_FORMAT_PNG
         self.next_seq = first_seq
         self.outgoing: queue.Queue = queue.Queue(maxsize=8)
         self.stop = threading.Event()
@@ -219,6 +226,7 @@ class _Session:
             raise SessionError(f"receiver picked latent encoding {handshake.encoding}, which was not offered")
         self.encoding = handshake.encoding
         self.report.session_dir = handshake.session_dir
+        self.output_format = handshake.output_format
         self.report.encoding = pb.LatentEncoding.Name(handshake.encoding).removeprefix("LATENT_ENCODING_").lower()
         if not handshake.has_decoder:
             self._upload(decoder_bytes, min(MODEL_CHUNK_BYTES, handshake.limits.max_chunk_bytes or MODEL_CHUNK_BYTES))
@@ -250,8 +258,10 @@ class _Session:
 
     def _produce(self, sources: Sequence[SourceImage], batch_size: int) -> None:
         try:
-            for first in range(0, len(sources), batch_size):
-                self._send_batch(sources[first : first + batch_size])
+            batches = (sources[first : first + batch_size] for first in range(0, len(sources), batch_size))
+            # Reading and PNG decoding of the next batches overlap the encoding of this one.
+            for loaded in _prefetch(map(_load, batches), READ_AHEAD_BATCHES, self.stop):
+                self._send_batch(loaded)
             finish = pb.SenderMessage(finish=pb.Finish(images_sent=self.next_seq))
             self.report.wire_bytes += _framed(finish)
             self._put(finish)
@@ -267,22 +277,16 @@ class _Session:
             except queue.Full:
                 pass
 
-    def _send_batch(self, batch: Sequence[SourceImage]) -> None:
-        images, names = [], []
-        for source in batch:
-            try:
-                images.append(source.load())
-            except ImageError as exc:
-                self.report.failed[source.name] = str(exc)
-                self.on_progress(1)
-                continue
-            names.append(source.name)
+    def _send_batch(self, loaded: _LoadedBatch) -> None:
+        self.report.failed.update(loaded.failed)
+        self.on_progress(len(loaded.failed))
+        names, pixels = loaded.names, loaded.pixels
         if not names:
             return
-        pixels = np.stack(images)
         latents = self.encoder.encode(pixels)
-        # Predict quality from exactly what the receiver will decode (float16 rounds).
-        self.quality.add(names, pixels, self.encoder.reconstruct(wire_latents(self.encoding, latents)))
+        if self.quality.wants(len(names)):
+            # Predict quality from exactly what the receiver will decode (float16 rounds).
+            self.quality.add(names, pixels, self.encoder.reconstruct(wire_latents(self.encoding, latents)))
         first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
         model = self.encoder.model
         batch_message = latents_to_batch(
@@ -306,14 +310,71 @@ class _Session:
         with self.pending_lock:
             names = {seq: self.pending.pop(seq, None) for seq in range(acks.first_seq, acks.first_seq + acks.count)}
             self.pending_lock.notify_all()
+        npz = self.output_format == pb.OUTPUT_FORMAT_NPZ
         for seq, name in names.items():
+            stored_as = batch_file_name(acks.first_seq) if npz else output_name(name)
             if name is None:
                 log.warning("acknowledgement for unknown image %d ignored", seq)
             elif seq in failures:
                 self.report.failed[name] = failures[seq] or "failed on the receiver"
             else:
-                self.report.written[name] = f"{self.report.session_dir}/{output_name(name)}"
+                self.report.written[name] = f"{self.report.session_dir}/{stored_as}"
         self.on_progress(acks.count)
+
+
+@dataclass(frozen=True)
+class _LoadedBatch:
+    names: list[str]
+    pixels: np.ndarray | None  # (len(names), height, width) uint8
+    failed: dict[str, str]  # name -> why it could not be read
+
+
+def _load(batch: Sequence[SourceImage]) -> _LoadedBatch:
+    """Reads a batch of images; unreadable ones become failures."""
+    images, names, failed = [], [], {}
+    for source in batch:
+        try:
+            images.append(source.load())
+            names.append(source.name)
+        except ImageError as exc:
+            failed[source.name] = str(exc)
+    return _LoadedBatch(names, np.stack(images) if images else None, failed)
+
+
+def _prefetch(items: Iterator[T], depth: int, stop: threading.Event) -> Iterator[T]:
+    """Yields `items`, computed up to `depth` ahead by a background thread; its errors are re-raised here."""
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+
+    def offer(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def fill() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((_END, None))
+        except BaseException as exc:  # handed to the consumer, which ends the session
+            offer((_END, exc))
+
+    threading.Thread(target=fill, daemon=True, name="read").start()
+    while not stop.is_set():
+        try:
+            item, error = ready.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if error is not None:
+            raise error
+        if item is _END:
+            return
+        yield item
+    raise SessionError("session stopped")
 
 
 def new_session_name(label: str = "session") -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import sys
 
-__all__ = ["tensorflow"]
+__all__ = ["protect_stderr", "tensorflow"]
 
 
 @contextlib.contextmanager
@@ -24,6 +25,22 @@ def _stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def protect_stderr() -> None:
+    """Sends Python's stderr to a private copy of file descriptor 2.
+
+    The import below silences descriptor 2 for a few seconds; a program that
+    imports TensorFlow in a background thread calls this first, so that its own
+    messages, logs and progress bars written meanwhile still reach the terminal.
+    """
+    try:
+        if sys.stderr is None or sys.stderr.fileno() != 2:
+            return
+    except (AttributeError, OSError, ValueError):  # replaced by a test harness: nothing to protect
+        return
+    sys.stderr.flush()
+    sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
 @functools.cache

@@ -14,11 +14,18 @@ class LatentEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LATENT_ENCODING_FLOAT32: _ClassVar[LatentEncoding]
     LATENT_ENCODING_FLOAT16: _ClassVar[LatentEncoding]
     LATENT_ENCODING_ANS: _ClassVar[LatentEncoding]
+
+class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTPUT_FORMAT_PNG: _ClassVar[OutputFormat]
+    OUTPUT_FORMAT_NPZ: _ClassVar[OutputFormat]
 LATENT_ENCODING_UNSPECIFIED: LatentEncoding
 LATENT_ENCODING_FLOAT64: LatentEncoding
 LATENT_ENCODING_FLOAT32: LatentEncoding
 LATENT_ENCODING_FLOAT16: LatentEncoding
 LATENT_ENCODING_ANS: LatentEncoding
+OUTPUT_FORMAT_PNG: OutputFormat
+OUTPUT_FORMAT_NPZ: OutputFormat
 
 class DecoderSummary(_message.Message):
     __slots__ = ("image_shape", "latent_dim", "size_bytes", "model_name", "has_entropy_model")
@@ -61,18 +68,20 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
 
 class Handshake(_message.Message):
-    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir")
+    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir", "output_format")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     HAS_DECODER_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     SESSION_DIR_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     has_decoder: bool
     encoding: LatentEncoding
     limits: Limits
     session_dir: str
-    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., session_dir: _Optional[str] = ...) -> None: ...
+    output_format: OutputFormat
+    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., session_dir: _Optional[str] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("offset", "data", "last")

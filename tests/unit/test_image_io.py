@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.image_io import ImageError, find_sources, output_name, read_image
+from shared.image_io import MAX_FILE_BYTES, ImageError, encode_png, find_sources, output_name, read_image
 from tests.conftest import SAMPLES
 
 DIGIT = np.asarray(Image.open(SAMPLES / "test_00000.png"))
@@ -63,3 +63,36 @@ def test_array_of_the_wrong_shape_is_refused(tmp_path: Path):
 )
 def test_output_name_keeps_the_relative_path_with_suffix_png(name, written):
     assert output_name(name) == written
+
+
+@pytest.mark.parametrize(
+    "mode, options",
+    [("L", {}), ("L", {"interlace": 1}), ("1", {}), ("I;16", {}), ("P", {}), ("LA", {})],
+)
+def test_png_fast_path_and_pillow_agree_on_every_png_kind(tmp_path: Path, mode, options):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    Image.fromarray(pixels, mode="L").convert(mode).save(path, **options)
+    with Image.open(path) as image:
+        want = np.asarray(image.convert("L"))
+    np.testing.assert_array_equal(read_image(path, (28, 28)), want)
+
+
+def test_encoded_png_is_a_standard_8_bit_greyscale_png(tmp_path: Path):
+    (tmp_path / "x.png").write_bytes(encode_png(DIGIT))
+    with Image.open(tmp_path / "x.png") as image:
+        assert image.mode == "L"
+        np.testing.assert_array_equal(np.asarray(image), DIGIT)
+
+
+def test_corrupt_png_body_and_oversized_files_are_image_errors(tmp_path: Path):
+    data = bytearray(encode_png(DIGIT))
+    data[40:60] = bytes(20)  # keeps the header, breaks the compressed pixels
+    (tmp_path / "broken.png").write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="not a readable image"):
+        read_image(tmp_path / "broken.png", (28, 28))
+    with open(tmp_path / "huge.png", "wb") as handle:
+        handle.truncate(MAX_FILE_BYTES + 1)
+    with pytest.raises(ImageError, match="larger than"):
+        read_image(tmp_path / "huge.png", (28, 28))
