@@ -6,7 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
-import tempfile
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +16,7 @@ from shared.protocol import MAX_NAME_BYTES
 __all__ = ["UnsafeNameError", "output_path", "remove_stale_temporaries", "write_files_durably"]
 
 # Linux syncfs(2): one flush of a whole filesystem, far cheaper than an fsync per small file.
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _SYNCFS = getattr(ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True), "syncfs", None)
 
 
@@ -75,26 +76,36 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
     flushed once, the temporaries are renamed into place, and the renames are
     flushed once more. A crash leaves whole files or stale temporaries, never a
     partial file under a final name. Returns {index: reason} for files that failed.
+    Few system calls per file (each one hands the GIL to another thread).
     """
     errors: dict[int, str] = {}
     temporaries: dict[int, str] = {}
-    for index, (path, data) in enumerate(files):
+    tag = secrets.token_hex(4)
+    folders = {path.parent for path, _ in files}
+    for folder in folders:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # each of its files fails below, with the reason
+    for index, (path, data) in enumerate(files):
+        temporary = f"{path.parent}/.{path.name}.{tag}{index}.tmp"
+        try:
+            fd = os.open(temporary, _CREATE_NEW, 0o644)
+            try:
+                os.write(fd, data)
                 if _SYNCFS is None:
-                    handle.flush()
-                    os.fsync(handle.fileno())
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
             temporaries[index] = temporary
         except OSError as exc:
             errors[index] = f"write failed: {exc}"
+            Path(temporary).unlink(missing_ok=True)
     folders = {files[i][0].parent for i in temporaries}
     try:
         _flush(folders)
         for index, temporary in list(temporaries.items()):
-            os.replace(temporary, files[index][0])
+            os.rename(temporary, files[index][0])
             del temporaries[index]
         _flush(folders)
     except OSError as exc:

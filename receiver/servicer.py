@@ -37,7 +37,6 @@ from shared.protocol import (
 __all__ = ["LatentLinkServicer"]
 
 log = logging.getLogger(__name__)
-WRITER_THREADS = 4
 
 LIMITS = pb.Limits(
     max_message_bytes=MAX_MESSAGE_BYTES,
@@ -68,8 +67,6 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         self.store = store
         self._open_sessions: set[str] = set()
         self._lock = threading.Lock()
-        # PNG encoding and the group-commit writes of batch k overlap the decoding of batch k+1.
-        self._writers = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="write")
 
     def Stream(self, request_iterator: Iterator[pb.SenderMessage], context: grpc.ServicerContext):
         request_iterator = with_idle_limit(request_iterator, context, self.idle_timeout_s)
@@ -128,7 +125,24 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         if encoding == pb.LATENT_ENCODING_ANS and tables is None:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "decoder has no entropy model, so ANS is impossible")
         session = _Session(hello.session, self.out_dir / hello.session, self.output_format, digest, decoder, tables)
+        # One writer per session: PNG encoding and the group-commit write of batch k overlap
+        # the decoding of batch k+1, and a session's files never contend for their folder's lock.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{hello.session}") as writer:
+            yield from self._serve_batches(session, writer, request_iterator, context, peer, hello, encoding)
+
+    def _serve_batches(
+        self,
+        session: _Session,
+        writer: ThreadPoolExecutor,
+        request_iterator: Iterator[pb.SenderMessage],
+        context: grpc.ServicerContext,
+        peer: str,
+        hello: pb.Hello,
+        encoding: int,
+    ) -> Iterator[pb.ReceiverMessage]:
+        """Decodes latent batches as they come and acknowledges each once its files are durable."""
         writing: deque[Future] = deque()  # batches being written, in order; at most two
+        digest = session.digest
         for message in request_iterator:
             kind = message.WhichOneof("kind")
             if kind == "finish":
@@ -152,7 +166,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'unexpected "{kind}" message after the handshake')
             session.bytes_in += message.latent_batch.ByteSize()
             acks, files = self._decode_batch(message.latent_batch, session, encoding, context)
-            writing.append(self._writers.submit(session.write, acks, files))
+            writing.append(writer.submit(session.write, acks, files))
             while len(writing) > 1 or (writing and writing[0].done()):
                 yield pb.ReceiverMessage(acks=writing.popleft().result())
         for pending in writing:

@@ -127,6 +127,8 @@ def _report_json(report, target: str, model) -> str:
             if quality is None
             else {"mse": quality.mse, "rmse": quality.rmse, "psnr_db": quality.psnr, "images": report.quality_images},
             "elapsed_s": report.elapsed_s,
+            "first_sent_at": report.first_sent_at,
+            "first_written_at": report.first_written_at,
             "reconnects": report.reconnects,
             "error": report.error,
         },

@@ -64,6 +64,8 @@ class SendReport:
     expected_quality: Quality | None = None
     quality_images: int = 0  # how many images the expected quality was measured on
     elapsed_s: float = 0.0
+    first_sent_at: float | None = None  # epoch seconds when the first latents went on the wire
+    first_written_at: float | None = None  # ... and when the receiver first acknowledged images written
     error: str | None = None  # why the session ended early, if it did
 
     @property
@@ -304,12 +306,16 @@ class _Session:
         self.report.sent += len(names)
         self.report.wire_bytes += _framed(message)
         self._put(message)
+        if self.report.first_sent_at is None:
+            self.report.first_sent_at = time.time()
 
     def _record(self, acks: pb.AckBatch) -> None:
         failures = {f.seq: f.error for f in acks.failures}
         with self.pending_lock:
             names = {seq: self.pending.pop(seq, None) for seq in range(acks.first_seq, acks.first_seq + acks.count)}
             self.pending_lock.notify_all()
+        if self.report.first_written_at is None and len(acks.failures) < acks.count:
+            self.report.first_written_at = time.time()
         npz = self.output_format == pb.OUTPUT_FORMAT_NPZ
         for seq, name in names.items():
             stored_as = batch_file_name(acks.first_seq) if npz else output_name(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared.model_format import NetworkInfo
-from shared.tf_import import tensorflow
+from shared.tf_import import freeze_heap, tensorflow
 
 __all__ = ["DEVICES", "CompiledNetwork", "resolve_device"]
 
@@ -38,6 +38,7 @@ class CompiledNetwork:
             self.model = keras_from_network(info)
         spec = tf.TensorSpec([None, *info.input_shape], tf.float32)
         self._run = tf.function(self._forward, input_signature=[spec])
+        freeze_heap()
 
     def _forward(self, batch):
         with tensorflow().device(self.device):

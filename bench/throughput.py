@@ -1,0 +1,339 @@
+"""End-to-end throughput of latentlink against streaming the PNG files (bench/png_baseline.py).
+
+Both run as real processes on this machine: a receiver, and a sender launched
+once per run; constrained links go through bench/link_relay.py on loopback. For
+each run the table gives images/s (launch to exit, and within the session), bytes
+on the wire per image, time from launch to the first image on the wire and to
+the first image written, CPU time per image of each process and their peak
+memory. A second table splits the CPU per image by stage, each stage timed
+alone in this process; "rest" is the difference to the processes' measured CPU
+(gRPC, threads, Python glue).
+
+    python bench/throughput.py --data ../shared/data/mnist.npz            # everything (~10 min)
+    python bench/throughput.py --data ../shared/data/mnist.npz --quick    # 10k images, no 60k runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from link_relay import LinkRelay  # noqa: E402
+from png_baseline import pack_batch, unpack_batch  # noqa: E402
+
+from receiver.output import write_files_durably  # noqa: E402
+from shared.image_io import encode_png, read_image  # noqa: E402
+from shared.latent_codec import latents_from_batch, latents_to_batch  # noqa: E402
+from shared.mnist import load_mnist  # noqa: E402
+from shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
+from shared.proto import latentlink_pb2 as pb  # noqa: E402
+
+LINKS = {"loopback": (None, 0.0), "10 Mbit/s, 10 ms": (10e6, 0.010), "1 Mbit/s, 40 ms": (1e6, 0.040)}
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")
+PREDICT = "sender: predict quality (TF; amortised: about 1 batch in 8 past the first 1,024 images)"
+
+
+@dataclass
+class Run:
+    system: str
+    inputs: str
+    link: str
+    images: int
+    wall_s: float  # sender launch to exit
+    session_s: float  # first image on the wire to last acknowledgement
+    wire_bytes: int
+    model_bytes: int
+    first_sent_s: float  # launch to the first image on the wire
+    first_written_s: float  # launch to the first image written on the receiver
+    sender_cpu_s: float
+    receiver_cpu_s: float
+    sender_peak_mb: float
+    receiver_peak_mb: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.wall_s
+
+    @property
+    def session_images_per_s(self) -> float:
+        return self.images / self.session_s
+
+
+class Receiver:
+    """A receiver process (latentlink or the baseline) on a free loopback port."""
+
+    def __init__(self, system: str, out: Path, models: Path, save_as: str = "png") -> None:
+        if system == "latentlink":
+            command = ["-m", "receiver", "--listen", "127.0.0.1:0", "--out", str(out), "--models", str(models)]
+            command += ["--json", "--quiet", "--save-as", save_as]
+        else:
+            command = [str(REPO / "bench" / "png_baseline.py"), "receive", "--out", str(out)]
+        self.process = subprocess.Popen([sys.executable, *command], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        self.address = json.loads(self.process.stdout.readline())["address"]
+        self.port = int(self.address.rsplit(":", 1)[1])
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
+
+    def peak_mb(self) -> float:
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+
+
+def run_once(system: str, inputs: Path, label: str, link: str, work: Path, models: Path, extra=()) -> Run:
+    """Starts a receiver, sends `inputs` through `link`, and measures both processes."""
+    # Outputs stay until the end: creating files where thousands were just deleted is slow on ext4.
+    out = Path(tempfile.mkdtemp(dir=work, prefix="out-"))
+    os.sync()  # earlier runs' dirty pages are not this run's to flush
+    save_as = "npz" if inputs.suffix == ".npy" and system == "latentlink" else "png"
+    receiver = Receiver(system, out, models, save_as)
+    rate, latency = LINKS[link]
+    try:
+        with LinkRelay(("127.0.0.1", receiver.port), rate, latency) if rate else _Direct(receiver.address) as path:
+            cpu_before = receiver.cpu_s()
+            if system == "latentlink":
+                command = [sys.executable, "-m", "sender", "--target", path.address, "--json", *extra, str(inputs)]
+            else:
+                command = [sys.executable, str(REPO / "bench" / "png_baseline.py"), "send"]
+                command += ["--target", path.address, str(inputs)]
+            with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+                launched, started = time.time(), time.perf_counter()
+                sender = subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=REPO)
+                _, status, usage = os.wait4(sender.pid, 0)  # this child's own CPU time and peak memory
+                wall = time.perf_counter() - started
+                sender.returncode = os.waitstatus_to_exitcode(status)
+                stdout.seek(0), stderr.seek(0)
+                report, stderr = json.loads(stdout.read()), stderr.read().decode(errors="replace")
+            if report["written"] != report["images"]:
+                raise RuntimeError(f"{system} on {label}: {report['written']} of {report['images']} written\n{stderr}")
+            last_ack = launched + wall
+            return Run(
+                system=system,
+                inputs=label,
+                link=link,
+                images=report["images"],
+                wall_s=wall,
+                session_s=last_ack - report["first_sent_at"],
+                wire_bytes=report["wire_bytes"],
+                model_bytes=report.get("model_bytes", 0),
+                first_sent_s=report["first_sent_at"] - launched,
+                first_written_s=report["first_written_at"] - launched,
+                sender_cpu_s=usage.ru_utime + usage.ru_stime,
+                receiver_cpu_s=receiver.cpu_s() - cpu_before,
+                sender_peak_mb=usage.ru_maxrss / 1024,
+                receiver_peak_mb=receiver.peak_mb(),
+            )
+    finally:
+        receiver.stop()
+
+
+class _Direct:
+    def __init__(self, address: str) -> None:
+        self.address = address
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
+def prepare(work: Path, data: Path, sizes: list[int]) -> dict[str, Path]:
+    """Writes the MNIST digits as PNG folders of each size and as .npy arrays (cached in `work`)."""
+    train, test = load_mnist(data)
+    digits = np.concatenate([test, train])
+    inputs = {}
+    for n in sizes:
+        folder = work / f"png-{n}"
+        if not (folder / f"{n - 1:05d}.png").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                (folder / f"{i:05d}.png").write_bytes(encode_png(digits[i]))
+        inputs[f"folder {n:,}"] = folder
+        array = work / f"digits-{n}.npy"
+        if not array.exists():
+            np.save(array, digits[:n])
+        inputs[f"array {n:,}"] = array
+    return inputs
+
+
+def stage_costs(folder: Path, count: int = 4096, batch: int = 256) -> list[tuple[str, str, float]]:
+    """CPU microseconds per image of each stage of both systems, each stage timed alone."""
+    from sender.encode import BatchEncoder
+
+    model = load_model_dir(default_model_dir())
+    codec = BatchEncoder(model, "cpu")
+    paths = sorted(folder.iterdir())[:count]
+    codec.encode(np.zeros((batch, 28, 28), np.uint8))
+    codec.reconstruct(np.zeros((batch, model.latent_dim)))
+    totals: dict[tuple[str, str], float] = {}
+
+    @contextlib.contextmanager
+    def clock(system: str, stage: str):
+        started = time.process_time()
+        yield
+        totals[system, stage] = totals.get((system, stage), 0.0) + time.process_time() - started
+
+    out = Path(tempfile.mkdtemp(dir=folder.parent))
+    digest, ans = model.decoder.digest, pb.LATENT_ENCODING_ANS
+    for first in range(0, len(paths), batch):
+        chunk = paths[first : first + batch]
+        names = [p.name for p in chunk]
+        with clock("latentlink", "sender: read PNG"):
+            pixels = np.stack([read_image(p, (28, 28)) for p in chunk])
+        with clock("latentlink", "sender: encode (TF)"):
+            latents = codec.encode(pixels)
+        with clock("latentlink", PREDICT):
+            codec.reconstruct(latents)
+        with clock("latentlink", "sender: entropy-code and pack"):
+            message = latents_to_batch(digest, ans, first, names, model.image_shape, latents, codec.tables)
+        with clock("latentlink", "sender: serialise"):
+            wire = pb.SenderMessage(latent_batch=message).SerializeToString()
+        with clock("latentlink", "receiver: parse"):
+            parsed = pb.SenderMessage.FromString(wire)
+        with clock("latentlink", "receiver: entropy-decode"):
+            decoded = latents_from_batch(parsed.latent_batch, model.latent_dim, codec.tables)
+        with clock("latentlink", "receiver: decode (TF)"):
+            images = codec.reconstruct(decoded.latents)
+        with clock("latentlink", "receiver: encode PNG"):
+            pngs = [encode_png(i) for i in images]
+        with clock("latentlink", "receiver: durable write"):
+            write_files_durably([(out / "ll" / n, d) for n, d in zip(names, pngs, strict=True)])
+        with clock("baseline", "sender: read file"):
+            files = [p.read_bytes() for p in chunk]
+        with clock("baseline", "sender: pack"):
+            framed = pack_batch(first, names, files)
+        with clock("baseline", "receiver: unpack"):
+            _, _, received = unpack_batch(framed)
+        with clock("baseline", "receiver: durable write"):
+            write_files_durably([(out / "bl" / n, d) for n, d in zip(names, received, strict=True)])
+    shutil.rmtree(out, ignore_errors=True)
+    per_image = {key: 1e6 * value / len(paths) for key, value in totals.items()}
+    per_image["latentlink", PREDICT] /= 8
+    return [(system, stage, us) for (system, stage), us in per_image.items()]
+
+
+def print_runs(runs: list[Run]) -> None:
+    """The main table, with each latentlink run's ratio to the baseline on the same inputs and link."""
+    base = {(r.inputs.replace("array", "folder"), r.link): r for r in runs if r.system == "baseline"}
+    print(
+        "| system | inputs | link | images/s (launch→exit) | images/s (in session) | × baseline | wire B/image "
+        "| model B | first on wire s | first written s | sender CPU µs/img | receiver CPU µs/img "
+        "| sender peak MB | receiver peak MB |"
+    )
+    print("|" + "---|" * 14)
+    for r in runs:
+        b = base.get((r.inputs.replace("array", "folder"), r.link))
+        ratio = f"{r.images_per_s / b.images_per_s:.2f}" if b and r.system != "baseline" else "—"
+        print(
+            f"| {r.system} | {r.inputs} | {r.link} | {r.images_per_s:,.0f} | {r.session_images_per_s:,.0f} | {ratio} "
+            f"| {r.wire_bytes / r.images:.1f} | {r.model_bytes:,} | {r.first_sent_s:.2f} | {r.first_written_s:.2f} "
+            f"| {1e6 * r.sender_cpu_s / r.images:.0f} | {1e6 * r.receiver_cpu_s / r.images:.0f} "
+            f"| {r.sender_peak_mb:.0f} | {r.receiver_peak_mb:.0f} |"
+        )
+
+
+def print_stages(stages: list[tuple[str, str, float]], runs: list[Run]) -> None:
+    print("\n| system | stage | CPU µs/image |\n|---|---|---|")
+    for system in ("latentlink", "baseline"):
+        rows = [(stage, us) for s, stage, us in stages if s == system]
+        for stage, us in rows:
+            print(f"| {system} | {stage} | {us:.1f} |")
+        measured = [r for r in runs if r.system == system and r.link == "loopback" and r.inputs.startswith("folder")]
+        if measured:
+            whole = min(1e6 * (r.sender_cpu_s + r.receiver_cpu_s) / r.images for r in measured)
+            rest = whole - sum(us for _, us in rows)
+            print(f"| {system} | rest: gRPC, threads, start-up, glue (measured total − stages) | {rest:.1f} |")
+            print(f"| {system} | **total, both processes, loopback folder run** | **{whole:.1f}** |")
+
+
+def plot(runs: list[Run], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder_runs = [r for r in runs if r.inputs.startswith("folder") and r.model_bytes == 0]
+    labels = sorted({(r.link, r.inputs) for r in folder_runs}, key=lambda k: (list(LINKS).index(k[0]), k[1]))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for offset, system in ((-0.2, "latentlink"), (0.2, "baseline")):
+        values = [
+            next((r.images_per_s for r in folder_runs if (r.link, r.inputs) == k and r.system == system), 0)
+            for k in labels
+        ]
+        ax.bar(np.arange(len(labels)) + offset, values, 0.4, label=system)
+    ax.set_xticks(np.arange(len(labels)), [f"{link}\n{inputs}" for link, inputs in labels], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("images/s, launch to exit")
+    ax.set_title("latentlink vs streaming the PNG files, folder → folder (2 cores, no GPU)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="mnist.npz (default: $LATENTLINK_MNIST or Keras)")
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "latentlink-bench")
+    parser.add_argument("--quick", action="store_true", help="10,000 images only, no 60,000-image runs")
+    parser.add_argument("--plot", type=Path, default=REPO / "docs" / "throughput.png")
+    parser.add_argument("--links", nargs="+", choices=list(LINKS), default=list(LINKS), help="links to run")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    big = 10_000 if args.quick else 60_000
+    inputs = prepare(args.work, args.data, sorted({1_000, 10_000, big}))
+    models = args.work / "decoders"
+    runs: list[Run] = []
+
+    def run(system: str, label: str, link: str, *extra: str) -> None:
+        runs.append(run_once(system, inputs[label], label, link, args.work, models, extra))
+        r = runs[-1]
+        print(f"# {system:10s} {label:14s} {link:18s} {r.images_per_s:9,.0f} images/s", file=sys.stderr, flush=True)
+
+    for old in args.work.glob("out-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    for link in args.links:
+        shutil.rmtree(models, ignore_errors=True)  # the first run on each link transfers the decoder
+        run("latentlink", "folder 10,000", link)
+        run("latentlink", "folder 10,000", link)
+        run("baseline", "folder 10,000", link)
+        if big > 10_000:
+            run("latentlink", f"folder {big:,}", link)
+            run("baseline", f"folder {big:,}", link)
+    run("latentlink", "array 10,000", "loopback")
+    run("baseline", "array 10,000", "loopback")
+    run("latentlink", f"array {big:,}", "loopback")
+    run("latentlink", "folder 1,000", "loopback")
+    print_runs(runs)
+    print_stages(stage_costs(inputs["folder 10,000"]), runs)
+    for old in args.work.glob("out-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    plot(runs, args.plot)
+    print(f"\nplot: {args.plot.relative_to(REPO) if args.plot.is_relative_to(REPO) else args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
