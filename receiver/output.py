@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -100,19 +101,30 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
             temporaries[index] = temporary
         except OSError as exc:
             errors[index] = f"write failed: {exc}"
-            Path(temporary).unlink(missing_ok=True)
+            _discard(temporary)
     folders = {files[i][0].parent for i in temporaries}
     try:
         _flush(folders)
-        for index, temporary in list(temporaries.items()):
-            os.rename(temporary, files[index][0])
-            del temporaries[index]
-        _flush(folders)
-    except OSError as exc:
+    except OSError as exc:  # nothing is known to be on disk: no file may appear
         for temporary in temporaries.values():
-            Path(temporary).unlink(missing_ok=True)
-        errors.update((i, f"write failed: {exc}") for i in range(len(files)) if i not in errors)
+            _discard(temporary)
+        return errors | {i: f"write failed: {exc}" for i in temporaries}
+    for index, temporary in temporaries.items():
+        try:
+            os.rename(temporary, files[index][0])
+        except OSError as exc:
+            errors[index] = f"write failed: {exc}"
+            _discard(temporary)
+    try:
+        _flush(folders)
+    except OSError as exc:  # the renames may not survive a crash: the sender must not count on them
+        errors.update((i, f"write failed: {exc}") for i in temporaries)
     return errors
+
+
+def _discard(temporary: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(temporary)
 
 
 def _flush(folders: set[Path]) -> None:

@@ -6,13 +6,17 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shared.cli_help import HelpFormatter
 from shared.latent_codec import ENCODING_NAMES
 from shared.model_dir import DEFAULT_QUALITY, QUALITIES
 from shared.protocol import MAX_BATCH_IMAGES, SESSION_NAME
+
+# Each stream holds a session slot on a receiver, and a receiver has 32.
+MAX_STREAMS = 32
 
 __all__ = ["build_parser", "main", "format_report"]
 
@@ -24,10 +28,32 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sender",
         description="Encode images (a folder, one image, or a .npy/.npz array) and stream them to a receiver.",
         formatter_class=HelpFormatter,
-        epilog="example: sender --target localhost:50051 samples/mnist/",
+        epilog="examples:\n"
+        "  sender --target localhost:50051 samples/mnist/\n"
+        "  sender --target localhost:50051 --dry-run photos/          # bytes and quality, without sending\n"
+        "  sender --target rx1:50051,rx2:50051,rx3:50051 --streams 6 digits.npz   # spread over receivers\n"
+        "  sender --target dns:///receivers.internal:50051 --streams 8 --json images/\n"
+        "  sender --target rx.example:443 --tls-ca ca.pem --token-file token images/",
     )
     parser.add_argument("images", type=Path, help="folder of images (searched recursively), an image, or .npy/.npz")
-    parser.add_argument("--target", required=True, metavar="HOST:PORT", help="the receiver's address")
+    parser.add_argument(
+        "--target",
+        metavar="HOST:PORT",
+        help="the receiver: HOST:PORT, several as HOST:PORT,HOST:PORT, or dns:///NAME:PORT for every address "
+        "of a name (required unless --dry-run)",
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        help=f"parallel streams, each its own resumable session, spread over the receivers by gRPC's "
+        f"round_robin (1..{MAX_STREAMS})",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="encode everything locally and report the expected bytes on the wire and quality; connect to nothing",
+    )
     parser.add_argument(
         "--quality",
         type=int,
@@ -87,6 +113,13 @@ def format_report(report, target: str, model) -> str:
         f"{report.wire_bytes / sent:.1f} B per image with names, framing and acks "
         f"(input files: {report.input_bytes / n:.0f} B per image)",
     ]
+    for index, stream in enumerate(report.streams, 1):
+        lines.append(
+            f'  stream {index}: {len(stream.written)}/{stream.images} written into "{stream.session_dir}/"'
+            + (f", {stream.reconnects} reconnect(s)" if stream.reconnects else "")
+            + (f", {stream.model_bytes} model bytes" if stream.model_bytes else "")
+            + (f": {stream.error}" if stream.error else "")
+        )
     if report.reconnects:
         lines.append(f"  the stream broke and was resumed {report.reconnects} time(s); each image counted once")
     if report.expected_quality is not None:
@@ -96,7 +129,8 @@ def format_report(report, target: str, model) -> str:
             f"(predicted on {basis} {report.quality_images} images)"
         )
     if report.written:
-        lines.append(f'  reconstructions are on the receiver in "{report.session_dir}/" under its output folder')
+        where = "the receivers' output folders, a folder per stream" if report.streams else "its output folder"
+        lines.append(f'  reconstructions are in "{report.session_dir}/" under {where}')
     for name, reason in list(report.failed.items())[:20]:
         lines.append(f"  FAILED {name}: {reason}")
     if len(report.failed) > 20:
@@ -106,7 +140,45 @@ def format_report(report, target: str, model) -> str:
     return "\n".join(lines)
 
 
-def _report_json(report, target: str, model) -> str:
+def progress_meter(bar) -> Callable[[int, int], None]:
+    """A progress callback that advances `bar` by images and shows the bytes on the wire so far."""
+    lock, total = threading.Lock(), [0]
+
+    def advance(images: int, wire_bytes: int) -> None:
+        with lock:
+            total[0] += wire_bytes
+            bar.set_postfix_str(f"{_size(total[0])} on the wire", refresh=False)
+            bar.update(images)
+
+    return advance
+
+
+def format_dry_run(report, model) -> str:
+    """Renders what `--dry-run` predicts."""
+    readable = max(report.sent, 1)
+    lines = [
+        f"dry run: {report.images} images, {report.sent} readable, {len(report.failed)} not; nothing was sent",
+        f"  model {model.name} (decoder {model.decoder.digest[:12]}): a receiver without this decoder first "
+        f"receives {_size(report.model_bytes)} once",
+        f"  wire ({report.encoding} latents): {report.payload_bytes / readable:.1f} B of latents per image, "
+        f"{report.wire_bytes / readable:.1f} B per image with names, framing and acks, "
+        f"{_size(report.wire_bytes)} in all (input files: {_size(report.input_bytes)})",
+    ]
+    if report.expected_quality is not None:
+        lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
+    lines += [f"  UNREADABLE {name}: {reason}" for name, reason in list(report.failed.items())[:20]]
+    return "\n".join(lines)
+
+
+def _size(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    return f"{count} B"
+
+
+def _report_json(report, target: str | None, model) -> str:
     quality = report.expected_quality
     return json.dumps(
         {
@@ -127,6 +199,19 @@ def _report_json(report, target: str, model) -> str:
             if quality is None
             else {"mse": quality.mse, "rmse": quality.rmse, "psnr_db": quality.psnr, "images": report.quality_images},
             "elapsed_s": report.elapsed_s,
+            "dry_run": target is None,
+            "streams": [
+                {
+                    "session_dir": stream.session_dir,
+                    "images": stream.images,
+                    "written": len(stream.written),
+                    "failed": len(stream.failed),
+                    "model_bytes": stream.model_bytes,
+                    "reconnects": stream.reconnects,
+                    "error": stream.error,
+                }
+                for stream in report.streams
+            ],
             "first_sent_at": report.first_sent_at,
             "first_written_at": report.first_written_at,
             "reconnects": report.reconnects,
@@ -142,6 +227,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     protect_stderr()  # TensorFlow is imported in the background while the session starts
     logging.basicConfig(level=logging.WARNING, format="sender %(levelname)s %(message)s")
+    if not args.dry_run and not args.target:
+        return _fail("--target HOST:PORT is required (or use --dry-run)")
+    if not 1 <= args.streams <= MAX_STREAMS:
+        return _fail(f"--streams must be between 1 and {MAX_STREAMS}")
+    if args.target:
+        from sender.channel import TargetError, channel_target
+
+        try:
+            channel_target(args.target)
+        except TargetError as exc:
+            return _fail(str(exc))
     if not 1 <= args.batch_size <= MAX_BATCH_IMAGES:
         return _fail(f"--batch-size must be between 1 and {MAX_BATCH_IMAGES}")
     if args.session is not None and not SESSION_NAME.fullmatch(args.session):
@@ -175,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm import tqdm
 
     from sender.encode import BatchEncoder
-    from sender.session import new_session_name, send_images
+    from sender.parallel import send_parallel
+    from sender.session import new_session_name
 
     try:
         encoder = BatchEncoder(model, args.device)
@@ -184,20 +281,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     encodings = None if args.encoding == "auto" else [ENCODING_NAMES[args.encoding]]
     if args.encoding == "ans" and encoder.tables is None:
         return _fail(f'model "{model.name}" has no entropy model; use --encoding float32 or a --quality model')
-    with tqdm(total=len(sources), unit="img", disable=args.quiet or args.json, file=sys.stderr) as bar:
-        report = send_images(
-            args.target,
-            sources,
-            encoder,
-            args.batch_size,
-            args.handshake_timeout,
-            bar.update,
-            encodings,
-            token,
-            credentials,
-            args.session or new_session_name(args.images.stem),
-            args.retry_for,
-        )
+    progress = tqdm(
+        total=len(sources),
+        unit="img",
+        disable=args.quiet or args.json,
+        file=sys.stderr,
+        desc="encoding" if args.dry_run else "sending",
+        dynamic_ncols=True,
+    )
+    with progress as bar:
+        if args.dry_run:
+            from sender.dry_run import dry_run
+            from shared.latent_codec import supported_encodings
+
+            encoding = (encodings or supported_encodings(encoder.tables))[0]
+            report = dry_run(sources, encoder, encoding, args.batch_size, progress_meter(bar))
+        else:
+            report = send_parallel(
+                args.target,
+                sources,
+                encoder,
+                args.streams,
+                args.session or new_session_name(args.images.stem),
+                credentials,
+                batch_size=args.batch_size,
+                handshake_timeout=args.handshake_timeout,
+                on_progress=progress_meter(bar),
+                encodings=encodings,
+                token=token,
+                retry_for=args.retry_for,
+            )
+    if args.dry_run:
+        print(_report_json(report, None, model) if args.json else format_dry_run(report, model))
+        return EXIT_OK if not report.failed else EXIT_FAILED
     if args.json:
         print(_report_json(report, args.target, model))
     elif report.error and report.sent == 0:

@@ -15,6 +15,7 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
+from sender.channel import open_channel
 from sender.encode import BatchEncoder, QualityMeter
 from shared.auth import bearer_metadata
 from shared.image_io import ImageError, SourceImage, batch_file_name, output_name
@@ -23,7 +24,7 @@ from shared.metrics import Quality
 from shared.model_format import network_to_bytes
 from shared.proto import latentlink_pb2 as pb
 from shared.proto import latentlink_pb2_grpc
-from shared.protocol import MODEL_CHUNK_BYTES, PROTOCOL_VERSION, channel_options
+from shared.protocol import MODEL_CHUNK_BYTES, PROTOCOL_VERSION
 
 __all__ = ["SendReport", "SessionError", "new_session_name", "send_images"]
 
@@ -66,6 +67,7 @@ class SendReport:
     elapsed_s: float = 0.0
     first_sent_at: float | None = None  # epoch seconds when the first latents went on the wire
     first_written_at: float | None = None  # ... and when the receiver first acknowledged images written
+    streams: list[SendReport] = field(default_factory=list)  # per parallel session, when there were several
     error: str | None = None  # why the session ended early, if it did
 
     @property
@@ -79,35 +81,37 @@ def send_images(
     encoder: BatchEncoder,
     batch_size: int = 256,
     handshake_timeout: float = 20.0,
-    on_progress: Callable[[int], None] = lambda n: None,
+    on_progress: Callable[[int, int], None] = lambda images, wire_bytes: None,
     encodings: Sequence[int] | None = None,
     token: str | None = None,
     credentials: grpc.ChannelCredentials | None = None,
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_S,
+    channel: grpc.Channel | None = None,
+    started: threading.Event | None = None,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
     `encodings` are offered in order of preference (default: the most compact the model allows).
     The images land in the receiver's folder for `session` (default: a fresh, unique name). If the
     stream breaks after a handshake, the sender reconnects with backoff for up to `retry_for`
-    seconds and resends only the images not yet acknowledged, under the same session.
+    seconds and resends only the images not yet acknowledged, under the same session. A given
+    `channel` is used (and left open) instead of opening one to `target`. `started` is set at
+    the first handshake, or when the session ends without one.
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     report.session = session or new_session_name()
     start = time.perf_counter()
-    channel = (
-        grpc.insecure_channel(target, options=channel_options())
-        if credentials is None
-        else grpc.secure_channel(target, credentials, options=channel_options())
-    )
+    own_channel = channel is None
+    channel = channel or open_channel(target, credentials)
     quality = QualityMeter()
+    started = started or threading.Event()
     options = _Options(
-        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress
+        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress, started
     )
-    with channel:
-        stub = latentlink_pb2_grpc.LatentLinkStub(channel)
-        next_seq, backoff, give_up_at = 0, 0.25, None
+    stub = latentlink_pb2_grpc.LatentLinkStub(channel)
+    next_seq, backoff, give_up_at = 0, 0.25, None
+    try:
         while True:
             remaining = [s for s in sources if s.name not in report.written and s.name not in report.failed]
             attempt = _Session(stub, options, report, quality, next_seq)
@@ -134,6 +138,10 @@ def send_images(
                 next_seq = attempt.next_seq
             time.sleep(backoff)
             backoff = min(2 * backoff, 5.0)
+    finally:
+        started.set()
+        if own_channel:
+            channel.close()
     reason = f"not delivered: {report.error or 'the receiver did not acknowledge it'}"
     for source in sources:
         if source.name not in report.written:
@@ -151,7 +159,8 @@ class _Options:
     encoder: BatchEncoder
     offered: list[int]
     metadata: list[tuple[str, str]]
-    on_progress: Callable[[int], None]
+    on_progress: Callable[[int, int], None]  # (images done, wire bytes) since the last call
+    started: threading.Event  # set at the first handshake
 
 
 class _Session:
@@ -160,7 +169,7 @@ class _Session:
     def __init__(self, stub, options: _Options, report: SendReport, quality: QualityMeter, first_seq: int) -> None:
         self.stub, self.report, self.quality = stub, report, quality
         self.encoder, self.offered, self.metadata = options.encoder, options.offered, options.metadata
-        self.on_progress = options.on_progress
+        self.on_progress, self.started = options.on_progress, options.started
         self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
         self.output_format = pb.OUTPUT_FORMAT_PNG
         self.next_seq = first_seq
@@ -222,6 +231,7 @@ class _Session:
         finally:
             watchdog.cancel()
         self.handshake_seen = True
+        self.started.set()
         if handshake.protocol_version != PROTOCOL_VERSION:
             raise SessionError(f"receiver speaks protocol {handshake.protocol_version}, this sender {PROTOCOL_VERSION}")
         if handshake.encoding not in self.offered:
@@ -262,7 +272,7 @@ class _Session:
         try:
             batches = (sources[first : first + batch_size] for first in range(0, len(sources), batch_size))
             # Reading and PNG decoding of the next batches overlap the encoding of this one.
-            for loaded in _prefetch(map(_load, batches), READ_AHEAD_BATCHES, self.stop):
+            for loaded in _prefetch(map(load_batch, batches), READ_AHEAD_BATCHES, self.stop):
                 self._send_batch(loaded)
             finish = pb.SenderMessage(finish=pb.Finish(images_sent=self.next_seq))
             self.report.wire_bytes += _framed(finish)
@@ -279,9 +289,9 @@ class _Session:
             except queue.Full:
                 pass
 
-    def _send_batch(self, loaded: _LoadedBatch) -> None:
+    def _send_batch(self, loaded: LoadedBatch) -> None:
         self.report.failed.update(loaded.failed)
-        self.on_progress(len(loaded.failed))
+        self.on_progress(len(loaded.failed), 0)
         names, pixels = loaded.names, loaded.pixels
         if not names:
             return
@@ -306,6 +316,7 @@ class _Session:
         self.report.sent += len(names)
         self.report.wire_bytes += _framed(message)
         self._put(message)
+        self.on_progress(0, _framed(message))
         if self.report.first_sent_at is None:
             self.report.first_sent_at = time.time()
 
@@ -325,17 +336,17 @@ class _Session:
                 self.report.failed[name] = failures[seq] or "failed on the receiver"
             else:
                 self.report.written[name] = f"{self.report.session_dir}/{stored_as}"
-        self.on_progress(acks.count)
+        self.on_progress(acks.count, 0)
 
 
 @dataclass(frozen=True)
-class _LoadedBatch:
+class LoadedBatch:
     names: list[str]
     pixels: np.ndarray | None  # (len(names), height, width) uint8
     failed: dict[str, str]  # name -> why it could not be read
 
 
-def _load(batch: Sequence[SourceImage]) -> _LoadedBatch:
+def load_batch(batch: Sequence[SourceImage]) -> LoadedBatch:
     """Reads a batch of images; unreadable ones become failures."""
     images, names, failed = [], [], {}
     for source in batch:
@@ -344,7 +355,7 @@ def _load(batch: Sequence[SourceImage]) -> _LoadedBatch:
             names.append(source.name)
         except ImageError as exc:
             failed[source.name] = str(exc)
-    return _LoadedBatch(names, np.stack(images) if images else None, failed)
+    return LoadedBatch(names, np.stack(images) if images else None, failed)
 
 
 def _prefetch(items: Iterator[T], depth: int, stop: threading.Event) -> Iterator[T]:

@@ -37,7 +37,9 @@ class CompiledNetwork:
         with tf.device(self.device):
             self.model = keras_from_network(info)
         spec = tf.TensorSpec([None, *info.input_shape], tf.float32)
-        self._run = tf.function(self._forward, input_signature=[spec])
+        # Traced once, here, for every batch size: calls never retrace, even from several threads at once.
+        self.function = tf.function(self._forward, input_signature=[spec])
+        self._run = self.function.get_concrete_function()
         freeze_heap()
 
     def _forward(self, batch):
@@ -49,4 +51,4 @@ class CompiledNetwork:
         batch = np.asarray(batch, np.float32)
         if batch.shape[1:] != self.info.input_shape:
             raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.info.input_shape}")
-        return self._run(batch).numpy()
+        return self._run(tensorflow().constant(batch)).numpy()

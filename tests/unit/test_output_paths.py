@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.output import UnsafeNameError, output_path
+from receiver.output import UnsafeNameError, output_path, write_files_durably
 
 
 @pytest.mark.parametrize(
@@ -52,3 +52,27 @@ def test_symlink_inside_the_output_folder_cannot_lead_outside(tmp_path: Path):
     os.symlink(elsewhere, out / "link")
     with pytest.raises(UnsafeNameError, match="outside the output folder"):
         output_path(out, "link/x.png")
+
+
+def test_group_commit_writes_every_file_and_leaves_no_temporaries(tmp_path: Path):
+    files = [(tmp_path / "s" / f"{i}.png", bytes([i]) * (i + 1)) for i in range(20)]
+    files.append((tmp_path / "s" / "deeper" / "x.png", b"deep"))
+    assert write_files_durably(files) == {}
+    for path, data in files:
+        assert path.read_bytes() == data
+    assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
+
+
+def test_group_commit_fails_only_the_files_that_cannot_be_written(tmp_path: Path):
+    (tmp_path / "taken.png").mkdir()  # a folder where a file should go: its rename fails
+    (tmp_path / "blocked").write_text("a file where a folder should be")
+    files = [
+        (tmp_path / "ok.png", b"1"),
+        (tmp_path / "taken.png", b"2"),
+        (tmp_path / "blocked" / "x.png", b"3"),
+        (tmp_path / "fine.png", b"4"),
+    ]
+    errors = write_files_durably(files)
+    assert sorted(errors) == [1, 2] and all(reason.startswith("write failed:") for reason in errors.values())
+    assert (tmp_path / "ok.png").read_bytes() == b"1" and (tmp_path / "fine.png").read_bytes() == b"4"
+    assert not [p for p in tmp_path.rglob(".*.tmp")]

@@ -65,3 +65,15 @@ def test_decoding_does_not_depend_on_batching(shipped):
     chunks = np.concatenate([decoder(latents[i : i + 64]) for i in range(0, 300, 64)])
     np.testing.assert_array_equal(singles, whole[::37])
     np.testing.assert_array_equal(chunks, whole)
+
+
+def test_compiled_network_never_retraces_across_batch_sizes_and_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = load_model_dir(default_model_dir())
+    network = CompiledNetwork(model.encoder, "cpu")
+    sizes = [1, 7, 256, 3, 1024, 256, 19, 2] * 3
+    with ThreadPoolExecutor(4) as pool:
+        outputs = list(pool.map(lambda n: network(np.zeros((n, 28, 28), np.float32)), sizes))
+    assert [o.shape for o in outputs] == [(n, model.latent_dim) for n in sizes]
+    assert network.function.experimental_get_tracing_count() == 1

@@ -1,0 +1,52 @@
+"""`sender --dry-run`: what a send would cost and give, computed locally without connecting."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sender.encode import BatchEncoder, QualityMeter
+from sender.session import SendReport, load_batch
+from shared.image_io import SourceImage
+from shared.latent_codec import latents_to_batch, wire_latents
+from shared.model_format import network_to_bytes
+from shared.proto import latentlink_pb2 as pb
+
+__all__ = ["dry_run"]
+
+
+def dry_run(
+    sources: Sequence[SourceImage],
+    encoder: BatchEncoder,
+    encoding: int,
+    batch_size: int = 256,
+    on_progress: Callable[[int, int], None] = lambda images, wire_bytes: None,
+) -> SendReport:
+    """Encodes every image exactly as a send would, and predicts bytes on the wire and quality.
+
+    Wire bytes count each latent batch message as framed on the stream, and an
+    acknowledgement per batch; the decoder transfer a receiver without it needs
+    is reported as `model_bytes`. The quality covers every readable image.
+    """
+    model = encoder.model
+    report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
+    report.encoding = pb.LatentEncoding.Name(encoding).removeprefix("LATENT_ENCODING_").lower()
+    report.model_bytes = len(network_to_bytes(model.decoder.network))
+    quality = QualityMeter(exact_images=len(sources))
+    for first in range(0, len(sources), batch_size):
+        loaded = load_batch(sources[first : first + batch_size])
+        report.failed.update(loaded.failed)
+        if loaded.names:
+            latents = encoder.encode(loaded.pixels)
+            quality.add(loaded.names, loaded.pixels, encoder.reconstruct(wire_latents(encoding, latents)))
+            batch = latents_to_batch(
+                model.decoder.digest, encoding, first, loaded.names, model.image_shape, latents, encoder.tables
+            )
+            acks = pb.ReceiverMessage(acks=pb.AckBatch(first_seq=first, count=len(loaded.names)))
+            report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
+            wire_bytes = 5 + pb.SenderMessage(latent_batch=batch).ByteSize() + 5 + acks.ByteSize()
+            report.wire_bytes += wire_bytes
+            report.sent += len(loaded.names)
+        on_progress(min(batch_size, len(sources) - first), wire_bytes if loaded.names else 0)
+    report.expected_quality = quality.result()
+    report.quality_images = quality.sampled
+    return report

@@ -1,0 +1,114 @@
+"""Several sessions at once: the images split over parallel streams that gRPC balances over receivers."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import grpc
+
+from sender.channel import open_channel
+from sender.encode import BatchEncoder
+from sender.session import SendReport, send_images
+from shared.image_io import SourceImage
+from shared.metrics import Quality
+
+__all__ = ["merge_reports", "send_parallel", "split_evenly"]
+
+# Time for the channel to finish connecting to every receiver after the first answered.
+SETTLE_S = 0.25
+
+
+def split_evenly(sources: Sequence[SourceImage], parts: int) -> list[Sequence[SourceImage]]:
+    """Cuts `sources` into at most `parts` contiguous, non-empty slices whose sizes differ by at most one."""
+    parts = max(1, min(parts, len(sources)))
+    size, extra = divmod(len(sources), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [sources[bounds[i] : bounds[i + 1]] for i in range(parts)]
+
+
+def send_parallel(
+    target: str,
+    sources: Sequence[SourceImage],
+    encoder: BatchEncoder,
+    streams: int,
+    session: str,
+    credentials: grpc.ChannelCredentials | None = None,
+    **options,
+) -> SendReport:
+    """Sends `sources` over `streams` parallel streams of one round_robin channel.
+
+    Each stream is its own resumable session, named "<session>.<i>" (just
+    `session` when there is one stream); gRPC's round_robin policy gives each new
+    stream to the next ready receiver behind `target`. `options` go to send_images.
+    """
+    parts = split_evenly(sources, streams)
+    if len(parts) == 1:
+        return send_images(target, sources, encoder, session=session, credentials=credentials, **options)
+    reports: list[SendReport | None] = [None] * len(parts)
+    with open_channel(target, credentials) as channel:
+        _connect(channel, options.get("handshake_timeout", 20.0))
+
+        def run(index: int) -> None:
+            reports[index] = send_images(
+                target,
+                parts[index],
+                encoder,
+                session=f"{session}.{index + 1}",
+                credentials=credentials,
+                channel=channel,
+                **options,
+            )
+
+        threads = [threading.Thread(target=run, args=(i,), name=f"stream-{i + 1}") for i in range(len(parts))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return merge_reports([r for r in reports if r is not None], session)
+
+
+def _connect(channel: grpc.Channel, timeout_s: float) -> None:
+    """Connects the channel to every receiver it can before the first stream is opened.
+
+    round_robin picks only among connected receivers, and starts a new rotation
+    whenever one connects: streams opened after the connections settle go to
+    the receivers in turn. A target that does not answer is left to the streams
+    themselves, which report it.
+    """
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        return
+    time.sleep(SETTLE_S)
+
+
+def merge_reports(reports: Sequence[SendReport], session: str) -> SendReport:
+    """One report for several sessions: counts add up, every image keeps its own outcome."""
+    merged = SendReport(session=session, streams=list(reports))
+    for report in reports:
+        merged.images += report.images
+        merged.sent += report.sent
+        merged.written.update(report.written)
+        merged.failed.update(report.failed)
+        merged.model_bytes += report.model_bytes
+        merged.payload_bytes += report.payload_bytes
+        merged.wire_bytes += report.wire_bytes
+        merged.input_bytes += report.input_bytes
+        merged.reconnects += report.reconnects
+        merged.quality_images += report.quality_images
+        merged.encoding = merged.encoding or report.encoding
+        merged.error = merged.error or report.error
+    merged.session_dir = ", ".join(dict.fromkeys(r.session_dir for r in reports if r.session_dir))
+    merged.elapsed_s = max(r.elapsed_s for r in reports)
+    sent_at = [r.first_sent_at for r in reports if r.first_sent_at is not None]
+    written_at = [r.first_written_at for r in reports if r.first_written_at is not None]
+    merged.first_sent_at = min(sent_at, default=None)
+    merged.first_written_at = min(written_at, default=None)
+    measured = [r for r in reports if r.expected_quality is not None and r.quality_images]
+    if measured:
+        weight = sum(r.quality_images for r in measured)
+        mse = sum(r.expected_quality.mse * r.quality_images for r in measured) / weight
+        merged.expected_quality = Quality.from_mse(mse)
+    return merged

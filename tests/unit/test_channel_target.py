@@ -1,0 +1,42 @@
+"""The sender's --target: one receiver, a list balanced by round_robin, or a DNS name; and stream splitting."""
+
+from __future__ import annotations
+
+import pytest
+
+from sender.channel import TargetError, channel_target
+from sender.parallel import split_evenly
+
+
+def test_single_targets_and_grpc_uris_pass_through():
+    assert channel_target("receiver.example:50051") == ("receiver.example:50051", "")
+    assert channel_target("dns:///receivers.internal:50051") == ("dns:///receivers.internal:50051", "")
+
+
+def test_a_list_becomes_one_uri_over_every_address_and_keeps_the_first_host_for_tls():
+    uri, tls_name = channel_target("localhost:50051, 127.0.0.1:50052,127.0.0.1:50052")
+    assert uri == "ipv4:127.0.0.1:50051,127.0.0.1:50052" and tls_name == "localhost"
+    assert channel_target("[::1]:1,[::1]:2") == ("ipv6:[::1]:1,[::1]:2", "::1")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("", "empty"),
+        ("a:1,b", '"b" in --target is not HOST:PORT'),
+        ("a:1,b:99999", "not HOST:PORT"),
+        ("127.0.0.1:1,no-such-host.invalid:2", 'cannot resolve "no-such-host.invalid"'),
+        ("127.0.0.1:1,[::1]:2", "mixes IPv4-only and IPv6-only"),
+    ],
+)
+def test_unusable_targets_say_how_to_write_them(target, message):
+    with pytest.raises(TargetError, match=message.replace("(", r"\(")):
+        channel_target(target)
+
+
+@pytest.mark.parametrize(("count", "parts"), [(10, 3), (3, 5), (1, 1), (1000, 7)])
+def test_split_evenly_keeps_order_and_balances(count, parts):
+    items = list(range(count))
+    slices = split_evenly(items, parts)
+    assert [x for part in slices for x in part] == items
+    assert len(slices) == min(count, parts) and max(map(len, slices)) - min(map(len, slices)) <= 1
