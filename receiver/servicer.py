@@ -194,6 +194,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             acks.failures.extend(pb.ImageFailure(seq=batch.first_seq + i, error=str(exc)) for i in range(batch.count))
             return acks, {}
         targets: dict[int, Path] = {}
+        batch_targets: set[Path] = set()
         for row, name in enumerate(decoded.names):
             try:
                 if decoded.image_shape != session.decoder.info.output_shape:
@@ -202,11 +203,11 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                         f"{list(session.decoder.info.output_shape)}"
                     )
                 target = output_path(self.out_dir, f"{session.name}/{name}")
-                if target in session.names_seen:
-                    raise ValueError(f'another image of this session already maps to "{target.name}"')
+                if target in batch_targets:  # across batches, the sender keeps names apart (memory stays flat)
+                    raise ValueError(f'another image of this batch maps to "{target.name}"')
                 if not np.all(np.isfinite(decoded.latents[row])):
                     raise ValueError("latent vector has non-finite values")
-                session.names_seen.add(target)
+                batch_targets.add(target)
                 targets[row] = target
             except (UnsafeNameError, ValueError) as exc:
                 acks.failures.append(pb.ImageFailure(seq=batch.first_seq + row, error=str(exc)))
@@ -231,7 +232,6 @@ class _Session:
     bytes_in: int = 0
     decode_s: float = 0.0  # wall time decoding latents to pixels
     write_s: float = 0.0  # wall time encoding and durably writing files
-    names_seen: set[Path] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def write(self, acks: pb.AckBatch, images: dict[int, tuple[Path, np.ndarray]]) -> pb.AckBatch:

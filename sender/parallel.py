@@ -11,10 +11,10 @@ import grpc
 from sender.channel import open_channel
 from sender.encode import BatchEncoder
 from sender.session import SendReport, send_images
-from shared.image_io import SourceImage
+from shared.image_io import SourceImage, output_name
 from shared.metrics import Quality
 
-__all__ = ["merge_reports", "send_parallel", "split_evenly"]
+__all__ = ["merge_reports", "name_clashes", "send_parallel", "split_evenly"]
 
 # Time for the channel to finish connecting to every receiver after the first answered.
 SETTLE_S = 0.25
@@ -43,9 +43,13 @@ def send_parallel(
     `session` when there is one stream); gRPC's round_robin policy gives each new
     stream to the next ready receiver behind `target`. `options` go to send_images.
     """
+    clashes = name_clashes(sources)
+    if clashes:
+        sources = [s for s in sources if s.name not in clashes]
     parts = split_evenly(sources, streams)
     if len(parts) == 1:
-        return send_images(target, sources, encoder, session=session, credentials=credentials, **options)
+        report = send_images(target, sources, encoder, session=session, credentials=credentials, **options)
+        return _with_clashes(report, clashes)
     reports: list[SendReport | None] = [None] * len(parts)
     with open_channel(target, credentials) as channel:
         _connect(channel, options.get("handshake_timeout", 20.0))
@@ -66,7 +70,26 @@ def send_parallel(
             thread.start()
         for thread in threads:
             thread.join()
-    return merge_reports([r for r in reports if r is not None], session)
+    return _with_clashes(merge_reports([r for r in reports if r is not None], session), clashes)
+
+
+def name_clashes(sources: Sequence[SourceImage]) -> dict[str, str]:
+    """Images whose output file another image already takes ("a.jpg" and "a.png" both write "a.png")."""
+    first: dict[str, str] = {}
+    clashes: dict[str, str] = {}
+    for source in sources:
+        written_as = output_name(source.name)
+        if written_as in first:
+            clashes[source.name] = f'would overwrite "{written_as}", the output of "{first[written_as]}"; rename one'
+        else:
+            first[written_as] = source.name
+    return clashes
+
+
+def _with_clashes(report: SendReport, clashes: dict[str, str]) -> SendReport:
+    report.images += len(clashes)
+    report.failed.update(clashes)
+    return report
 
 
 def _connect(channel: grpc.Channel, timeout_s: float) -> None:

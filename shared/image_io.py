@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import io
+import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import imagecodecs
 import numpy as np
@@ -25,13 +28,22 @@ class ImageError(ValueError):
     """An input image cannot be used (unreadable, corrupt, wrong size)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceImage:
-    """One image to send: its relative name, input size in bytes, and how to load it."""
+    """One image to send: its relative name, input size in bytes, and how to load it.
+
+    Small on purpose (a 60,000-image folder costs a few MB): the reader is shared
+    by all images of one source and `key` says which image it is.
+    """
 
     name: str
     size_bytes: int
-    load: Callable[[], np.ndarray]
+    reader: Callable[[Any], np.ndarray]
+    key: Any
+
+    def load(self) -> np.ndarray:
+        """Reads the image as uint8 greyscale; raises ImageError when it cannot."""
+        return self.reader(self.key)
 
 
 def find_sources(source: Path, shape: tuple[int, int], resize: bool = False) -> list[SourceImage]:
@@ -46,14 +58,11 @@ def find_sources(source: Path, shape: tuple[int, int], resize: bool = False) -> 
         if source.suffix.lower() not in ARRAY_SUFFIXES:
             return [_file_source(source, source.name, shape, resize)]
         return list(_array_sources(source, shape))
-    files = sorted(
-        p
-        for p in source.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
-    )
+    files = sorted(_walk(source), key=lambda entry: entry[0].split("/"))
     if not files:
         raise ImageError(f'folder "{source}" has no files to send')
-    return [_file_source(p, p.relative_to(source).as_posix(), shape, resize) for p in files]
+    reader = functools.partial(_read_under, source, shape, resize)
+    return [SourceImage(name, size, reader, name) for name, size in files]
 
 
 def output_name(name: str) -> str:
@@ -116,7 +125,27 @@ def _is_grey8_png(data: bytes, shape: tuple[int, int]) -> bool:
 
 
 def _file_source(path: Path, name: str, shape: tuple[int, int], resize: bool) -> SourceImage:
-    return SourceImage(name=name, size_bytes=path.stat().st_size, load=lambda: read_image(path, shape, resize))
+    reader = functools.partial(read_image, shape=shape, resize=resize)
+    return SourceImage(name, path.stat().st_size, reader, path)
+
+
+def _walk(root: Path) -> Iterator[tuple[str, int]]:
+    """(relative posix name, size) of every file under `root`; hidden files and folders are skipped."""
+    pending = [("", os.fspath(root))]
+    while pending:
+        prefix, folder = pending.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append((f"{prefix}{entry.name}/", entry.path))
+                elif entry.is_file():
+                    yield prefix + entry.name, entry.stat().st_size
+
+
+def _read_under(root: Path, shape: tuple[int, int], resize: bool, name: str) -> np.ndarray:
+    return read_image(root / name, shape, resize)
 
 
 def _array_sources(path: Path, shape: tuple[int, int]) -> Iterator[SourceImage]:
@@ -136,9 +165,10 @@ def _array_sources(path: Path, shape: tuple[int, int]) -> Iterator[SourceImage]:
     if len(array) == 0:
         raise ImageError(f'"{path}" holds no images')
     width = len(str(len(array) - 1))
+    reader = functools.partial(_array_row, array)
     for index in range(len(array)):
-        yield SourceImage(
-            name=f"{stem}_{index:0{width}d}.png",
-            size_bytes=shape[0] * shape[1],
-            load=lambda i=index: np.asarray(array[i]),
-        )
+        yield SourceImage(f"{stem}_{index:0{width}d}.png", shape[0] * shape[1], reader, index)
+
+
+def _array_row(array: np.ndarray, index: int) -> np.ndarray:
+    return np.asarray(array[index])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sender.channel import TargetError, channel_target
-from sender.parallel import split_evenly
+from sender.parallel import name_clashes, split_evenly
 
 
 def test_single_targets_and_grpc_uris_pass_through():
@@ -40,3 +40,13 @@ def test_split_evenly_keeps_order_and_balances(count, parts):
     slices = split_evenly(items, parts)
     assert [x for part in slices for x in part] == items
     assert len(slices) == min(count, parts) and max(map(len, slices)) - min(map(len, slices)) <= 1
+
+
+def test_images_that_would_write_the_same_output_file_are_caught_before_sending():
+    from shared.image_io import SourceImage
+
+    names = ["a.jpg", "a.png", "b.png", "sub/a.png", "a"]
+    sources = [SourceImage(name, 1, lambda key: None, name) for name in names]
+    clashes = name_clashes(sources)
+    assert sorted(clashes) == ["a", "a.png"]
+    assert clashes["a.png"] == 'would overwrite "a.png", the output of "a.jpg"; rename one'
