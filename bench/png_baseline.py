@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from receiver.output import UnsafeNameError, output_path, write_files_durably  # noqa: E402
 from sender.session import UNACKED_BATCHES, new_session_name  # noqa: E402
 from shared.image_io import ImageError, encode_png, find_sources, output_name  # noqa: E402
-from shared.protocol import channel_options, server_options  # noqa: E402
+from shared.protocol import DEFAULT_BATCH_IMAGES, channel_options, server_options  # noqa: E402
 
 METHOD = "/latentlink.bench.PngBaseline/Stream"
 _HEADER = struct.Struct("<QII")
@@ -97,7 +97,7 @@ def serve(listen: str, out: Path, session_log) -> tuple[grpc.Server, int]:
     return server, port
 
 
-def send(target: str, images: Path, batch_size: int = 256) -> dict:
+def send(target: str, images: Path, batch_size: int = DEFAULT_BATCH_IMAGES) -> dict:
     """Streams the images under `images` as PNG files; returns the summary latentlink's sender gives."""
     sources = find_sources(images, (28, 28))
     is_array = images.suffix.lower() in (".npy", ".npz")
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     receive.add_argument("--out", type=Path, required=True)
     sender = commands.add_parser("send", help="stream a folder or array as PNG files")
     sender.add_argument("--target", required=True)
-    sender.add_argument("--batch-size", type=int, default=256)
+    sender.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_IMAGES)
     sender.add_argument("images", type=Path)
     args = parser.parse_args(argv)
     if args.command == "send":

@@ -42,6 +42,7 @@ from shared.latent_codec import latents_from_batch, latents_to_batch  # noqa: E4
 from shared.mnist import load_mnist  # noqa: E402
 from shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
 from shared.proto import latentlink_pb2 as pb  # noqa: E402
+from shared.protocol import DEFAULT_BATCH_IMAGES  # noqa: E402
 
 LINKS = {"loopback": (None, 0.0), "10 Mbit/s, 10 ms": (10e6, 0.010), "1 Mbit/s, 40 ms": (1e6, 0.040)}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -179,7 +180,7 @@ def prepare(work: Path, data: Path, sizes: list[int]) -> dict[str, Path]:
     return inputs
 
 
-def stage_costs(folder: Path, count: int = 4096, batch: int = 256) -> list[tuple[str, str, float]]:
+def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAGES) -> list[tuple[str, str, float]]:
     """CPU microseconds per image of each stage of both systems, each stage timed alone."""
     from sender.encode import BatchEncoder
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from shared.cli_help import HelpFormatter
 from shared.latent_codec import ENCODING_NAMES
 from shared.model_dir import DEFAULT_QUALITY, QUALITIES
-from shared.protocol import MAX_BATCH_IMAGES, SESSION_NAME
+from shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, SESSION_NAME
 
 # Each stream holds a session slot on a receiver, and a receiver has 32.
 MAX_STREAMS = 32
@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="latent wire encoding; auto: entropy-coded (ans) when the model has a prior, else float32. "
         "float16 is lossy on the latents",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help=f"images per message (1..{MAX_BATCH_IMAGES})")
+    parser.add_argument(
+        "--batch-size", type=int, default=DEFAULT_BATCH_IMAGES, help=f"images per message (1..{MAX_BATCH_IMAGES})"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
     parser.add_argument("--resize", action="store_true", help="resize images of another size instead of failing them")
     parser.add_argument("--handshake-timeout", type=float, default=20.0, help="seconds to wait for the receiver")

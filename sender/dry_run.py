@@ -10,6 +10,7 @@ from shared.image_io import SourceImage
 from shared.latent_codec import latents_to_batch, wire_latents
 from shared.model_format import network_to_bytes
 from shared.proto import latentlink_pb2 as pb
+from shared.protocol import DEFAULT_BATCH_IMAGES
 
 __all__ = ["dry_run"]
 
@@ -18,7 +19,7 @@ def dry_run(
     sources: Sequence[SourceImage],
     encoder: BatchEncoder,
     encoding: int,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_IMAGES,
     on_progress: Callable[[int, int], None] = lambda images, wire_bytes: None,
 ) -> SendReport:
     """Encodes every image exactly as a send would, and predicts bytes on the wire and quality.

@@ -24,7 +24,7 @@ from shared.metrics import Quality
 from shared.model_format import network_to_bytes
 from shared.proto import latentlink_pb2 as pb
 from shared.proto import latentlink_pb2_grpc
-from shared.protocol import MODEL_CHUNK_BYTES, PROTOCOL_VERSION
+from shared.protocol import DEFAULT_BATCH_IMAGES, MODEL_CHUNK_BYTES, PROTOCOL_VERSION
 
 __all__ = ["SendReport", "SessionError", "new_session_name", "send_images"]
 
@@ -79,7 +79,7 @@ def send_images(
     target: str,
     sources: Sequence[SourceImage],
     encoder: BatchEncoder,
-    batch_size: int = 256,
+    batch_size: int = DEFAULT_BATCH_IMAGES,
     handshake_timeout: float = 20.0,
     on_progress: Callable[[int, int], None] = lambda images, wire_bytes: None,
     encodings: Sequence[int] | None = None,

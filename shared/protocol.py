@@ -10,6 +10,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MODEL_CHUNK_BYTES",
     "MAX_BATCH_IMAGES",
+    "DEFAULT_BATCH_IMAGES",
     "MAX_MODEL_BYTES",
     "MAX_NAME_BYTES",
     "SESSION_NAME",
@@ -24,6 +25,8 @@ DEFAULT_PORT = 50051
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MODEL_CHUNK_BYTES = 256 * 1024
 MAX_BATCH_IMAGES = 1024
+# Large enough to amortise per-batch costs (a TensorFlow call, two filesystem flushes), small for latency.
+DEFAULT_BATCH_IMAGES = 512
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 MAX_NAME_BYTES = 1024
 # A session's folder name: one safe path component.
