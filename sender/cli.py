@@ -225,9 +225,10 @@ def _report_json(report, target: str | None, model) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from shared.tf_import import protect_stderr
+    from shared.tf_import import import_in_background, protect_stderr
 
-    protect_stderr()  # TensorFlow is imported in the background while the session starts
+    protect_stderr()  # TensorFlow is imported in the background while the files are listed and the session starts
+    import_in_background()
     logging.basicConfig(level=logging.WARNING, format="sender %(levelname)s %(message)s")
     if not args.dry_run and not args.target:
         return _fail("--target HOST:PORT is required (or use --dry-run)")

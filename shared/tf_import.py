@@ -7,8 +7,9 @@ import functools
 import gc
 import os
 import sys
+import threading
 
-__all__ = ["freeze_heap", "protect_stderr", "tensorflow"]
+__all__ = ["freeze_heap", "import_in_background", "protect_stderr", "tensorflow"]
 
 
 @contextlib.contextmanager
@@ -44,9 +45,22 @@ def protect_stderr() -> None:
     sys.stderr = os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace")
 
 
-@functools.cache
+_import_lock = threading.Lock()
+
+
+def import_in_background() -> None:
+    """Starts importing TensorFlow now, in a daemon thread, for a program that needs it soon."""
+    threading.Thread(target=tensorflow, daemon=True, name="import-tensorflow").start()
+
+
 def tensorflow():
-    """Returns the tensorflow module, imported and its devices probed quietly."""
+    """Returns the tensorflow module, imported and its devices probed quietly (once, whichever thread asks)."""
+    with _import_lock:
+        return _import()
+
+
+@functools.cache
+def _import():
     gc.disable()  # the import allocates ~300k objects: collecting meanwhile only wastes time
     try:
         with _stderr_silenced():
