@@ -35,6 +35,7 @@ def create_server(
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
     output_format: int = pb.OUTPUT_FORMAT_PNG,
     on_session_end: Callable[[dict], None] = lambda summary: None,
+    max_sessions: int = MAX_SESSIONS,
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
@@ -42,12 +43,13 @@ def create_server(
     reflection, over TLS when `credentials` are given. With a token, every call
     but health checks must carry it; a sender silent for `idle_timeout_s` is cut
     off. Images are written as `output_format`; each finished session's summary
-    goes to `on_session_end`. Raises OSError when the address cannot be bound (e.g. the port is in use).
+    goes to `on_session_end`; beyond `max_sessions` open calls, new ones are
+    refused with RESOURCE_EXHAUSTED. Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=MAX_SESSIONS, thread_name_prefix="session"),
+        futures.ThreadPoolExecutor(max_workers=max_sessions, thread_name_prefix="session"),
         options=server_options(),
-        maximum_concurrent_rpcs=MAX_SESSIONS,
+        maximum_concurrent_rpcs=max_sessions,
         interceptors=[TokenAuthInterceptor(token)] if token else [],
     )
     store = ModelStore(models_dir, device=device)

@@ -42,6 +42,10 @@ RETRYABLE = frozenset(
 )
 
 
+# What gRPC says when a server's maximum_concurrent_rpcs are taken.
+FULL_RECEIVER = "Concurrent RPC limit exceeded"
+
+
 class SessionError(RuntimeError):
     """The session could not run or was cut off; the message says why and what to do."""
 
@@ -121,13 +125,16 @@ def send_images(
             except grpc.RpcError as exc:
                 if attempt.handshake_seen:  # progress was possible: the retry budget starts afresh
                     backoff, give_up_at = 0.25, None
-                resumable = report.session_dir and exc.code() in RETRYABLE
+                resumable = (report.session_dir and exc.code() in RETRYABLE) or _receiver_full(exc)
                 give_up_at = give_up_at or time.monotonic() + retry_for
                 if not resumable or time.monotonic() + backoff > give_up_at:
                     report.error = _explain(exc, target, attempt.handshake_seen, credentials is not None)
                     break
-                log.warning("stream broke (%s); resuming in %.1f s", exc.code().name, backoff)
-                report.reconnects += 1
+                if _receiver_full(exc):
+                    log.warning("receiver is serving its maximum of sessions; trying again in %.1f s", backoff)
+                else:
+                    log.warning("stream broke (%s); resuming in %.1f s", exc.code().name, backoff)
+                    report.reconnects += 1
             except SessionError as exc:
                 report.error = str(exc)
                 break
@@ -400,6 +407,11 @@ def new_session_name(label: str = "session") -> str:
     return f"{label}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
+def _receiver_full(exc: grpc.RpcError) -> bool:
+    """True when a receiver refused the call for having its maximum of sessions open (worth waiting for)."""
+    return exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and FULL_RECEIVER in (exc.details() or "")
+
+
 def _framed(message) -> int:
     """Bytes a message takes in a gRPC stream: 5-byte length prefix plus the protobuf."""
     return 5 + message.ByteSize()
@@ -420,6 +432,8 @@ def _explain(exc: grpc.RpcError, target: str, handshake_seen: bool, tls: bool) -
     if code == grpc.StatusCode.UNAVAILABLE and not handshake_seen:
         hint = "" if tls else "; if it uses TLS, pass --tls-ca"
         return f"cannot reach a receiver at {target} ({details}); is `receiver --listen` running there{hint}?"
+    if _receiver_full(exc):
+        return f"{target} kept all its session slots busy until --retry-for ran out; try later or add receivers"
     if code == grpc.StatusCode.UNAUTHENTICATED:
         return f"{target} refused the token: {details}"
     if code == grpc.StatusCode.UNIMPLEMENTED:

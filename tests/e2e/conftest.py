@@ -23,9 +23,9 @@ class RunningReceiver:
         self.server.stop(None).wait()
 
 
-def start_receiver(out: Path, models: Path, token: str | None = None) -> RunningReceiver:
+def start_receiver(out: Path, models: Path, token: str | None = None, max_sessions: int = 32) -> RunningReceiver:
     """Starts an in-process receiver on a free 127.0.0.1 port."""
-    server, port = create_server("127.0.0.1:0", out, models, device="cpu", token=token)
+    server, port = create_server("127.0.0.1:0", out, models, device="cpu", token=token, max_sessions=max_sessions)
     server.start()
     return RunningReceiver(f"127.0.0.1:{port}", out, models, server)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import queue
 import shutil
+import threading
+import time
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +17,7 @@ from sender.session import send_images
 from shared.image_io import find_sources, read_image
 from shared.latent_codec import ENCODING_NAMES, wire_latents
 from shared.model_dir import default_model_dir
+from shared.proto import latentlink_pb2_grpc
 from tests.conftest import SAMPLES
 from tests.e2e.conftest import start_receiver
 
@@ -134,3 +139,43 @@ def test_wrong_target_that_never_answers_times_out_with_a_clear_reason(encoder):
         report = send_images(f"127.0.0.1:{silent.getsockname()[1]}", sources, encoder, handshake_timeout=2)
     assert "no handshake" in report.error or "cannot reach" in report.error
     assert set(report.failed) == {s.name for s in sources}
+
+
+def _hold_the_only_slot(address: str):
+    """Opens a stream that takes a receiver's single session slot; returns a function that frees it."""
+    channel = grpc.insecure_channel(address)
+    outgoing: queue.Queue = queue.Queue()
+    call = latentlink_pb2_grpc.LatentLinkStub(channel).Stream(iter(outgoing.get, None))
+    time.sleep(0.5)  # the receiver now waits for a hello on this stream, holding its only slot
+
+    def release() -> None:
+        outgoing.put(None)
+        call.cancel()
+        channel.close()
+
+    return release
+
+
+def test_a_full_receiver_is_waited_for_within_retry_for(tmp_path, encoder):
+    running = start_receiver(tmp_path / "out", tmp_path / "models", max_sessions=1)
+    release = _hold_the_only_slot(running.address)
+    try:
+        threading.Timer(1.5, release).start()
+        started = time.monotonic()
+        report = send_images(running.address, _sources(count=10), encoder, retry_for=20)
+        assert report.ok, report.error
+        assert time.monotonic() - started >= 1.0 and report.reconnects == 0
+    finally:
+        running.stop()
+
+
+def test_a_receiver_that_stays_full_is_a_clear_error(tmp_path, encoder):
+    running = start_receiver(tmp_path / "out", tmp_path / "models", max_sessions=1)
+    release = _hold_the_only_slot(running.address)
+    try:
+        report = send_images(running.address, _sources(count=3), encoder, retry_for=1.0)
+        assert not report.written and len(report.failed) == 3
+        assert "kept all its session slots busy" in report.error
+    finally:
+        release()
+        running.stop()
