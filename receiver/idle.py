@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import grpc
 
+from shared.queues import put_while
+
 __all__ = ["DEFAULT_IDLE_TIMEOUT_S", "with_idle_limit"]
 
 DEFAULT_IDLE_TIMEOUT_S = 120.0
@@ -24,13 +26,7 @@ def with_idle_limit(requests: Iterator, context: grpc.ServicerContext, idle_s: f
     pending: queue.Queue = queue.Queue(maxsize=4)
 
     def put(item) -> bool:
-        while context.is_active():
-            try:
-                pending.put(item, timeout=0.5)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_while(pending, item, context.is_active, poll_s=0.5)
 
     def pump() -> None:
         try:

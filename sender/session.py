@@ -25,6 +25,7 @@ from shared.model_format import network_to_bytes
 from shared.proto import latentlink_pb2 as pb
 from shared.proto import latentlink_pb2_grpc
 from shared.protocol import DEFAULT_BATCH_IMAGES, MODEL_CHUNK_BYTES, PROTOCOL_VERSION
+from shared.queues import put_while
 
 __all__ = ["SendReport", "SessionError", "new_session_name", "send_images"]
 
@@ -201,13 +202,8 @@ class _Session:
             yield message
 
     def _put(self, message) -> None:
-        while not self.stop.is_set():
-            try:
-                self.outgoing.put(message, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-        raise SessionError("session stopped")
+        if not put_while(self.outgoing, message, lambda: not self.stop.is_set()):
+            raise SessionError("session stopped")
 
     def run(self, sources: Sequence[SourceImage], batch_size: int, handshake_timeout: float) -> None:
         model = self.encoder.model
@@ -370,13 +366,7 @@ def _prefetch(items: Iterator[T], depth: int, stop: threading.Event) -> Iterator
     ready: queue.Queue = queue.Queue(maxsize=depth)
 
     def offer(entry: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(entry, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_while(ready, entry, lambda: not stop.is_set())
 
     def fill() -> None:
         try:
