@@ -108,7 +108,7 @@ def run_once(system: str, inputs: Path, label: str, link: str, work: Path, model
     # Outputs stay until the end: creating files where thousands were just deleted is slow on ext4.
     out = Path(tempfile.mkdtemp(dir=work, prefix="out-"))
     os.sync()  # earlier runs' dirty pages are not this run's to flush
-    save_as = "npz" if inputs.suffix == ".npy" and system == "latentlink" else "png"
+    save_as = "npz" if inputs.suffix == ".npz" and system == "latentlink" else "png"
     receiver = Receiver(system, out, models, save_as)
     rate, latency = LINKS[link]
     try:
@@ -162,7 +162,7 @@ class _Direct:
 
 
 def prepare(work: Path, data: Path, sizes: list[int]) -> dict[str, Path]:
-    """Writes the MNIST digits as PNG folders of each size and as .npy arrays (cached in `work`)."""
+    """Writes the MNIST digits as PNG folders of each size and as .npz arrays (cached in `work`)."""
     train, test = load_mnist(data)
     digits = np.concatenate([test, train])
     inputs = {}
@@ -173,9 +173,9 @@ def prepare(work: Path, data: Path, sizes: list[int]) -> dict[str, Path]:
             for i in range(n):
                 (folder / f"{i:05d}.png").write_bytes(encode_png(digits[i]))
         inputs[f"folder {n:,}"] = folder
-        array = work / f"digits-{n}.npy"
+        array = work / f"digits-{n}.npz"
         if not array.exists():
-            np.save(array, digits[:n])
+            np.savez(array, images=digits[:n])
         inputs[f"array {n:,}"] = array
     return inputs
 
@@ -319,8 +319,12 @@ def main() -> int:
         r = runs[-1]
         print(f"# {system:10s} {label:14s} {link:18s} {r.images_per_s:9,.0f} images/s", file=sys.stderr, flush=True)
 
-    for old in args.work.glob("out-*"):
+    leftovers = list(args.work.glob("out-*"))
+    for old in leftovers:
         shutil.rmtree(old, ignore_errors=True)
+    if leftovers:  # ext4 is slow to create files where many were deleted in the last ~30 s
+        os.sync()
+        time.sleep(30)
     for link in args.links:
         shutil.rmtree(models, ignore_errors=True)  # the first run on each link transfers the decoder
         run("latentlink", "folder 10,000", link)
@@ -332,6 +336,7 @@ def main() -> int:
     run("latentlink", "array 10,000", "loopback")
     run("baseline", "array 10,000", "loopback")
     run("latentlink", f"array {big:,}", "loopback")
+    run("baseline", f"array {big:,}", "loopback")
     # The same path with the seed's MLP, whose decoder costs a few µs instead of ~90: the pipeline's own ceiling.
     light = f"array {big:,}, seed-k64"
     inputs[light] = inputs[f"array {big:,}"]

@@ -159,7 +159,8 @@ def format_dry_run(report, model) -> str:
     """Renders what `--dry-run` predicts."""
     readable = max(report.sent, 1)
     lines = [
-        f"dry run: {report.images} images, {report.sent} readable, {len(report.failed)} not; nothing was sent",
+        f"dry run: {report.images} images, {report.sent} would be sent, {len(report.failed)} would fail; "
+        "nothing was sent",
         f"  model {model.name} (decoder {model.decoder.digest[:12]}): a receiver without this decoder first "
         f"receives {_size(report.model_bytes)} once",
         f"  wire ({report.encoding} latents): {report.payload_bytes / readable:.1f} B of latents per image, "
@@ -168,7 +169,7 @@ def format_dry_run(report, model) -> str:
     ]
     if report.expected_quality is not None:
         lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
-    lines += [f"  UNREADABLE {name}: {reason}" for name, reason in list(report.failed.items())[:20]]
+    lines += [f"  WOULD FAIL {name}: {reason}" for name, reason in list(report.failed.items())[:20]]
     return "\n".join(lines)
 
 

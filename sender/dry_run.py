@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from sender.encode import BatchEncoder, QualityMeter
+from sender.parallel import name_clashes
 from sender.session import SendReport, load_batch
 from shared.image_io import SourceImage
 from shared.latent_codec import latents_to_batch, wire_latents
@@ -30,6 +31,8 @@ def dry_run(
     """
     model = encoder.model
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
+    report.failed.update(clashes := name_clashes(sources))
+    sources = [s for s in sources if s.name not in clashes]
     report.encoding = pb.LatentEncoding.Name(encoding).removeprefix("LATENT_ENCODING_").lower()
     report.model_bytes = len(network_to_bytes(model.decoder.network))
     quality = QualityMeter(exact_images=len(sources))

@@ -101,5 +101,5 @@ def test_dry_run_text_report_and_unreadable_files(tmp_path):
         cwd=REPO,
     )
     assert result.returncode == 1
-    assert "dry run: 2 images, 1 readable, 1 not; nothing was sent" in result.stdout
-    assert "UNREADABLE notes.txt: not a readable image" in result.stdout and "Traceback" not in result.stderr
+    assert "dry run: 2 images, 1 would be sent, 1 would fail; nothing was sent" in result.stdout
+    assert "WOULD FAIL notes.txt: not a readable image" in result.stdout and "Traceback" not in result.stderr
