@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         epilog="examples:\n"
         "  sender --target localhost:50051 samples/mnist/\n"
-        "  sender --target localhost:50051 --dry-run photos/          # bytes and quality, without sending\n"
+        "  sender --dry-run photos/                                   # bytes and quality, without sending\n"
         "  sender --target rx1:50051,rx2:50051,rx3:50051 --streams 6 digits.npz   # spread over receivers\n"
         "  sender --target dns:///receivers.internal:50051 --streams 8 --json images/\n"
         "  sender --target rx.example:443 --tls-ca ca.pem --token-file token images/",

@@ -18,6 +18,8 @@ __all__ = ["merge_reports", "name_clashes", "send_parallel", "split_evenly"]
 
 # Time for the channel to finish connecting to every receiver after the first answered.
 SETTLE_S = 0.25
+# Longest wait for a first connection before the streams start anyway (and report what they find).
+CONNECT_WAIT_S = 5.0
 
 
 def split_evenly(sources: Sequence[SourceImage], parts: int) -> list[Sequence[SourceImage]]:
@@ -52,7 +54,7 @@ def send_parallel(
         return _with_clashes(report, clashes)
     reports: list[SendReport | None] = [None] * len(parts)
     with open_channel(target, credentials) as channel:
-        _connect(channel, options.get("handshake_timeout", 20.0))
+        _connect(channel, min(options.get("handshake_timeout", 20.0), CONNECT_WAIT_S))
 
         def run(index: int) -> None:
             reports[index] = send_images(
