@@ -93,7 +93,6 @@ def send_images(
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_S,
     channel: grpc.Channel | None = None,
-    started: threading.Event | None = None,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
@@ -101,8 +100,7 @@ def send_images(
     The images land in the receiver's folder for `session` (default: a fresh, unique name). If the
     stream breaks after a handshake, the sender reconnects with backoff for up to `retry_for`
     seconds and resends only the images not yet acknowledged, under the same session. A given
-    `channel` is used (and left open) instead of opening one to `target`. `started` is set at
-    the first handshake, or when the session ends without one.
+    `channel` is used (and left open) instead of opening one to `target`.
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     report.session = session or new_session_name()
@@ -110,9 +108,8 @@ def send_images(
     own_channel = channel is None
     channel = channel or open_channel(target, credentials)
     quality = QualityMeter()
-    started = started or threading.Event()
     options = _Options(
-        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress, started
+        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress
     )
     stub = latentlink_pb2_grpc.LatentLinkStub(channel)
     next_seq, backoff, give_up_at = 0, 0.25, None
@@ -147,7 +144,6 @@ def send_images(
             time.sleep(backoff)
             backoff = min(2 * backoff, 5.0)
     finally:
-        started.set()
         if own_channel:
             channel.close()
     reason = f"not delivered: {report.error or 'the receiver did not acknowledge it'}"
@@ -168,7 +164,6 @@ class _Options:
     offered: list[int]
     metadata: list[tuple[str, str]]
     on_progress: Callable[[int, int], None]  # (images done, wire bytes) since the last call
-    started: threading.Event  # set at the first handshake
 
 
 class _Session:
@@ -177,7 +172,7 @@ class _Session:
     def __init__(self, stub, options: _Options, report: SendReport, quality: QualityMeter, first_seq: int) -> None:
         self.stub, self.report, self.quality = stub, report, quality
         self.encoder, self.offered, self.metadata = options.encoder, options.offered, options.metadata
-        self.on_progress, self.started = options.on_progress, options.started
+        self.on_progress = options.on_progress
         self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
         self.output_format = pb.OUTPUT_FORMAT_PNG
         self.next_seq = first_seq
@@ -234,7 +229,6 @@ class _Session:
         finally:
             watchdog.cancel()
         self.handshake_seen = True
-        self.started.set()
         if handshake.protocol_version != PROTOCOL_VERSION:
             raise SessionError(f"receiver speaks protocol {handshake.protocol_version}, this sender {PROTOCOL_VERSION}")
         if handshake.encoding not in self.offered:
