@@ -93,7 +93,7 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
         try:
             fd = os.open(temporary, _CREATE_NEW, 0o644)
             try:
-                os.write(fd, data)
+                _write_all(fd, data)
                 if _SYNCFS is None:
                     os.fsync(fd)
             finally:
@@ -120,6 +120,12 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
     except OSError as exc:  # the renames may not survive a crash: the sender must not count on them
         errors.update((i, f"write failed: {exc}") for i in temporaries)
     return errors
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a full disk can make a write short before it fails outright
+        view = view[os.write(fd, view) :]
 
 
 def _discard(temporary: str) -> None:
