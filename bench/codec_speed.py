@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.mnist import load_mnist
-from shared.model_dir import load_model_dir
-from shared.network_runtime import CompiledNetwork
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.network_runtime import CompiledNetwork
+from latentlink.train.mnist import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 

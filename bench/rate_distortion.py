@@ -24,11 +24,11 @@ import imagecodecs
 import numpy as np
 from PIL import Image
 
-from shared.image_io import find_sources, read_image
-from shared.latent_codec import ENCODING_NAMES
-from shared.metrics import Quality, quality, to_uint8
-from shared.mnist import load_mnist
-from shared.model_dir import MODELS_DIR, load_model_dir
+from latentlink.shared.image_io import find_sources, read_image
+from latentlink.shared.latent_codec import ENCODING_NAMES
+from latentlink.shared.metrics import Quality, quality, to_uint8
+from latentlink.shared.model_dir import load_model_dir, shipped_model_dir, shipped_model_dirs
+from latentlink.train.mnist import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -115,9 +115,9 @@ def pca_rows(x_train: np.ndarray, images: np.ndarray, widths=(8, 16, 32, 64)) ->
 
 def session_row(label: str, model_dir: Path, encoding: str, images: np.ndarray, workdir: Path) -> Row:
     """Streams all images through a real loopback receiver and measures what it wrote."""
-    from receiver.server import create_server
-    from sender.encode import BatchEncoder
-    from sender.session import send_images
+    from latentlink.receiver.server import create_server
+    from latentlink.sender.encode import BatchEncoder
+    from latentlink.sender.session import send_images
 
     array = workdir / "x_test.npy"
     if not array.exists():
@@ -174,12 +174,12 @@ def main() -> None:
     images = x_test[: args.limit]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
-        ladder = sorted(p for p in MODELS_DIR.glob("q*") if (p / "decoder.lln").is_file())
+        ladder = [p for p in shipped_model_dirs() if p.name.startswith("q")]
         for model_dir in ladder:
             rows.append(session_row(f"latentlink {model_dir.name} (ans)", model_dir, "ans", images, Path(tmp)))
             print(f"  {rows[-1].method}: {rows[-1].bytes_per_image:.2f} B, {rows[-1].quality.psnr:.2f} dB", flush=True)
-        rows.append(session_row("seed-k64 (float64)", MODELS_DIR / "seed-k64", "float64", images, Path(tmp)))
-        rows.append(session_row("conv-k64 (float32)", MODELS_DIR / "conv-k64", "float32", images, Path(tmp)))
+        rows.append(session_row("seed-k64 (float64)", shipped_model_dir("seed-k64"), "float64", images, Path(tmp)))
+        rows.append(session_row("conv-k64 (float32)", shipped_model_dir("conv-k64"), "float32", images, Path(tmp)))
     rows += pca_rows(x_train, images)
     rows += classic_rows(images)
     rows.sort(key=lambda r: (r.method.startswith("latentlink") is False, r.bytes_per_image))

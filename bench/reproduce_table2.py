@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sender.encode import BatchEncoder
-from shared.metrics import Quality, quality, to_uint8
-from shared.mnist import load_mnist
-from shared.model_dir import load_model_dir
-from shared.train_cli import TrainConfig, evaluate, train_autoencoder
+from latentlink.sender.encode import BatchEncoder
+from latentlink.shared.metrics import Quality, quality, to_uint8
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.train.cli import TrainConfig, evaluate, train_autoencoder
+from latentlink.train.mnist import load_mnist
 
 SEED_TABLE2 = {64: 0.011, 50: 0.012, 36: 0.013, 22: 0.014}  # "RMSE" in the note; really MSE
 REPO = Path(__file__).resolve().parent.parent

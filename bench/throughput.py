@@ -36,13 +36,13 @@ sys.path.insert(0, str(REPO / "bench"))
 from link_relay import LinkRelay  # noqa: E402
 from png_baseline import pack_batch, unpack_batch  # noqa: E402
 
-from receiver.output import write_files_durably  # noqa: E402
-from shared.image_io import encode_png, read_image  # noqa: E402
-from shared.latent_codec import latents_from_batch, latents_to_batch  # noqa: E402
-from shared.mnist import load_mnist  # noqa: E402
-from shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
-from shared.proto import latentlink_pb2 as pb  # noqa: E402
-from shared.protocol import DEFAULT_BATCH_IMAGES  # noqa: E402
+from latentlink.receiver.output import write_files_durably  # noqa: E402
+from latentlink.shared.image_io import encode_png, read_image  # noqa: E402
+from latentlink.shared.latent_codec import latents_from_batch, latents_to_batch  # noqa: E402
+from latentlink.shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
+from latentlink.shared.proto import latentlink_pb2 as pb  # noqa: E402
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES  # noqa: E402
+from latentlink.train.mnist import load_mnist  # noqa: E402
 
 LINKS = {"loopback": (None, 0.0), "10 Mbit/s, 10 ms": (10e6, 0.010), "1 Mbit/s, 40 ms": (1e6, 0.040)}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
@@ -80,7 +80,8 @@ class Receiver:
 
     def __init__(self, system: str, out: Path, models: Path, save_as: str = "png") -> None:
         if system == "latentlink":
-            command = ["-m", "receiver", "--listen", "127.0.0.1:0", "--out", str(out), "--models", str(models)]
+            command = ["-m", "latentlink.receiver", "--listen", "127.0.0.1:0", "--out", str(out)]
+            command += ["--models", str(models)]
             command += ["--json", "--quiet", "--save-as", save_as]
         else:
             command = [str(REPO / "bench" / "png_baseline.py"), "receive", "--out", str(out)]
@@ -115,7 +116,8 @@ def run_once(system: str, inputs: Path, label: str, link: str, work: Path, model
         with LinkRelay(("127.0.0.1", receiver.port), rate, latency) if rate else _Direct(receiver.address) as path:
             cpu_before = receiver.cpu_s()
             if system == "latentlink":
-                command = [sys.executable, "-m", "sender", "--target", path.address, "--json", *extra, str(inputs)]
+                command = [sys.executable, "-m", "latentlink.sender", "--target", path.address, "--json"]
+                command += [*extra, str(inputs)]
             else:
                 command = [sys.executable, str(REPO / "bench" / "png_baseline.py"), "send"]
                 command += ["--target", path.address, str(inputs)]
@@ -182,7 +184,7 @@ def prepare(work: Path, data: Path, sizes: list[int]) -> dict[str, Path]:
 
 def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAGES) -> list[tuple[str, str, float]]:
     """CPU microseconds per image of each stage of both systems, each stage timed alone."""
-    from sender.encode import BatchEncoder
+    from latentlink.sender.encode import BatchEncoder
 
     model = load_model_dir(default_model_dir())
     codec = BatchEncoder(model, "cpu")

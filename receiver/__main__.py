@@ -1,5 +1,5 @@
 import sys
 
-from receiver.cli import main
+from latentlink.receiver.cli import main
 
 sys.exit(main())

@@ -6,7 +6,7 @@ import hmac
 
 import grpc
 
-from shared.auth import AUTH_HEADER
+from latentlink.shared.auth import AUTH_HEADER
 
 __all__ = ["TokenAuthInterceptor"]
 

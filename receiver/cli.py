@@ -11,8 +11,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.cli_help import HelpFormatter
-from shared.protocol import DEFAULT_PORT
+from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.protocol import DEFAULT_PORT
 
 __all__ = ["build_parser", "main"]
 
@@ -69,17 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one JSON object per line: the address when listening, then a summary per finished session",
     )
     parser.add_argument("--quiet", action="store_true", help="log warnings only")
+    add_version(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_process()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s receiver %(levelname)s %(message)s",
     )
-    from receiver.server import create_server
-    from shared.auth import read_token
+    from latentlink.receiver.server import create_server
+    from latentlink.shared.auth import read_token
 
     try:
         token = read_token(args.token_file)
@@ -91,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not (args.tls_cert and args.tls_key):
             print("receiver: error: TLS needs both --tls-cert and --tls-key", file=sys.stderr)
             return 2
-        from shared.tls import server_credentials
+        from latentlink.shared.tls import server_credentials
 
         try:
             credentials = server_credentials(args.tls_cert, args.tls_key, args.tls_client_ca)
@@ -100,15 +102,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
 
     if args.device != "auto":
-        from shared.network_runtime import resolve_device
+        from latentlink.shared.network_runtime import resolve_device
 
         try:
             resolve_device(args.device)
         except RuntimeError as exc:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
-    from shared.proto import latentlink_pb2 as pb
-    from shared.tf_import import tensorflow
+    from latentlink.shared.proto import latentlink_pb2 as pb
+    from latentlink.shared.tf_import import tensorflow
 
     tensorflow()  # imported now, not while the first sender waits
     output_format = pb.OUTPUT_FORMAT_NPZ if args.save_as == "npz" else pb.OUTPUT_FORMAT_PNG

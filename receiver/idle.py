@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from shared.queues import put_while
+from latentlink.shared.queues import put_while
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT_S", "with_idle_limit"]
 

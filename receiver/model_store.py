@@ -10,8 +10,8 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from shared.model_format import ModelFormatError, NetworkInfo, parse_network
-from shared.proto import model_pb2
+from latentlink.shared.model_format import ModelFormatError, NetworkInfo, parse_network
+from latentlink.shared.proto import model_pb2
 
 __all__ = ["ModelStore", "is_digest"]
 
@@ -59,7 +59,7 @@ class ModelStore:
 
     def decoder(self, digest: str):
         """Returns the compiled decoder for a cached digest, re-verifying the file on first use."""
-        from shared.network_runtime import CompiledNetwork
+        from latentlink.shared.network_runtime import CompiledNetwork
 
         with self._lock:
             if digest in self._loaded:

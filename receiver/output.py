@@ -11,8 +11,8 @@ import secrets
 from collections.abc import Sequence
 from pathlib import Path
 
-from shared.image_io import output_name
-from shared.protocol import MAX_NAME_BYTES
+from latentlink.shared.image_io import output_name
+from latentlink.shared.protocol import MAX_NAME_BYTES
 
 __all__ = ["UnsafeNameError", "output_path", "remove_stale_temporaries", "write_files_durably"]
 

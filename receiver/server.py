@@ -10,13 +10,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from receiver.auth import TokenAuthInterceptor
-from receiver.idle import DEFAULT_IDLE_TIMEOUT_S
-from receiver.model_store import ModelStore
-from receiver.servicer import LatentLinkServicer
-from shared.proto import latentlink_pb2 as pb
-from shared.proto import latentlink_pb2_grpc
-from shared.protocol import server_options
+from latentlink.receiver.auth import TokenAuthInterceptor
+from latentlink.receiver.idle import DEFAULT_IDLE_TIMEOUT_S
+from latentlink.receiver.model_store import ModelStore
+from latentlink.receiver.servicer import LatentLinkServicer
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.proto import latentlink_pb2_grpc
+from latentlink.shared.protocol import server_options
 
 __all__ = ["MAX_SESSIONS", "SERVICE_NAME", "create_server"]
 

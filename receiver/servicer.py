@@ -15,17 +15,17 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from receiver.idle import DEFAULT_IDLE_TIMEOUT_S, with_idle_limit
-from receiver.model_store import ModelStore, is_digest
-from receiver.output import UnsafeNameError, output_path, remove_stale_temporaries, write_files_durably
-from shared.entropy_coding import EntropyTables
-from shared.image_io import batch_file_name, encode_png
-from shared.latent_codec import LatentCodecError, latents_from_batch
-from shared.metrics import to_uint8
-from shared.model_format import ModelFormatError
-from shared.proto import latentlink_pb2 as pb
-from shared.proto import latentlink_pb2_grpc
-from shared.protocol import (
+from latentlink.receiver.idle import DEFAULT_IDLE_TIMEOUT_S, with_idle_limit
+from latentlink.receiver.model_store import ModelStore, is_digest
+from latentlink.receiver.output import UnsafeNameError, output_path, remove_stale_temporaries, write_files_durably
+from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.image_io import batch_file_name, encode_png
+from latentlink.shared.latent_codec import LatentCodecError, latents_from_batch
+from latentlink.shared.model_format import ModelFormatError
+from latentlink.shared.network_runtime import decode_images
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.proto import latentlink_pb2_grpc
+from latentlink.shared.protocol import (
     MAX_BATCH_IMAGES,
     MAX_MESSAGE_BYTES,
     MAX_MODEL_BYTES,
@@ -213,7 +213,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             except (UnsafeNameError, ValueError) as exc:
                 acks.failures.append(pb.ImageFailure(seq=batch.first_seq + row, error=str(exc)))
         rows = sorted(targets)
-        pixels = to_uint8(session.decoder(decoded.latents[rows].astype(np.float32))) if rows else []
+        pixels = decode_images(session.decoder, decoded.latents[rows]) if rows else []
         session.decode_s += time.perf_counter() - started
         return acks, {batch.first_seq + row: (targets[row], image) for row, image in zip(rows, pixels, strict=True)}
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sender.encode import BatchEncoder
-from shared.image_io import read_image
-from shared.model_dir import load_model_dir
+from latentlink.sender.encode import BatchEncoder
+from latentlink.shared.image_io import read_image
+from latentlink.shared.model_dir import load_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 SCALE, LABEL_WIDTH = 3, 170

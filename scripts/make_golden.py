@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sender.encode import BatchEncoder
-from shared.image_io import read_image
-from shared.latent_codec import latents_to_batch
-from shared.model_dir import default_model_dir, load_model_dir
-from shared.proto import latentlink_pb2 as pb
+from latentlink.sender.encode import BatchEncoder
+from latentlink.shared.image_io import read_image
+from latentlink.shared.latent_codec import latents_to_batch
+from latentlink.shared.model_dir import default_model_dir, load_model_dir
+from latentlink.shared.proto import latentlink_pb2 as pb
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from shared.mnist import load_mnist
+from latentlink.train.mnist import load_mnist
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.model_dir import load_model_dir
+from latentlink.shared.model_dir import load_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER = ["q1", "q2", "q3", "q4", "q5", "conv-k64", "seed-k64"]

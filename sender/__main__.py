@@ -1,5 +1,5 @@
 import sys
 
-from sender.cli import main
+from latentlink.sender.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ import socket
 
 import grpc
 
-from shared.protocol import channel_options
+from latentlink.shared.protocol import channel_options
 
 __all__ = ["TargetError", "channel_target", "open_channel"]
 

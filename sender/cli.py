@@ -10,10 +10,10 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shared.cli_help import HelpFormatter
-from shared.latent_codec import ENCODING_NAMES
-from shared.model_dir import DEFAULT_QUALITY, QUALITIES
-from shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, SESSION_NAME
+from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.latent_codec import ENCODING_NAMES
+from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, SESSION_NAME
 
 # Each stream holds a session slot on a receiver, and a receiver has 32.
 MAX_STREAMS = 32
@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_version(parser)
     return parser
 
 
@@ -225,8 +226,9 @@ def _report_json(report, target: str | None, model) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_process()
     args = build_parser().parse_args(argv)
-    from shared.tf_import import import_in_background, protect_stderr
+    from latentlink.shared.tf_import import import_in_background, protect_stderr
 
     protect_stderr()  # TensorFlow is imported in the background while the files are listed and the session starts
     import_in_background()
@@ -236,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.streams <= MAX_STREAMS:
         return _fail(f"--streams must be between 1 and {MAX_STREAMS}")
     if args.target:
-        from sender.channel import TargetError, channel_target
+        from latentlink.sender.channel import TargetError, channel_target
 
         try:
             channel_target(args.target)
@@ -248,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f'--session "{args.session}" must be 1-64 of [A-Za-z0-9._-], not starting with a dot')
     if args.model and args.quality:
         return _fail("give --model or --quality, not both")
-    from shared.auth import read_token
+    from latentlink.shared.auth import read_token
 
     try:
         token = read_token(args.token_file)
@@ -256,15 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"cannot read the token: {exc}")
     credentials = None
     if args.tls or args.tls_ca or args.tls_cert or args.tls_key:
-        from shared.tls import channel_credentials
+        from latentlink.shared.tls import channel_credentials
 
         try:
             credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
         except (OSError, ValueError) as exc:
             return _fail(str(exc))
-    from shared.image_io import ImageError, find_sources
-    from shared.model_dir import load_model_dir, quality_model_dir
-    from shared.model_format import ModelFormatError
+    from latentlink.shared.image_io import ImageError, find_sources
+    from latentlink.shared.model_dir import load_model_dir, quality_model_dir
+    from latentlink.shared.model_format import ModelFormatError
 
     try:
         model = load_model_dir(args.model or quality_model_dir(args.quality or DEFAULT_QUALITY))
@@ -274,9 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
-    from sender.encode import BatchEncoder
-    from sender.parallel import send_parallel
-    from sender.session import new_session_name
+    from latentlink.sender.encode import BatchEncoder
+    from latentlink.sender.parallel import send_parallel
+    from latentlink.sender.session import new_session_name
 
     try:
         encoder = BatchEncoder(model, args.device)
@@ -295,8 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with progress as bar:
         if args.dry_run:
-            from sender.dry_run import dry_run
-            from shared.latent_codec import supported_encodings
+            from latentlink.sender.dry_run import dry_run
+            from latentlink.shared.latent_codec import supported_encodings
 
             encoding = (encodings or supported_encodings(encoder.tables))[0]
             report = dry_run(sources, encoder, encoding, args.batch_size, progress_meter(bar))

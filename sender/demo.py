@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.cli_help import HelpFormatter
+from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.resources import package_folder
 
 __all__ = ["main"]
-
-REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO / "samples" / "mnist"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,14 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a receiver and a sender on this machine over the sample MNIST digits.",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--images", type=Path, default=SAMPLES, help="images to send")
+    parser.add_argument("--images", type=Path, default=None, help="images to send (default: the shipped sample digits)")
     parser.add_argument("--workdir", type=Path, default=Path("demo-output"), help="receiver output and cache")
     parser.add_argument("--model", type=Path, default=None, help="model folder (default: the shipped default)")
+    add_version(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_process()
     args = build_parser().parse_args(argv)
+    args.images = args.images or package_folder("samples", "mnist")
     out, models = args.workdir / "received", args.workdir / "decoders"
     receiver = subprocess.Popen(
         [
@@ -63,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"$ sender --target {target} --session demo {os.path.relpath(args.images)}")
         sender_args = ["--target", target, "--session", "demo", str(args.images)]
         sender_args += ["--model", str(args.model)] if args.model else []
-        code = subprocess.run([sys.executable, "-m", "sender", *sender_args]).returncode
+        code = subprocess.run([sys.executable, "-m", "latentlink.sender", *sender_args]).returncode
         if code == 0:
             _report_written_quality(args.images, out / "demo")
         return code
@@ -74,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report_written_quality(images: Path, out: Path) -> None:
     """Measures the PNGs the receiver wrote against the originals, as a user would."""
-    from shared.image_io import read_image
-    from shared.metrics import quality
+    from latentlink.shared.image_io import read_image
+    from latentlink.shared.metrics import quality
 
     names = sorted(p.relative_to(images) for p in images.rglob("*.png"))
     originals = np.stack([read_image(images / n, (28, 28)) for n in names])

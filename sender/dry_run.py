@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from sender.encode import BatchEncoder, QualityMeter
-from sender.parallel import name_clashes
-from sender.session import SendReport, load_batch
-from shared.image_io import SourceImage
-from shared.latent_codec import latents_to_batch, wire_latents
-from shared.model_format import network_to_bytes
-from shared.proto import latentlink_pb2 as pb
-from shared.protocol import DEFAULT_BATCH_IMAGES
+from latentlink.sender.encode import BatchEncoder, QualityMeter
+from latentlink.sender.parallel import name_clashes
+from latentlink.sender.session import SendReport, load_batch
+from latentlink.shared.image_io import SourceImage
+from latentlink.shared.latent_codec import latents_to_batch, wire_latents
+from latentlink.shared.model_format import network_to_bytes
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
 
 __all__ = ["dry_run"]
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from shared.entropy_coding import EntropyTables
-from shared.metrics import Quality, to_uint8
-from shared.model_dir import ModelFiles
-from shared.network_runtime import CompiledNetwork, resolve_device
+from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.metrics import Quality
+from latentlink.shared.model_dir import ModelFiles
+from latentlink.shared.network_runtime import CompiledNetwork, decode_images, resolve_device
 
 __all__ = ["BatchEncoder", "QualityMeter"]
 
@@ -54,7 +54,7 @@ class BatchEncoder:
 
     def reconstruct(self, latents: np.ndarray) -> np.ndarray:
         """Decodes latents to the uint8 images a receiver will write."""
-        return to_uint8(self._networks.result()[1](latents))
+        return decode_images(self._networks.result()[1], latents)
 
 
 @dataclass

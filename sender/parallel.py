@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import grpc
 
-from sender.channel import open_channel
-from sender.encode import BatchEncoder
-from sender.session import SendReport, send_images
-from shared.image_io import SourceImage, output_name
-from shared.metrics import Quality
+from latentlink.sender.channel import open_channel
+from latentlink.sender.encode import BatchEncoder
+from latentlink.sender.session import SendReport, send_images
+from latentlink.shared.image_io import SourceImage, output_name
+from latentlink.shared.metrics import Quality
 
 __all__ = ["merge_reports", "name_clashes", "send_parallel", "split_evenly"]
 

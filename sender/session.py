@@ -15,17 +15,17 @@ from typing import TypeVar
 import grpc
 import numpy as np
 
-from sender.channel import open_channel
-from sender.encode import BatchEncoder, QualityMeter
-from shared.auth import bearer_metadata
-from shared.image_io import ImageError, SourceImage, batch_file_name, output_name
-from shared.latent_codec import latents_to_batch, supported_encodings, wire_latents
-from shared.metrics import Quality
-from shared.model_format import network_to_bytes
-from shared.proto import latentlink_pb2 as pb
-from shared.proto import latentlink_pb2_grpc
-from shared.protocol import DEFAULT_BATCH_IMAGES, MODEL_CHUNK_BYTES, PROTOCOL_VERSION
-from shared.queues import put_while
+from latentlink.sender.channel import open_channel
+from latentlink.sender.encode import BatchEncoder, QualityMeter
+from latentlink.shared.auth import bearer_metadata
+from latentlink.shared.image_io import ImageError, SourceImage, batch_file_name, output_name
+from latentlink.shared.latent_codec import latents_to_batch, supported_encodings, wire_latents
+from latentlink.shared.metrics import Quality
+from latentlink.shared.model_format import network_to_bytes
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.proto import latentlink_pb2_grpc
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MODEL_CHUNK_BYTES, PROTOCOL_VERSION
+from latentlink.shared.queues import put_while
 
 __all__ = ["SendReport", "SessionError", "new_session_name", "send_images"]
 

@@ -1,10 +1,11 @@
-"""Help formatting shared by the command-line tools."""
+"""What the command-line tools share: help formatting, --version, and a quiet process environment."""
 
 from __future__ import annotations
 
 import argparse
+import os
 
-__all__ = ["HelpFormatter"]
+__all__ = ["HelpFormatter", "add_version", "quiet_process"]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -14,3 +15,22 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         if action.default in (None, False) or action.default is argparse.SUPPRESS:
             return action.help or ""
         return super()._get_help_string(action)
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """Adds --version, printing the installed package's version."""
+    from latentlink import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s (latentlink) {__version__}")
+
+
+def quiet_process() -> None:
+    """Keeps TensorFlow's and gRPC's C++ logs off this command's terminal; users can still raise them.
+
+    Called first thing in each command's `main`: it changes this process's
+    environment only, never a program that imports latentlink as a library.
+    """
+    # TensorFlow's C++ start-up chatter (CUDA probing, oneDNN notes) drowns our one-line messages.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # gRPC's C core logs failed binds and TLS handshakes at info level; our errors already say why.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")

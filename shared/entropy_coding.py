@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from shared.model_format import tensor_from_array, tensor_to_array
-from shared.proto import model_pb2
+from latentlink.shared.model_format import tensor_from_array, tensor_to_array
+from latentlink.shared.proto import model_pb2
 
 __all__ = ["BitstreamError", "EntropyTables"]
 

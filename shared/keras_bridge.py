@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
-from shared.model_format import FORMAT_VERSION, NetworkInfo, tensor_from_array, tensor_to_array
-from shared.proto import model_pb2
+from latentlink.shared.model_format import FORMAT_VERSION, NetworkInfo, tensor_from_array, tensor_to_array
+from latentlink.shared.proto import model_pb2
+from latentlink.shared.tf_import import tensorflow
+
+tensorflow()  # imports TensorFlow and Keras quietly, without writing to ~/.keras
+import keras  # noqa: E402
 
 __all__ = ["OneFilterConv2D", "keras_from_network", "network_from_keras"]
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shared.entropy_coding import BitstreamError, EntropyTables
-from shared.proto import latentlink_pb2 as pb
-from shared.protocol import MAX_BATCH_IMAGES, MAX_NAME_BYTES
+from latentlink.shared.entropy_coding import BitstreamError, EntropyTables
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.protocol import MAX_BATCH_IMAGES, MAX_NAME_BYTES
 
 __all__ = [
     "ENCODING_NAMES",

@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shared.model_format import ModelFormatError, NetworkInfo, network_to_bytes, parse_network
-from shared.proto import model_pb2
+from latentlink.shared.model_format import ModelFormatError, NetworkInfo, network_to_bytes, parse_network
+from latentlink.shared.proto import model_pb2
+from latentlink.shared.resources import package_folder
 
 __all__ = [
     "CARD_FILE",
@@ -21,6 +22,8 @@ __all__ = [
     "load_model_dir",
     "quality_model_dir",
     "save_model_dir",
+    "shipped_model_dir",
+    "shipped_model_dirs",
 ]
 
 ENCODER_FILE = "encoder.lln"
@@ -49,7 +52,6 @@ class ModelFiles:
         return self.decoder.output_shape
 
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 # The rate-distortion ladder ships as models/q1 .. q5; q4 is the balanced default.
 QUALITIES = (1, 2, 3, 4, 5)
 DEFAULT_QUALITY = 4
@@ -59,12 +61,22 @@ def quality_model_dir(quality: int) -> Path:
     """Returns the folder of a shipped ladder model."""
     if quality not in QUALITIES:
         raise ValueError(f"quality {quality} is not one of {QUALITIES}")
-    return MODELS_DIR / f"q{quality}"
+    return shipped_model_dir(f"q{quality}")
+
+
+def shipped_model_dir(name: str) -> Path:
+    """Returns the folder of a model shipped in the package, by its folder name (q4, conv-k64, ...)."""
+    return package_folder("models", name)
 
 
 def default_model_dir() -> Path:
     """Returns the shipped default model's folder."""
     return quality_model_dir(DEFAULT_QUALITY)
+
+
+def shipped_model_dirs() -> list[Path]:
+    """Returns the folders of every model shipped in the package, sorted by name."""
+    return sorted(folder for folder in package_folder("models").iterdir() if (folder / DECODER_FILE).is_file())
 
 
 def save_model_dir(

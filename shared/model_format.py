@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from shared.proto import model_pb2
+from latentlink.shared.proto import model_pb2
 
 __all__ = [
     "FORMAT_VERSION",

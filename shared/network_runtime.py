@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.model_format import NetworkInfo
-from shared.tf_import import freeze_heap, tensorflow
+from latentlink.shared.metrics import to_uint8
+from latentlink.shared.model_format import NetworkInfo
+from latentlink.shared.tf_import import freeze_heap, tensorflow
 
-__all__ = ["DEVICES", "CompiledNetwork", "resolve_device"]
+__all__ = ["DEVICES", "CompiledNetwork", "decode_images", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -30,7 +31,7 @@ class CompiledNetwork:
 
     def __init__(self, info: NetworkInfo, device: str = "auto") -> None:
         tf = tensorflow()
-        from shared.keras_bridge import keras_from_network
+        from latentlink.shared.keras_bridge import keras_from_network
 
         self.info = info
         self.device = resolve_device(device)
@@ -52,3 +53,8 @@ class CompiledNetwork:
         if batch.shape[1:] != self.info.input_shape:
             raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.info.input_shape}")
         return self._run(tensorflow().constant(batch)).numpy()
+
+
+def decode_images(decoder: CompiledNetwork, latents: np.ndarray) -> np.ndarray:
+    """Decodes a batch of latents to the uint8 images a receiver writes (the one place that does)."""
+    return to_uint8(decoder(np.asarray(latents, np.float32)))

@@ -1,4 +1,4 @@
-"""Imports TensorFlow once, without its C++ start-up chatter on the terminal."""
+"""Imports TensorFlow and Keras once, quietly, without touching the caller's environment or home folder."""
 
 from __future__ import annotations
 
@@ -59,11 +59,33 @@ def tensorflow():
         return _import()
 
 
+@contextlib.contextmanager
+def _import_environment():
+    """Sets, for the import only, what keeps TensorFlow quiet and Keras out of ~/.keras; then restores it.
+
+    Keras writes ~/.keras/keras.json when it is first imported; pointed at a
+    folder that cannot exist, it writes nothing and uses its defaults (which
+    also keeps a user's keras.json, e.g. another backend, from changing us).
+    """
+    saved = {name: os.environ.get(name) for name in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_HOME")}
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read once by TensorFlow's C++ logging
+    os.environ["KERAS_HOME"] = os.path.join(os.devnull, "keras")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @functools.cache
 def _import():
     gc.disable()  # the import allocates ~300k objects: collecting meanwhile only wastes time
     try:
-        with _stderr_silenced():
+        with _stderr_silenced(), _import_environment():
+            import keras  # noqa: F401  (imported here, so that it never writes to the home folder)
             import tensorflow as tf
 
             tf.config.list_logical_devices()

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from shared.proto import latentlink_pb2 as shared_dot_proto_dot_latentlink__pb2
+from latentlink.shared.proto import latentlink_pb2 as latentlink_dot_shared_dot_proto_dot_latentlink__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in shared/proto/latentlink_pb2_grpc.py depends on'
+        + ' but the generated code in latentlink/shared/proto/latentlink_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,8 +36,8 @@ class LatentLinkStub:
         """
         self.Stream = channel.stream_stream(
                 '/latentlink.v1.LatentLink/Stream',
-                request_serializer=shared_dot_proto_dot_latentlink__pb2.SenderMessage.SerializeToString,
-                response_deserializer=shared_dot_proto_dot_latentlink__pb2.ReceiverMessage.FromString,
+                request_serializer=latentlink_dot_shared_dot_proto_dot_latentlink__pb2.SenderMessage.SerializeToString,
+                response_deserializer=latentlink_dot_shared_dot_proto_dot_latentlink__pb2.ReceiverMessage.FromString,
                 _registered_method=True)
 
 
@@ -56,8 +56,8 @@ def add_LatentLinkServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Stream': grpc.stream_stream_rpc_method_handler(
                     servicer.Stream,
-                    request_deserializer=shared_dot_proto_dot_latentlink__pb2.SenderMessage.FromString,
-                    response_serializer=shared_dot_proto_dot_latentlink__pb2.ReceiverMessage.SerializeToString,
+                    request_deserializer=latentlink_dot_shared_dot_proto_dot_latentlink__pb2.SenderMessage.FromString,
+                    response_serializer=latentlink_dot_shared_dot_proto_dot_latentlink__pb2.ReceiverMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -85,8 +85,8 @@ class LatentLink:
             request_iterator,
             target,
             '/latentlink.v1.LatentLink/Stream',
-            shared_dot_proto_dot_latentlink__pb2.SenderMessage.SerializeToString,
-            shared_dot_proto_dot_latentlink__pb2.ReceiverMessage.FromString,
+            latentlink_dot_shared_dot_proto_dot_latentlink__pb2.SenderMessage.SerializeToString,
+            latentlink_dot_shared_dot_proto_dot_latentlink__pb2.ReceiverMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from receiver.server import create_server
-from sender.encode import BatchEncoder
-from shared.model_dir import default_model_dir, load_model_dir
+from latentlink.receiver.server import create_server
+from latentlink.sender.encode import BatchEncoder
+from latentlink.shared.model_dir import default_model_dir, load_model_dir
 
 
 @dataclass

@@ -17,7 +17,7 @@ def test_npy_in_npz_out_with_json_records_on_both_sides(tmp_path: Path, encoder,
     np.save(tmp_path / "digits.npy", images)
     out = tmp_path / "out"
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "receiver", "--listen", "127.0.0.1:0", "--out", str(out)]
+        [sys.executable, "-m", "latentlink.receiver", "--listen", "127.0.0.1:0", "--out", str(out)]
         + ["--models", str(tmp_path / "models"), "--json", "--save-as", "npz", "--quiet"],
         stdout=subprocess.PIPE,
         text=True,
@@ -27,8 +27,8 @@ def test_npy_in_npz_out_with_json_records_on_both_sides(tmp_path: Path, encoder,
         listening = json.loads(receiver.stdout.readline())
         assert listening["event"] == "listening"
         result = subprocess.run(
-            [sys.executable, "-m", "sender", "--target", listening["address"], "--json", "--batch-size", "256"]
-            + ["--session", "arrays", str(tmp_path / "digits.npy")],
+            [sys.executable, "-m", "latentlink.sender", "--target", listening["address"], "--json"]
+            + ["--batch-size", "256", "--session", "arrays", str(tmp_path / "digits.npy")],
             capture_output=True,
             text=True,
             env=ENV,

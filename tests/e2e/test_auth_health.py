@@ -6,10 +6,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from receiver.server import SERVICE_NAME
-from sender.session import send_images
-from shared.auth import read_token
-from shared.image_io import find_sources
+from latentlink.receiver.server import SERVICE_NAME
+from latentlink.sender.session import send_images
+from latentlink.shared.auth import read_token
+from latentlink.shared.image_io import find_sources
 from tests.conftest import SAMPLES
 from tests.e2e.conftest import start_receiver
 

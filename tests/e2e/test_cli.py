@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.image_io import read_image
-from shared.metrics import quality
-from shared.model_dir import default_model_dir, load_model_dir
-from tests.conftest import REPO, SAMPLES
+from latentlink.shared.image_io import read_image
+from latentlink.shared.metrics import quality
+from latentlink.shared.model_dir import default_model_dir, load_model_dir
+from tests.conftest import SAMPLES
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+ENV = dict(os.environ)  # the installed package, not the source folder
 
 
 def _command(name: str) -> list[str]:
-    return [sys.executable, "-m", name]
+    return [sys.executable, "-m", f"latentlink.{name}"]
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import grpc
 import numpy as np
 import pytest
 
-from sender.encode import BatchEncoder
-from sender.session import send_images
-from shared.image_io import find_sources, read_image
-from shared.latent_codec import ENCODING_NAMES
-from shared.model_dir import MODELS_DIR, load_model_dir
+from latentlink.sender.encode import BatchEncoder
+from latentlink.sender.session import send_images
+from latentlink.shared.image_io import find_sources, read_image
+from latentlink.shared.latent_codec import ENCODING_NAMES
+from latentlink.shared.model_dir import load_model_dir, shipped_model_dir
 from tests.conftest import SAMPLES
 
 SESSIONS = 16
@@ -20,7 +20,7 @@ SESSIONS = 16
 
 @pytest.fixture(scope="module")
 def float_encoder() -> BatchEncoder:
-    return BatchEncoder(load_model_dir(MODELS_DIR / "conv-k64"), "cpu")
+    return BatchEncoder(load_model_dir(shipped_model_dir("conv-k64")), "cpu")
 
 
 def test_sixteen_concurrent_sessions_with_the_same_names_land_apart(receiver, encoder, float_encoder):
@@ -47,7 +47,7 @@ def test_sixteen_concurrent_sessions_with_the_same_names_land_apart(receiver, en
 def test_a_session_name_in_use_by_an_open_stream_is_refused(receiver, encoder):
     import threading
 
-    from shared.proto import latentlink_pb2_grpc
+    from latentlink.shared.proto import latentlink_pb2_grpc
     from tests.e2e.test_protocol import _hello
 
     release = threading.Event()
@@ -69,8 +69,8 @@ def test_a_session_name_in_use_by_an_open_stream_is_refused(receiver, encoder):
 def test_a_stalled_sender_is_cut_off_and_others_are_unaffected(tmp_path, encoder):
     import threading
 
-    from receiver.server import create_server
-    from shared.proto import latentlink_pb2_grpc
+    from latentlink.receiver.server import create_server
+    from latentlink.shared.proto import latentlink_pb2_grpc
     from tests.e2e.test_protocol import _hello
 
     server, port = create_server("127.0.0.1:0", tmp_path / "out", tmp_path / "models", "cpu", idle_timeout_s=2.0)

@@ -12,11 +12,11 @@ hypothesis = pytest.importorskip("hypothesis", reason="hypothesis is in the test
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from receiver.server import create_server  # noqa: E402
-from sender.session import send_images  # noqa: E402
-from shared.image_io import find_sources  # noqa: E402
-from shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
-from shared.proto import latentlink_pb2 as pb  # noqa: E402
+from latentlink.receiver.server import create_server  # noqa: E402
+from latentlink.sender.session import send_images  # noqa: E402
+from latentlink.shared.image_io import find_sources  # noqa: E402
+from latentlink.shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
+from latentlink.shared.proto import latentlink_pb2 as pb  # noqa: E402
 from tests.conftest import SAMPLES  # noqa: E402
 
 MODEL = load_model_dir(default_model_dir())

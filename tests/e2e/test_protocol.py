@@ -6,11 +6,11 @@ import grpc
 import numpy as np
 import pytest
 
-from shared.latent_codec import latents_to_batch
-from shared.model_dir import default_model_dir
-from shared.proto import latentlink_pb2 as pb
-from shared.proto import latentlink_pb2_grpc
-from shared.protocol import PROTOCOL_VERSION, channel_options
+from latentlink.shared.latent_codec import latents_to_batch
+from latentlink.shared.model_dir import default_model_dir
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.proto import latentlink_pb2_grpc
+from latentlink.shared.protocol import PROTOCOL_VERSION, channel_options
 
 SESSION = "t"
 
@@ -147,7 +147,7 @@ def test_non_finite_latents_fail_per_image(receiver, default_model):
 
 
 def test_corrupt_bitstream_fails_its_images_and_writes_nothing(receiver, default_model, encoder):
-    from shared.image_io import find_sources
+    from latentlink.shared.image_io import find_sources
     from tests.conftest import SAMPLES
 
     pixels = np.stack([s.load() for s in find_sources(SAMPLES, (28, 28))[:8]])
@@ -180,9 +180,9 @@ def test_batch_for_an_unknown_decoder_digest_is_refused(receiver, default_model)
 
 
 def test_ans_is_refused_for_a_decoder_without_an_entropy_model(receiver):
-    from shared.model_dir import MODELS_DIR, load_model_dir
+    from latentlink.shared.model_dir import load_model_dir, shipped_model_dir
 
-    plain = load_model_dir(MODELS_DIR / "conv-k64")
+    plain = load_model_dir(shipped_model_dir("conv-k64"))
     hello = _hello(plain, encoding=pb.LATENT_ENCODING_ANS)
     with pytest.raises(grpc.RpcError) as failure:
         _stream(receiver.address, [hello])

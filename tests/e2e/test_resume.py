@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from sender.encode import BatchEncoder
-from shared.image_io import read_image
-from shared.model_dir import default_model_dir, load_model_dir
+from latentlink.sender.encode import BatchEncoder
+from latentlink.shared.image_io import read_image
+from latentlink.shared.model_dir import default_model_dir, load_model_dir
 from tests.e2e.test_cli import ENV, _command
 
 IMAGES = 3000

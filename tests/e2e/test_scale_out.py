@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from shared.image_io import read_image
+from latentlink.shared.image_io import read_image
 from tests.conftest import REPO, SAMPLES
 from tests.e2e.conftest import start_receiver
 from tests.e2e.test_cli import ENV
@@ -25,7 +25,7 @@ def three_receivers(tmp_path: Path):
 
 
 def _send(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "sender", "--json", *args]
+    command = [sys.executable, "-m", "latentlink.sender", "--json", *args]
     return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
 
 
@@ -93,7 +93,7 @@ def test_dry_run_text_report_and_unreadable_files(tmp_path):
     (folder / "digit.png").write_bytes((SAMPLES / "test_00000.png").read_bytes())
     (folder / "notes.txt").write_text("not an image")
     result = subprocess.run(
-        [sys.executable, "-m", "sender", "--dry-run", "--quiet", str(folder)],
+        [sys.executable, "-m", "latentlink.sender", "--dry-run", "--quiet", str(folder)],
         capture_output=True,
         text=True,
         env=ENV,

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sender.session import send_images
-from shared.image_io import find_sources, read_image
-from shared.latent_codec import ENCODING_NAMES, wire_latents
-from shared.model_dir import default_model_dir
-from shared.proto import latentlink_pb2_grpc
+from latentlink.sender.session import send_images
+from latentlink.shared.image_io import find_sources, read_image
+from latentlink.shared.latent_codec import ENCODING_NAMES, wire_latents
+from latentlink.shared.model_dir import default_model_dir
+from latentlink.shared.proto import latentlink_pb2_grpc
 from tests.conftest import SAMPLES
 from tests.e2e.conftest import start_receiver
 
@@ -119,7 +119,7 @@ def test_npz_array_of_images_is_sent(receiver, encoder, tmp_path):
 
 
 def test_empty_and_missing_folders_are_errors(tmp_path):
-    from shared.image_io import ImageError
+    from latentlink.shared.image_io import ImageError
 
     with pytest.raises(ImageError, match="has no files"):
         find_sources(tmp_path, (28, 28))

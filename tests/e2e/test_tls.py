@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from receiver.server import create_server
-from sender.session import send_images
-from shared.image_io import find_sources
-from shared.tls import channel_credentials, server_credentials
+from latentlink.receiver.server import create_server
+from latentlink.sender.session import send_images
+from latentlink.shared.image_io import find_sources
+from latentlink.shared.tls import channel_credentials, server_credentials
 from tests.conftest import SAMPLES
 
 x509 = pytest.importorskip("cryptography.x509", reason="cryptography is in the test extra")

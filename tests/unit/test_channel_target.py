@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sender.channel import TargetError, channel_target
-from sender.parallel import name_clashes, split_evenly
+from latentlink.sender.channel import TargetError, channel_target
+from latentlink.sender.parallel import name_clashes, split_evenly
 
 
 def test_single_targets_and_grpc_uris_pass_through():
@@ -43,7 +43,7 @@ def test_split_evenly_keeps_order_and_balances(count, parts):
 
 
 def test_images_that_would_write_the_same_output_file_are_caught_before_sending():
-    from shared.image_io import SourceImage
+    from latentlink.shared.image_io import SourceImage
 
     names = ["a.jpg", "a.png", "b.png", "sub/a.png", "a"]
     sources = [SourceImage(name, 1, lambda key: None, name) for name in names]

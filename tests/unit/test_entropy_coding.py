@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.entropy_coding import BitstreamError, EntropyTables
-from shared.factorized_prior import FactorizedPrior, integer_pmfs
-from shared.model_format import ModelFormatError, network_to_bytes, parse_network
+from latentlink.shared.entropy_coding import BitstreamError, EntropyTables
+from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network
+from latentlink.train.factorized_prior import FactorizedPrior, integer_pmfs
 from tests.unit.test_latent_codec import _tables
 
 
@@ -70,9 +70,9 @@ def test_truncated_or_padded_bitstreams_are_errors(prior_tables):
 
 
 def test_decoder_with_inconsistent_tables_is_rejected(prior_tables):
-    from shared.autoencoder import rd_autoencoder
-    from shared.keras_bridge import network_from_keras
-    from shared.proto import model_pb2
+    from latentlink.shared.keras_bridge import network_from_keras
+    from latentlink.shared.proto import model_pb2
+    from latentlink.train.autoencoder import rd_autoencoder
 
     network = network_from_keras(rd_autoencoder(16, 4).decoder, model_pb2.ROLE_DECODER, "t")
     network.entropy_model.CopyFrom(prior_tables.to_proto())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.entropy_coding import EntropyTables
-from shared.image_io import read_image
-from shared.latent_codec import latents_from_batch
-from shared.metrics import to_uint8
-from shared.model_dir import default_model_dir, load_model_dir
-from shared.network_runtime import CompiledNetwork
-from shared.proto import latentlink_pb2 as pb
+from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.image_io import read_image
+from latentlink.shared.latent_codec import latents_from_batch
+from latentlink.shared.metrics import to_uint8
+from latentlink.shared.model_dir import default_model_dir, load_model_dir
+from latentlink.shared.network_runtime import CompiledNetwork
+from latentlink.shared.proto import latentlink_pb2 as pb
 from tests.conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden"

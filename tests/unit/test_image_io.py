@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.image_io import MAX_FILE_BYTES, ImageError, encode_png, find_sources, output_name, read_image
+from latentlink.shared.image_io import MAX_FILE_BYTES, ImageError, encode_png, find_sources, output_name, read_image
 from tests.conftest import SAMPLES
 
 DIGIT = np.asarray(Image.open(SAMPLES / "test_00000.png"))

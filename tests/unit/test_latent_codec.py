@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.entropy_coding import EntropyTables
-from shared.factorized_prior import _quantize
-from shared.latent_codec import LatentCodecError, latents_from_batch, latents_to_batch, wire_latents
-from shared.proto import latentlink_pb2 as pb
+from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.latent_codec import LatentCodecError, latents_from_batch, latents_to_batch, wire_latents
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.train.factorized_prior import _quantize
 
 DIGEST = "ab" * 32
 NAMES = [f"digits/test_{i:05d}.png" for i in range(5)]

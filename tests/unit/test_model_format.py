@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.autoencoder import conv_autoencoder, seed_autoencoder
-from shared.keras_bridge import OneFilterConv2D, keras_from_network, network_from_keras
-from shared.model_format import (
+from latentlink.shared.keras_bridge import OneFilterConv2D, keras_from_network, network_from_keras
+from latentlink.shared.model_format import (
     MAX_NETWORK_BYTES,
     ModelFormatError,
     digest_of,
@@ -15,7 +14,8 @@ from shared.model_format import (
     parse_network,
     tensor_from_array,
 )
-from shared.proto import model_pb2
+from latentlink.shared.proto import model_pb2
+from latentlink.train.autoencoder import conv_autoencoder, seed_autoencoder
 
 DECODER = model_pb2.ROLE_DECODER
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from receiver.output import UnsafeNameError, output_path, write_files_durably
+from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably
 
 
 @pytest.mark.parametrize(

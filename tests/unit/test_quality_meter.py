@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sender.encode import QualityMeter
+from latentlink.sender.encode import QualityMeter
 
 
 def test_every_batch_is_measured_up_to_the_exact_limit_then_one_in_eight():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from shared.entropy_coding import EntropyTables
-from shared.metrics import quality, to_uint8
-from shared.model_dir import DEFAULT_QUALITY, QUALITIES, default_model_dir, load_model_dir, quality_model_dir
-from shared.network_runtime import CompiledNetwork
+from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.metrics import quality, to_uint8
+from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES, default_model_dir, load_model_dir, quality_model_dir
+from latentlink.shared.network_runtime import CompiledNetwork
 from tests.conftest import MODELS
 
 LADDER = [f"q{q}" for q in QUALITIES]

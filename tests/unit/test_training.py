@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.model_dir import load_model_dir
-from shared.train_cli import TrainConfig, main, train_autoencoder
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.train.cli import TrainConfig, main, train_autoencoder
 
 
 def test_tiny_training_run_lowers_the_loss(mnist):

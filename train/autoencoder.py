@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import keras
+from latentlink.shared.tf_import import tensorflow
+
+tensorflow()  # imports TensorFlow and Keras quietly, without writing to ~/.keras
+import keras  # noqa: E402
 
 __all__ = [
     "FAMILIES",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.cli_help import HelpFormatter
+from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
 
 __all__ = ["TrainConfig", "build_parser", "main", "train_autoencoder", "evaluate"]
 
@@ -38,12 +38,12 @@ def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool =
     """Trains a fresh autoencoder on uint8 images; returns it and the per-epoch losses."""
     from tqdm import tqdm
 
-    from shared.tf_import import tensorflow
+    from latentlink.shared.tf_import import tensorflow
 
     tf = tensorflow()
     import keras
 
-    from shared.autoencoder import build_autoencoder
+    from latentlink.train.autoencoder import build_autoencoder
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
@@ -71,7 +71,7 @@ def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool =
 
 def evaluate(model, x_test: np.ndarray, quantize: bool = False):
     """Returns the 8-bit reconstruction quality and CPU images/s for encode and decode."""
-    from shared.metrics import quality, to_uint8
+    from latentlink.shared.metrics import quality, to_uint8
 
     x = x_test.astype(np.float32) / 255.0
     start = time.perf_counter()
@@ -113,10 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-limit", type=int, default=0, help="train on the first N images only (0: all)")
     parser.add_argument("--data", help="path to mnist.npz (default: $LATENTLINK_MNIST, else Keras' cache)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_version(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_process()
     args = build_parser().parse_args(argv)
     config = TrainConfig(
         family=args.family,
@@ -131,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         beta=args.beta,
         channels=args.channels,
     )
-    from shared.mnist import load_mnist
+    from latentlink.train.mnist import load_mnist
 
     try:
         x_train, x_test = load_mnist(args.data)
@@ -139,16 +141,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"latentlink-train: error: cannot load MNIST: {exc}", file=sys.stderr)
         return 2
 
-    from shared.keras_bridge import network_from_keras
-    from shared.model_dir import save_model_dir
-    from shared.proto import model_pb2
+    from latentlink.shared.keras_bridge import network_from_keras
+    from latentlink.shared.model_dir import save_model_dir
+    from latentlink.shared.proto import model_pb2
 
     start = time.perf_counter()
     entropy_model, extra = None, {}
     if config.family == "rd":
-        from shared.entropy_coding import EntropyTables
-        from shared.factorized_prior import integer_pmfs
-        from shared.rd_training import train_rd
+        from latentlink.shared.entropy_coding import EntropyTables
+        from latentlink.train.factorized_prior import integer_pmfs
+        from latentlink.train.rd_training import train_rd
 
         model, prior, losses = train_rd(config, x_train, progress=not args.quiet)
         tables = EntropyTables(*integer_pmfs(prior), precision=16)

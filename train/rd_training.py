@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from shared.tf_import import tensorflow
+from latentlink.shared.tf_import import tensorflow
 
 __all__ = ["train_rd"]
 
@@ -22,8 +22,8 @@ def train_rd(config, x_train: np.ndarray, progress: bool = True):
     import keras
     from tqdm import tqdm
 
-    from shared.autoencoder import rd_autoencoder
-    from shared.factorized_prior import FactorizedPrior
+    from latentlink.train.autoencoder import rd_autoencoder
+    from latentlink.train.factorized_prior import FactorizedPrior
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import math
 
-import keras
 import numpy as np
-from keras import ops
+
+from latentlink.shared.tf_import import tensorflow
+
+tensorflow()  # imports TensorFlow and Keras quietly, without writing to ~/.keras
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
 
 __all__ = ["FactorizedPrior", "integer_pmfs"]
 

@@ -1,0 +1,7 @@
+"""python -m latentlink: the `latentlink` command."""
+
+import sys
+
+from latentlink.codec.cli import main
+
+sys.exit(main())

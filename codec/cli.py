@@ -1,0 +1,204 @@
+"""latentlink: compress images to a file, decompress a file to PNGs, inspect a file, list the shipped models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES
+
+__all__ = ["build_parser", "main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latentlink",
+        description="Compress and decompress images with latentlink's learned codec, without a network.",
+        formatter_class=HelpFormatter,
+        epilog="examples:\n"
+        "  latentlink compress digits/ -o digits.llnk          # a folder, images or .npy/.npz arrays\n"
+        "  latentlink decompress digits.llnk -o restored/      # PNGs, as a receiver would write them\n"
+        "  latentlink info digits.llnk\n"
+        "  latentlink models\n"
+        "streaming to another machine: the sender and receiver commands.",
+    )
+    add_version(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    compress = commands.add_parser(
+        "compress",
+        help="compress images into one file",
+        formatter_class=HelpFormatter,
+        description="Compress "
+        "images (folders searched recursively, image files, .npy/.npz arrays of uint8 images) into one file.",
+    )
+    compress.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="folder, image or .npy/.npz array")
+    compress.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the file to write")
+    compress.add_argument(
+        "--quality", type=int, choices=QUALITIES, default=None, help=f"shipped ladder model (default {DEFAULT_QUALITY})"
+    )
+    compress.add_argument("--model", type=Path, default=None, help="model folder (instead of --quality)")
+    compress.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
+    compress.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
+
+    decompress = commands.add_parser(
+        "decompress",
+        help="decompress a file into PNG images",
+        formatter_class=HelpFormatter,
+        description="Decode a latentlink file into one PNG per image, under the images' original names.",
+    )
+    decompress.add_argument("file", type=Path, metavar="FILE", help="a file made by `latentlink compress`")
+    decompress.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="folder for the PNGs")
+    decompress.add_argument(
+        "--model", type=Path, default=None, help="model folder or decoder .lln, for a model that is not shipped"
+    )
+    decompress.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the decoder runs")
+
+    info = commands.add_parser("info", help="describe a file without decoding it", formatter_class=HelpFormatter)
+    info.add_argument("file", type=Path, metavar="FILE")
+
+    commands.add_parser("models", help="list the shipped models and what they measure", formatter_class=HelpFormatter)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quiet_process()
+    args = build_parser().parse_args(argv)
+    from latentlink.codec.container import ContainerError
+    from latentlink.shared.image_io import ImageError
+    from latentlink.shared.model_format import ModelFormatError
+
+    try:
+        return {"compress": _compress, "decompress": _decompress, "info": _info, "models": _models}[args.command](args)
+    except (ContainerError, ImageError, ModelFormatError, FileNotFoundError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        return _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), EXIT_FAILED)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from latentlink.codec.library import compress, read_model
+    from latentlink.sender.parallel import name_clashes
+    from latentlink.sender.session import load_batch
+    from latentlink.shared.failures import format_failures
+    from latentlink.shared.image_io import find_sources
+    from latentlink.shared.model_dir import quality_model_dir
+
+    if args.model and args.quality:
+        return _fail("give --model or --quality, not both", EXIT_USAGE)
+    model = read_model(args.model or quality_model_dir(args.quality or DEFAULT_QUALITY))
+    sources = [s for path in args.inputs for s in find_sources(path, model.image_shape, resize=args.resize)]
+    failed = name_clashes(sources)
+    loaded = load_batch([s for s in sources if s.name not in failed])
+    failed.update(loaded.failed)
+    if not loaded.names:
+        print("\n".join(format_failures(failed)), file=sys.stderr)
+        return _fail(f"none of the {len(sources)} images could be read; nothing written", EXIT_FAILED)
+    data = compress(loaded.pixels, model=model, names=loaded.names, device=args.device)
+    _write_atomically(args.output, data)
+    count = len(loaded.names)
+    print(
+        f"{count} images -> {args.output}: {len(data):,} bytes, {len(data) / count:.1f} B per image "
+        f"(input files: {sum(s.size_bytes for s in sources) / len(sources):.0f} B per image), model {model.name}"
+    )
+    if failed:
+        print(
+            "\n".join([f"latentlink: {len(failed)} images not compressed:", *format_failures(failed)]), file=sys.stderr
+        )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _decompress(args: argparse.Namespace) -> int:
+    from latentlink.codec.library import decompress_named
+    from latentlink.receiver.output import UnsafeNameError, output_path
+    from latentlink.shared.image_io import encode_png
+
+    names, images = decompress_named(args.file.read_bytes(), args.model, device=args.device)
+    args.output.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for name, image in zip(names, images, strict=True):
+        try:
+            target = output_path(args.output, name)
+        except UnsafeNameError as exc:
+            print(f"latentlink: skipped: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(target, encode_png(image))
+    print(f"{len(names) - failed} images written to {args.output}")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _info(args: argparse.Namespace) -> int:
+    from latentlink.codec.container import unpack_container
+
+    data = args.file.read_bytes()
+    container = unpack_container(data)
+    count = max(container.image_count, 1)
+    height, width = container.image_shape
+    print(f"{args.file}: latentlink container, {container.image_count} images of {height}x{width} (greyscale)")
+    print(f"  model {container.model_name or '?'}, decoder {container.decoder_digest}")
+    print(f"  latents: {container.encoding_name}, {len(data):,} bytes in all, {len(data) / count:.1f} B per image")
+    return EXIT_OK
+
+
+def _models(args: argparse.Namespace) -> int:
+    from latentlink.shared.model_dir import load_model_dir, shipped_model_dirs
+
+    header = ("model", "use with", "family", "latent", "test MSE", "PSNR", "B/image", "decoder")
+    rows = []
+    for folder in shipped_model_dirs():
+        model = load_model_dir(folder)
+        card, test = model.card, model.card.get("test", {})
+        bits = test.get("table_bits_per_image")
+        per_image = f"{bits / 8:.1f}" if bits else f"{4 * model.latent_dim}"  # entropy-coded, else float32
+        quality = folder.name[1:] if folder.name in {f"q{q}" for q in QUALITIES} else None
+        use = (
+            f"--quality {quality}" + (" (default)" if quality == str(DEFAULT_QUALITY) else "")
+            if quality
+            else (f"--model {folder}")
+        )
+        rows.append(
+            (
+                model.name,
+                use,
+                card.get("family", "?"),
+                str(model.latent_dim),
+                f"{test.get('mse', float('nan')):.5f}",
+                f"{test.get('psnr_db', float('nan')):.2f} dB",
+                per_image,
+                f"{model.decoder.size_bytes:,} B",
+            )
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print("test MSE and PSNR: the 10,000 MNIST test digits as a receiver writes them; B/image: latents only")
+    return EXIT_OK
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    fd, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"latentlink: error: {message}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""compress and decompress: the codec without a network, producing exactly what a receiver writes."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from latentlink.codec.container import (
+    Container,
+    ContainerError,
+    UnknownDecoderError,
+    pack_container,
+    unpack_container,
+)
+from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.latent_codec import LatentCodecError, latents_from_batch, latents_to_batch, supported_encodings
+from latentlink.shared.model_dir import (
+    DECODER_FILE,
+    DEFAULT_QUALITY,
+    ModelFiles,
+    load_model_dir,
+    quality_model_dir,
+    shipped_model_dirs,
+)
+from latentlink.shared.model_format import NetworkInfo, parse_network
+from latentlink.shared.proto import model_pb2
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
+
+__all__ = ["compress", "decompress", "decompress_named", "find_decoder", "read_model"]
+
+ModelLike = str | PathLike | ModelFiles | None
+ImagesLike = np.ndarray | Sequence[np.ndarray]
+
+
+def compress(
+    images: ImagesLike,
+    quality: int | None = None,
+    model: ModelLike = None,
+    *,
+    names: Sequence[str] | None = None,
+    device: str = "auto",
+) -> bytes:
+    """Compresses uint8 images (an (N, H, W) array or a list of (H, W) arrays) into a self-describing container.
+
+    `quality` picks a shipped model of the ladder (1..5, default 4); `model` is
+    any model folder instead. `names` (default image_000000.png, ...) are kept
+    in the container for `latentlink decompress`. Raises ValueError for images
+    the model cannot take.
+    """
+    if quality is not None and model is not None:
+        raise ValueError("give quality or model, not both")
+    files = read_model(model if model is not None else quality_model_dir(quality or DEFAULT_QUALITY))
+    pixels = _as_image_stack(images, files.image_shape)
+    names = list(names) if names is not None else [f"image_{i:06d}.png" for i in range(len(pixels))]
+    if len(names) != len(pixels):
+        raise ValueError(f"{len(names)} names for {len(pixels)} images")
+    encoder = _encoder(files, device)
+    encoding = supported_encodings(encoder.tables)[0]
+    batches = []
+    for first in range(0, len(pixels), DEFAULT_BATCH_IMAGES):  # the batches a sender would send
+        chunk = slice(first, first + DEFAULT_BATCH_IMAGES)
+        latents = encoder.encode(pixels[chunk])
+        batches.append(
+            latents_to_batch(
+                files.decoder.digest, encoding, first, names[chunk], files.image_shape, latents, encoder.tables
+            )
+        )
+    container = Container(files.decoder.digest, files.name, files.image_shape, encoding, tuple(batches))
+    return pack_container(container)
+
+
+def decompress(data: bytes, model: ModelLike = None, *, device: str = "auto") -> np.ndarray:
+    """Decodes a container to uint8 images (N, H, W): pixel for pixel what a receiver writes.
+
+    The decoder is found by the digest the container names, among the shipped
+    models or in `model` (a model folder or a decoder .lln file). Raises
+    ContainerError (a ValueError) for corrupt or truncated data and
+    UnknownDecoderError when no such decoder is available.
+    """
+    return decompress_named(data, model, device=device)[1]
+
+
+def decompress_named(data: bytes, model: ModelLike = None, *, device: str = "auto") -> tuple[list[str], np.ndarray]:
+    """Like `decompress`, and also returns the images' names."""
+    from latentlink.shared.network_runtime import decode_images
+
+    container = unpack_container(data)
+    decoder = find_decoder(container.decoder_digest, model)
+    if decoder.output_shape != container.image_shape:
+        raise ContainerError(
+            f"decoder makes {list(decoder.output_shape)} images, the container holds {list(container.image_shape)}"
+        )
+    network = _decoder_network(decoder, device)
+    tables = EntropyTables.from_network(decoder.network)
+    names: list[str] = []
+    images = [np.zeros((0, *container.image_shape), np.uint8)]
+    for batch in container.batches:
+        try:
+            decoded = latents_from_batch(batch, decoder.input_shape[0], tables)
+        except LatentCodecError as exc:
+            raise ContainerError(f"batch at image {batch.first_seq}: {exc}") from None
+        if not np.all(np.isfinite(decoded.latents)):
+            raise ContainerError(f"batch at image {batch.first_seq} has non-finite latents")
+        names += decoded.names
+        images.append(decode_images(network, decoded.latents))
+    return names, np.concatenate(images)
+
+
+def read_model(model: str | PathLike | ModelFiles) -> ModelFiles:
+    """Returns a model's validated files (a folder path, or files already read)."""
+    return model if isinstance(model, ModelFiles) else load_model_dir(Path(model))
+
+
+def find_decoder(digest: str, model: ModelLike = None) -> NetworkInfo:
+    """Finds the decoder with this digest: in `model` (folder or .lln file) if given, else among the shipped models."""
+    if model is None:
+        candidates = [folder / DECODER_FILE for folder in shipped_model_dirs()]
+    elif isinstance(model, ModelFiles):
+        candidates = [model.decoder]
+    else:
+        path = Path(model)
+        candidates = [path / DECODER_FILE if path.is_dir() else path]
+    for candidate in candidates:
+        info = candidate if isinstance(candidate, NetworkInfo) else _decoder_file(candidate)
+        if info.digest == digest:
+            return info
+    where = "the shipped models" if model is None else f'"{model}"'
+    raise UnknownDecoderError(f"decoder {digest[:12]}... is not among {where}; give its model with --model")
+
+
+def _decoder_file(path: Path) -> NetworkInfo:
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise UnknownDecoderError(f"cannot read decoder {path}: {exc.strerror}") from None
+    return _parsed_decoder(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_decoder(path: Path, mtime_ns: int, size: int) -> NetworkInfo:  # keyed on the file's version
+    try:
+        return parse_network(path.read_bytes(), role=model_pb2.ROLE_DECODER)
+    except OSError as exc:
+        raise UnknownDecoderError(f"cannot read decoder {path}: {exc.strerror}") from None
+
+
+# Building the networks takes a second or two: calls with the same model reuse them.
+_networks: dict[tuple[str, ...], object] = {}
+_networks_lock = threading.Lock()
+
+
+def _encoder(files: ModelFiles, device: str):
+    from latentlink.sender.encode import BatchEncoder
+
+    key = ("encoder", files.encoder.digest, files.decoder.digest, device)
+    with _networks_lock:
+        if key not in _networks:
+            _networks[key] = BatchEncoder(files, device)
+        return _networks[key]
+
+
+def _decoder_network(decoder: NetworkInfo, device: str):
+    from latentlink.shared.network_runtime import CompiledNetwork
+
+    key = ("decoder", decoder.digest, device)
+    with _networks_lock:
+        if key not in _networks:
+            _networks[key] = CompiledNetwork(decoder, device)
+        return _networks[key]
+
+
+def _as_image_stack(images: ImagesLike, shape: tuple[int, ...]) -> np.ndarray:
+    if isinstance(images, np.ndarray):
+        stack = images[None] if images.ndim == 2 else images
+    else:
+        stack = [np.asarray(image) for image in images]
+        for index, image in enumerate(stack):
+            if image.shape != tuple(shape):
+                raise ValueError(f"image {index} is {list(image.shape)}; the model takes {list(shape)} images")
+        stack = np.stack(stack) if stack else np.zeros((0, *shape), np.uint8)
+    if stack.dtype != np.uint8:
+        raise ValueError(f"images must be uint8 (0..255), not {stack.dtype}")
+    if stack.ndim != 3 or stack.shape[1:] != tuple(shape):
+        raise ValueError(f"images of shape {list(stack.shape)}; the model takes (N, {shape[0]}, {shape[1]})")
+    return np.ascontiguousarray(stack)

@@ -1,0 +1,1 @@
+"""Training: the autoencoder families, rate-distortion training and the latentlink-train command."""
