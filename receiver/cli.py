@@ -80,8 +80,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s receiver %(levelname)s %(message)s",
     )
+    from latentlink.receiver.preflight import (
+        PreflightError,
+        check_listen_address,
+        check_writable_folder,
+        explain_bind_failure,
+    )
     from latentlink.receiver.server import create_server
     from latentlink.shared.auth import read_token
+
+    try:
+        check_listen_address(args.listen)
+        check_writable_folder(args.out, "--out")
+        check_writable_folder(args.models, "--models")
+    except PreflightError as exc:
+        print(f"receiver: error: {exc}", file=sys.stderr)
+        return 2
 
     try:
         token = read_token(args.token_file)
@@ -126,8 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_format,
             _print_json if args.json else lambda summary: None,
         )
-    except OSError as exc:
-        print(f"receiver: error: {exc} (is another receiver running? pick another port)", file=sys.stderr)
+    except OSError:
+        print(f"receiver: error: {explain_bind_failure(args.listen)}", file=sys.stderr)
         return 1
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -32,6 +32,7 @@ def channel_target(target: str) -> tuple[str, str]:
     if not parts:
         raise TargetError("--target is empty; give HOST:PORT, a list HOST:PORT,HOST:PORT or dns:///NAME:PORT")
     if len(parts) == 1:
+        _check_single(parts[0])
         return parts[0], ""  # gRPC resolves it, and checks TLS certificates against it
     addresses = [_split(part) for part in parts]  # every part is checked before any is resolved
     resolved = [(address, _resolve(*address)) for address in addresses]
@@ -59,10 +60,30 @@ def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None
     return grpc.secure_channel(uri, credentials, options=options)
 
 
+def _check_single(part: str) -> None:
+    """Refuses what gRPC would quietly misread: no port (it dials 443), ports past 65535 (they wrap), schemes."""
+    if part.startswith("unix:"):
+        return
+    if part.startswith(("dns:", "ipv4:", "ipv6:")):
+        scheme, _, rest = part.partition(":")
+        if scheme == "dns":
+            rest = rest.removeprefix("//").partition("/")[2] if rest.startswith("//") else rest
+        for address in rest.split(","):
+            _split(address)
+        return
+    if "://" in part:
+        raise TargetError(f'"{part}": give --target as HOST:PORT, without a scheme such as http:// or grpc://')
+    _split(part)
+
+
 def _split(part: str) -> tuple[str, int]:
     host, sep, port = part.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise TargetError(f'"{part}" in --target is not HOST:PORT')
+    if not sep or not host:
+        raise TargetError(f'"{part}" in --target is not HOST:PORT: the port is required (e.g. {part}:50051)')
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise TargetError(f'"{part}" in --target is not HOST:PORT: write IPv6 addresses as [ADDRESS]:PORT')
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise TargetError(f'"{part}" in --target is not HOST:PORT: the port must be 1..65535')
     return host.strip("[]"), int(port)
 
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.failures import format_failures
 from latentlink.shared.latent_codec import ENCODING_NAMES
 from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, SESSION_NAME
@@ -74,7 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=int, default=DEFAULT_BATCH_IMAGES, help=f"images per message (1..{MAX_BATCH_IMAGES})"
     )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
-    parser.add_argument("--resize", action="store_true", help="resize images of another size instead of failing them")
+    parser.add_argument(
+        "--resize",
+        action="store_true",
+        help="scale images of another size to fit the model's, keeping the aspect ratio and padding with black "
+        "(otherwise they fail)",
+    )
+    parser.add_argument(
+        "--min-psnr",
+        type=float,
+        metavar="DB",
+        help="fail, instead of sending, images whose predicted PSNR is below DB (every image is decoded locally)",
+    )
     parser.add_argument("--handshake-timeout", type=float, default=20.0, help="seconds to wait for the receiver")
     parser.add_argument(
         "--retry-for",
@@ -134,13 +146,36 @@ def format_report(report, target: str, model) -> str:
     if report.written:
         where = "the receivers' output folders, a folder per stream" if report.streams else "its output folder"
         lines.append(f'  reconstructions are in "{report.session_dir}/" under {where}')
-    for name, reason in list(report.failed.items())[:20]:
-        lines.append(f"  FAILED {name}: {reason}")
-    if len(report.failed) > 20:
-        lines.append(f"  ... and {len(report.failed) - 20} more failures")
-    if report.error:
-        lines.append(f"sender: error: {report.error}")
-    return "\n".join(lines)
+    return "\n".join(lines + format_failures(report.failed))
+
+
+def input_notes(report, resized: int, shape: tuple[int, ...]) -> list[str]:
+    """Summary lines on what was done to the input: files left out of the folder, images resized."""
+    from latentlink.shared.image_io import summarize_skipped
+
+    lines = []
+    if report.skipped:
+        lines.append(f"  skipped {len(report.skipped)} files of the folder: {summarize_skipped(report.skipped)}")
+    if resized:
+        lines.append(
+            f"  --resize: {resized} images scaled to fit {shape[1]}x{shape[0]}, aspect ratio kept, padded with black"
+        )
+    return lines
+
+
+def out_of_domain_warning(report, model) -> str | None:
+    """A warning for images predicted far under the model's own test quality: they are not what it was made for."""
+    from latentlink.sender.encode import OUT_OF_DOMAIN_DB
+
+    if not report.out_of_domain:
+        return None
+    worst = sorted(report.out_of_domain.items(), key=lambda item: item[1])
+    examples = ", ".join(f"{name} ({value:.1f} dB)" for name, value in worst[:3])
+    return (
+        f"sender: warning: {len(worst)} images are predicted far below model {model.name}'s "
+        f"{model.card['test']['psnr_db']:.1f} dB on its test set (more than {OUT_OF_DOMAIN_DB:g} dB under): they look "
+        f"unlike the images it was trained on, e.g. {examples}. --min-psnr DB fails such images instead of sending them"
+    )
 
 
 def progress_meter(bar) -> Callable[[int, int], None]:
@@ -170,8 +205,7 @@ def format_dry_run(report, model) -> str:
     ]
     if report.expected_quality is not None:
         lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
-    lines += [f"  WOULD FAIL {name}: {reason}" for name, reason in list(report.failed.items())[:20]]
-    return "\n".join(lines)
+    return "\n".join(lines + format_failures(report.failed, verb="WOULD FAIL"))
 
 
 def _size(count: int) -> str:
@@ -199,6 +233,8 @@ def _report_json(report, target: str | None, model) -> str:
             "payload_bytes": report.payload_bytes,
             "wire_bytes": report.wire_bytes,
             "input_bytes": report.input_bytes,
+            "skipped": report.skipped,
+            "out_of_domain": report.out_of_domain,
             "expected": None
             if quality is None
             else {"mse": quality.mse, "rmse": quality.rmse, "psnr_db": quality.psnr, "images": report.quality_images},
@@ -264,13 +300,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
         except (OSError, ValueError) as exc:
             return _fail(str(exc))
-    from latentlink.shared.image_io import ImageError, find_sources
+    from latentlink.shared.image_io import FitResize, ImageError, find_sources
     from latentlink.shared.model_dir import load_model_dir, quality_model_dir
     from latentlink.shared.model_format import ModelFormatError
 
+    resizer, skipped = FitResize() if args.resize else None, {}
     try:
         model = load_model_dir(args.model or quality_model_dir(args.quality or DEFAULT_QUALITY))
-        sources = find_sources(args.images, model.image_shape, resize=args.resize)
+        sources = find_sources(args.images, model.image_shape, resize=resizer, skipped=skipped)
     except (OSError, ImageError, ModelFormatError) as exc:
         return _fail(str(exc))
 
@@ -290,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress = tqdm(
         total=len(sources),
         unit="img",
-        disable=args.quiet or args.json,
+        disable=args.quiet or args.json or not sys.stderr.isatty(),  # a bar only where a person watches
         file=sys.stderr,
         desc="encoding" if args.dry_run else "sending",
         dynamic_ncols=True,
@@ -301,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from latentlink.shared.latent_codec import supported_encodings
 
             encoding = (encodings or supported_encodings(encoder.tables))[0]
-            report = dry_run(sources, encoder, encoding, args.batch_size, progress_meter(bar))
+            report = dry_run(sources, encoder, encoding, args.batch_size, progress_meter(bar), args.min_psnr)
         else:
             report = send_parallel(
                 args.target,
@@ -316,17 +353,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 encodings=encodings,
                 token=token,
                 retry_for=args.retry_for,
+                min_psnr=args.min_psnr,
             )
+    report.skipped = skipped
+    notes = input_notes(report, resizer.count if resizer else 0, model.image_shape)
+    warning = out_of_domain_warning(report, model)
     if args.dry_run:
-        print(_report_json(report, None, model) if args.json else format_dry_run(report, model))
-        return EXIT_OK if not report.failed else EXIT_FAILED
-    if args.json:
+        print(_report_json(report, None, model) if args.json else "\n".join([format_dry_run(report, model), *notes]))
+    elif args.json:
         print(_report_json(report, args.target, model))
     elif report.error and report.sent == 0:
         # Nothing left this machine: one line says why, instead of a list of every image.
         print(f"sender: error: {report.error} ({report.images} images not sent)", file=sys.stderr)
+        return EXIT_FAILED
     else:
-        print(format_report(report, args.target, model))
+        print("\n".join([format_report(report, args.target, model), *notes]), flush=True)
+        if report.error:
+            print(f"sender: error: {report.error}", file=sys.stderr)
+    if warning and not args.json:
+        print(warning, file=sys.stderr)
+    if args.dry_run:
+        return EXIT_OK if not report.failed else EXIT_FAILED
     return EXIT_OK if report.ok else EXIT_FAILED
 
 

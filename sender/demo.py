@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [
             sys.executable,
             "-m",
-            "receiver",
+            "latentlink.receiver",
             "--listen",
             "127.0.0.1:0",
             "--out",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from latentlink.sender.encode import BatchEncoder, QualityMeter
+import numpy as np
+
+from latentlink.sender.encode import BatchEncoder, QualityMeter, below_min_psnr, out_of_domain_psnr
 from latentlink.sender.parallel import name_clashes
 from latentlink.sender.session import SendReport, load_batch
 from latentlink.shared.image_io import SourceImage
@@ -22,12 +24,14 @@ def dry_run(
     encoding: int,
     batch_size: int = DEFAULT_BATCH_IMAGES,
     on_progress: Callable[[int, int], None] = lambda images, wire_bytes: None,
+    min_psnr: float | None = None,
 ) -> SendReport:
     """Encodes every image exactly as a send would, and predicts bytes on the wire and quality.
 
     Wire bytes count each latent batch message as framed on the stream, and an
     acknowledgement per batch; the decoder transfer a receiver without it needs
-    is reported as `model_bytes`. The quality covers every readable image.
+    is reported as `model_bytes`. The quality covers every readable image that
+    would be sent; with `min_psnr`, images predicted below it would fail.
     """
     model = encoder.model
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
@@ -39,18 +43,26 @@ def dry_run(
     for first in range(0, len(sources), batch_size):
         loaded = load_batch(sources[first : first + batch_size])
         report.failed.update(loaded.failed)
-        if loaded.names:
-            latents = encoder.encode(loaded.pixels)
-            quality.add(loaded.names, loaded.pixels, encoder.reconstruct(wire_latents(encoding, latents)))
+        names, pixels, wire_bytes = loaded.names, loaded.pixels, 0
+        if names:
+            latents = encoder.encode(pixels)
+            psnr = quality.add(names, pixels, encoder.reconstruct(wire_latents(encoding, latents)))
+            if min_psnr is not None and (rejected := below_min_psnr(names, psnr, min_psnr)):
+                quality.discard(list(rejected))
+                report.failed.update(rejected)
+                keep = np.array([name not in rejected for name in names])
+                names, latents = [n for n in names if n not in rejected], latents[keep]
+        if names:
             batch = latents_to_batch(
-                model.decoder.digest, encoding, first, loaded.names, model.image_shape, latents, encoder.tables
+                model.decoder.digest, encoding, first, names, model.image_shape, latents, encoder.tables
             )
-            acks = pb.ReceiverMessage(acks=pb.AckBatch(first_seq=first, count=len(loaded.names)))
+            acks = pb.ReceiverMessage(acks=pb.AckBatch(first_seq=first, count=len(names)))
             report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
             wire_bytes = 5 + pb.SenderMessage(latent_batch=batch).ByteSize() + 5 + acks.ByteSize()
             report.wire_bytes += wire_bytes
-            report.sent += len(loaded.names)
-        on_progress(min(batch_size, len(sources) - first), wire_bytes if loaded.names else 0)
+            report.sent += len(names)
+        on_progress(min(batch_size, len(sources) - first), wire_bytes)
     report.expected_quality = quality.result()
     report.quality_images = quality.sampled
+    report.out_of_domain = quality.below(out_of_domain_psnr(model))
     return report

@@ -117,6 +117,7 @@ def merge_reports(reports: Sequence[SendReport], session: str) -> SendReport:
         merged.sent += report.sent
         merged.written.update(report.written)
         merged.failed.update(report.failed)
+        merged.out_of_domain.update(report.out_of_domain)
         merged.model_bytes += report.model_bytes
         merged.payload_bytes += report.payload_bytes
         merged.wire_bytes += report.wire_bytes

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 
 from latentlink.sender.channel import open_channel
-from latentlink.sender.encode import BatchEncoder, QualityMeter
+from latentlink.sender.encode import BatchEncoder, QualityMeter, below_min_psnr, out_of_domain_psnr
 from latentlink.shared.auth import bearer_metadata
 from latentlink.shared.image_io import ImageError, SourceImage, batch_file_name, output_name
 from latentlink.shared.latent_codec import latents_to_batch, supported_encodings, wire_latents
@@ -69,6 +69,8 @@ class SendReport:
     reconnects: int = 0
     expected_quality: Quality | None = None
     quality_images: int = 0  # how many images the expected quality was measured on
+    out_of_domain: dict[str, float] = field(default_factory=dict)  # name -> predicted PSNR, far under the model's
+    skipped: dict[str, str] = field(default_factory=dict)  # files a folder search left out, and why
     elapsed_s: float = 0.0
     first_sent_at: float | None = None  # epoch seconds when the first latents went on the wire
     first_written_at: float | None = None  # ... and when the receiver first acknowledged images written
@@ -93,6 +95,7 @@ def send_images(
     session: str | None = None,
     retry_for: float = DEFAULT_RETRY_S,
     channel: grpc.Channel | None = None,
+    min_psnr: float | None = None,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
@@ -100,7 +103,8 @@ def send_images(
     The images land in the receiver's folder for `session` (default: a fresh, unique name). If the
     stream breaks after a handshake, the sender reconnects with backoff for up to `retry_for`
     seconds and resends only the images not yet acknowledged, under the same session. A given
-    `channel` is used (and left open) instead of opening one to `target`.
+    `channel` is used (and left open) instead of opening one to `target`. With `min_psnr`, every
+    image is decoded locally first and those predicted below it fail instead of being sent.
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     report.session = session or new_session_name()
@@ -109,7 +113,7 @@ def send_images(
     channel = channel or open_channel(target, credentials)
     quality = QualityMeter()
     options = _Options(
-        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress
+        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress, min_psnr
     )
     stub = latentlink_pb2_grpc.LatentLinkStub(channel)
     next_seq, backoff, give_up_at = 0, 0.25, None
@@ -153,6 +157,7 @@ def send_images(
     report.elapsed_s = time.perf_counter() - start
     report.expected_quality = quality.result()
     report.quality_images = quality.sampled
+    report.out_of_domain = quality.below(out_of_domain_psnr(encoder.model))
     return report
 
 
@@ -164,6 +169,7 @@ class _Options:
     offered: list[int]
     metadata: list[tuple[str, str]]
     on_progress: Callable[[int, int], None]  # (images done, wire bytes) since the last call
+    min_psnr: float | None = None
 
 
 class _Session:
@@ -172,7 +178,7 @@ class _Session:
     def __init__(self, stub, options: _Options, report: SendReport, quality: QualityMeter, first_seq: int) -> None:
         self.stub, self.report, self.quality = stub, report, quality
         self.encoder, self.offered, self.metadata = options.encoder, options.offered, options.metadata
-        self.on_progress = options.on_progress
+        self.on_progress, self.min_psnr = options.on_progress, options.min_psnr
         self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
         self.output_format = pb.OUTPUT_FORMAT_PNG
         self.next_seq = first_seq
@@ -293,9 +299,17 @@ class _Session:
         if not names:
             return
         latents = self.encoder.encode(pixels)
-        if self.quality.wants(len(names)):
+        if self.min_psnr is not None or self.quality.wants(len(names)):
             # Predict quality from exactly what the receiver will decode (float16 rounds).
-            self.quality.add(names, pixels, self.encoder.reconstruct(wire_latents(self.encoding, latents)))
+            psnr = self.quality.add(names, pixels, self.encoder.reconstruct(wire_latents(self.encoding, latents)))
+            if self.min_psnr is not None and (rejected := below_min_psnr(names, psnr, self.min_psnr)):
+                self.quality.discard(list(rejected))
+                self.report.failed.update(rejected)
+                self.on_progress(len(rejected), 0)
+                keep = np.array([name not in rejected for name in names])
+                names, pixels, latents = [n for n in names if n not in rejected], pixels[keep], latents[keep]
+                if not names:
+                    return
         first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
         model = self.encoder.model
         batch_message = latents_to_batch(

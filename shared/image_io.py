@@ -6,6 +6,7 @@ import functools
 import io
 import os
 import struct
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +16,26 @@ import imagecodecs
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageError", "SourceImage", "find_sources", "batch_file_name", "encode_png", "output_name", "read_image"]
+__all__ = [
+    "FitResize",
+    "ImageError",
+    "SourceImage",
+    "batch_file_name",
+    "encode_png",
+    "find_sources",
+    "output_name",
+    "read_image",
+    "scale_to_uint8",
+    "summarize_skipped",
+]
 
 ARRAY_SUFFIXES = (".npy", ".npz")
+# What a folder search takes: every extension Pillow knows (PNG, JPEG, TIFF, PGM, WebP, ...).
+IMAGE_SUFFIXES = frozenset(Image.registered_extensions())
 # Pillow decodes bombs lazily; nothing we accept is anywhere near this big.
 Image.MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024
+_ARRAY_DTYPES = tuple(np.dtype(t) for t in ("u1", "<u2", ">u2", "<f2", "<f4", ">f4", "<f8", ">f8"))
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RLE = imagecodecs.PNG.STRATEGY.RLE
 
@@ -47,23 +62,45 @@ class SourceImage:
         return self.reader(self.key)
 
 
-def find_sources(source: Path, shape: tuple[int, int], resize: bool = False) -> list[SourceImage]:
-    """Lists the images under a folder (recursively, sorted) or in one .npy/.npz array file.
+def find_sources(
+    source: Path,
+    shape: tuple[int, int],
+    resize: FitResize | bool = False,
+    skipped: dict[str, str] | None = None,
+) -> list[SourceImage]:
+    """Lists the images under a folder (recursively, sorted), one image, or the images of a .npy/.npz array.
 
-    Raises FileNotFoundError for a missing path and ImageError for an empty folder.
+    In a folder, hidden files are ignored; files without an image extension,
+    symlinked folders (not followed) and dangling links are left out and, when
+    `skipped` is given, recorded there with the reason. Raises
+    FileNotFoundError for a missing path and ImageError when nothing is left.
     """
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f'no such file or folder: "{source}"')
+    resize = FitResize() if resize is True else resize or None
     if source.is_file():
         if source.suffix.lower() not in ARRAY_SUFFIXES:
             return [_file_source(source, source.name, shape, resize)]
         return list(_array_sources(source, shape))
-    files = sorted(_walk(source), key=lambda entry: entry[0].split("/"))
+    skipped = {} if skipped is None else skipped
+    files = sorted(_walk(source, skipped), key=lambda entry: entry[0].split("/"))
     if not files:
-        raise ImageError(f'folder "{source}" has no files to send')
+        left_out = f" ({len(skipped)} other files skipped: {summarize_skipped(skipped)})" if skipped else ""
+        raise ImageError(f'folder "{source}" has no image files to send{left_out}')
     reader = functools.partial(_read_under, source, shape, resize)
     return [SourceImage(name, size, reader, name) for name, size in files]
+
+
+def summarize_skipped(skipped: dict[str, str]) -> str:
+    """One line for what a folder search left out: counts by reason, with a few names each."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        by_reason.setdefault(reason, []).append(name)
+    return "; ".join(
+        f"{reason}: {len(names)} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
+        for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+    )
 
 
 def output_name(name: str) -> str:
@@ -78,11 +115,12 @@ def batch_file_name(first_seq: int) -> str:
     return f"batch-{first_seq:012d}.npz"
 
 
-def read_image(path: Path, shape: tuple[int, int], resize: bool = False) -> np.ndarray:
-    """Reads any Pillow-readable image as uint8 greyscale of `shape` (resizing only if asked).
+def read_image(path: Path, shape: tuple[int, int], resize: FitResize | bool | None = None) -> np.ndarray:
+    """Reads any Pillow-readable image as uint8 greyscale of `shape` (fitting other sizes only if asked).
 
     8-bit greyscale PNGs of the right size, the common case, take a fast path
-    (libpng through imagecodecs, without the GIL); everything else goes through Pillow.
+    (libpng through imagecodecs, without the GIL); everything else goes through
+    Pillow. 16-bit and float images are scaled to 8 bits (see `scale_to_uint8`).
     """
     try:
         with open(path, "rb") as handle:
@@ -99,17 +137,65 @@ def read_image(path: Path, shape: tuple[int, int], resize: bool = False) -> np.n
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            grey = image.convert("L")
+            grey = _to_grey8(image)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+        if isinstance(exc, ImageError):
+            raise
+        reason = "not a recognised image format" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ImageError(f"not a readable image ({type(exc).__name__}: {reason})") from None
     want = (shape[1], shape[0])  # Pillow sizes are (width, height)
     if grey.size != want:
         if not resize:
             raise ImageError(
                 f"image is {grey.size[0]}x{grey.size[1]}, the model takes {want[0]}x{want[1]} (use --resize)"
             )
-        grey = grey.resize(want, Image.Resampling.LANCZOS)
+        grey = (FitResize() if resize is True else resize)(grey, shape)
     return np.asarray(grey, dtype=np.uint8)
+
+
+class FitResize:
+    """--resize: scales an image of another size to fit the model's, keeping its aspect ratio; pads with black.
+
+    Black is the background of the digits the shipped models learned. `count`
+    says how many images were resized, for the sender's summary.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, image: Image.Image, shape: tuple[int, int]) -> Image.Image:
+        height, width = shape
+        scale = min(width / image.width, height / image.height)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        canvas = Image.new("L", (width, height), 0)
+        canvas.paste(image.resize(size, Image.Resampling.LANCZOS), ((width - size[0]) // 2, (height - size[1]) // 2))
+        with self._lock:
+            self.count += 1
+        return canvas
+
+
+def scale_to_uint8(pixels: np.ndarray) -> np.ndarray:
+    """Maps greyscale pixels to uint8: 16-bit integers from 0..65535, floats from [0, 1]; refuses other ranges."""
+    pixels = np.asarray(pixels)
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype.kind in "iu":
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ImageError(f"{pixels.dtype} pixels outside 0..65535; integer images are read as 8 or 16 bits")
+        return ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if pixels.dtype.kind == "f":
+        if pixels.size and not (np.all(np.isfinite(pixels)) and pixels.min() >= 0.0 and pixels.max() <= 1.0):
+            raise ImageError("float pixels outside [0, 1]; float images are read as 0.0 (black) to 1.0 (white)")
+        return np.rint(pixels.astype(np.float64) * 255.0).astype(np.uint8)
+    raise ImageError(f"pixels of type {pixels.dtype} are not an image")
+
+
+def _to_grey8(image: Image.Image) -> Image.Image:
+    """An 8-bit greyscale copy; 16-bit and float greyscale are scaled, not clipped as Pillow's convert("L") does."""
+    if image.mode.startswith("I") or image.mode == "F":
+        return Image.fromarray(scale_to_uint8(np.asarray(image)), mode="L")
+    return image.convert("L")
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -132,27 +218,36 @@ def _is_grey8_png(data: bytes, shape: tuple[int, int]) -> bool:
     return (height, width) == tuple(shape) and depth == 8 and colour == 0 and interlace == 0
 
 
-def _file_source(path: Path, name: str, shape: tuple[int, int], resize: bool) -> SourceImage:
+def _file_source(path: Path, name: str, shape: tuple[int, int], resize: FitResize | None) -> SourceImage:
     reader = functools.partial(read_image, shape=shape, resize=resize)
     return SourceImage(name, path.stat().st_size, reader, path)
 
 
-def _walk(root: Path) -> Iterator[tuple[str, int]]:
-    """(relative posix name, size) of every file under `root`; hidden files and folders are skipped."""
+def _walk(root: Path, skipped: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """(relative posix name, size) of every image file under `root`; what is left out goes to `skipped`."""
     pending = [("", os.fspath(root))]
     while pending:
         prefix, folder = pending.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
+                name = prefix + entry.name
                 if entry.name.startswith("."):
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append((f"{prefix}{entry.name}/", entry.path))
-                elif entry.is_file():
-                    yield prefix + entry.name, entry.stat().st_size
+                if entry.is_symlink() and entry.is_dir():
+                    skipped[name + "/"] = "symlinked folder, not followed"
+                elif entry.is_dir(follow_symlinks=False):
+                    pending.append((f"{name}/", entry.path))
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    skipped[name] = "dangling link"
+                elif not entry.is_file():
+                    skipped[name] = "not a regular file"
+                elif os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                    skipped[name] = "no image extension"
+                else:
+                    yield name, entry.stat().st_size
 
 
-def _read_under(root: Path, shape: tuple[int, int], resize: bool, name: str) -> np.ndarray:
+def _read_under(root: Path, shape: tuple[int, int], resize: FitResize | None, name: str) -> np.ndarray:
     return read_image(root / name, shape, resize)
 
 
@@ -168,15 +263,18 @@ def _array_sources(path: Path, shape: tuple[int, int]) -> Iterator[SourceImage]:
         raise ImageError(f'"{path}" is not a readable image array: {exc}') from None
     if array.ndim == 2:
         array = array[None]
-    if array.ndim != 3 or array.shape[1:] != shape or array.dtype != np.uint8:
-        raise ImageError(f'"{path}" holds {array.dtype}{list(array.shape)}; expected uint8[N, {shape[0]}, {shape[1]}]')
+    if array.ndim != 3 or array.shape[1:] != shape or array.dtype not in _ARRAY_DTYPES:
+        raise ImageError(
+            f'"{path}" holds {array.dtype}{list(array.shape)}; expected [N, {shape[0]}, {shape[1]}] of '
+            "uint8, uint16 (0..65535) or float ([0, 1])"
+        )
     if len(array) == 0:
         raise ImageError(f'"{path}" holds no images')
     width = len(str(len(array) - 1))
     reader = functools.partial(_array_row, array)
     for index in range(len(array)):
-        yield SourceImage(f"{stem}_{index:0{width}d}.png", shape[0] * shape[1], reader, index)
+        yield SourceImage(f"{stem}_{index:0{width}d}.png", shape[0] * shape[1] * array.itemsize, reader, index)
 
 
 def _array_row(array: np.ndarray, index: int) -> np.ndarray:
-    return np.asarray(array[index])
+    return scale_to_uint8(array[index])

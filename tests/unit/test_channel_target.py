@@ -27,6 +27,13 @@ def test_a_list_becomes_one_uri_over_every_address_and_keeps_the_first_host_for_
         ("a:1,b:99999", "not HOST:PORT"),
         ("127.0.0.1:1,no-such-host.invalid:2", 'cannot resolve "no-such-host.invalid"'),
         ("127.0.0.1:1,[::1]:2", "mixes IPv4-only and IPv6-only"),
+        # A single target gRPC would misread: port 443 for none, 99999 wrapped to 34463, a scheme as a host name.
+        ("localhost", '"localhost" in --target is not HOST:PORT: the port is required'),
+        ("127.0.0.1:99999", "the port must be 1..65535"),
+        ("127.0.0.1:0", "the port must be 1..65535"),
+        ("http://host:50051", "without a scheme"),
+        ("dns:///receivers.internal", "the port is required"),
+        ("::1", "write IPv6 addresses as"),
     ],
 )
 def test_unusable_targets_say_how_to_write_them(target, message):
