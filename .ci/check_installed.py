@@ -29,7 +29,8 @@ def check_wheel_contents(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert top == {"latentlink", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, top
-    for needed in ("latentlink/models/q4/decoder.lln", "latentlink/samples/mnist/test_00000.png", "latentlink/py.typed"):
+    shipped = ("models/q4/decoder.lln", "samples/mnist/test_00000.png", "protos/container.proto", "py.typed")
+    for needed in (f"latentlink/{path}" for path in shipped):
         assert needed in names, f"{needed} is not in the wheel"
     license_files = [name for name in names if name.endswith("/LICENSE")]
     assert license_files, "no LICENSE in the wheel"

@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--quality", type=int, choices=QUALITIES, default=None, help=f"shipped ladder model (default {DEFAULT_QUALITY})"
     )
     compress.add_argument("--model", type=Path, default=None, help="model folder (instead of --quality)")
-    compress.add_argument("--resize", action="store_true", help="resize images of another size to the model's")
+    compress.add_argument(
+        "--resize", action="store_true", help="scale images of another size to fit, keeping the aspect ratio"
+    )
     compress.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
 
     decompress = commands.add_parser(
@@ -77,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return {"compress": _compress, "decompress": _decompress, "info": _info, "models": _models}[args.command](args)
+    except BrokenPipeError:  # `latentlink models | head`: the reader left, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (ContainerError, ImageError, ModelFormatError, FileNotFoundError) as exc:
         return _fail(str(exc), EXIT_USAGE)
     except OSError as exc:
@@ -84,17 +89,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from latentlink.codec.library import compress, read_model
+    from latentlink.codec.library import compress, decompress, read_model
+    from latentlink.sender.cli import out_of_domain_warning
+    from latentlink.sender.encode import QualityMeter, out_of_domain_psnr
     from latentlink.sender.parallel import name_clashes
     from latentlink.sender.session import load_batch
     from latentlink.shared.failures import format_failures
-    from latentlink.shared.image_io import find_sources
+    from latentlink.shared.image_io import FitResize, find_sources, summarize_skipped
     from latentlink.shared.model_dir import quality_model_dir
 
     if args.model and args.quality:
         return _fail("give --model or --quality, not both", EXIT_USAGE)
     model = read_model(args.model or quality_model_dir(args.quality or DEFAULT_QUALITY))
-    sources = [s for path in args.inputs for s in find_sources(path, model.image_shape, resize=args.resize)]
+    resizer, skipped = FitResize() if args.resize else None, {}
+    sources = [s for path in args.inputs for s in find_sources(path, model.image_shape, resizer, skipped)]
     failed = name_clashes(sources)
     loaded = load_batch([s for s in sources if s.name not in failed])
     failed.update(loaded.failed)
@@ -104,14 +112,27 @@ def _compress(args: argparse.Namespace) -> int:
     data = compress(loaded.pixels, model=model, names=loaded.names, device=args.device)
     _write_atomically(args.output, data)
     count = len(loaded.names)
+    quality = QualityMeter(exact_images=count)
+    quality.add(loaded.names, loaded.pixels, decompress(data, model, device=args.device))
     print(
         f"{count} images -> {args.output}: {len(data):,} bytes, {len(data) / count:.1f} B per image "
-        f"(input files: {sum(s.size_bytes for s in sources) / len(sources):.0f} B per image), model {model.name}"
+        f"(input files: {sum(s.size_bytes for s in sources) / len(sources):.0f} B per image), model {model.name}\n"
+        f"  quality of the reconstructions: {quality.result()}"
     )
+    if skipped:
+        print(f"  skipped {len(skipped)} files: {summarize_skipped(skipped)}")
+    if resizer and resizer.count:
+        height, width = model.image_shape
+        print(
+            f"  --resize: {resizer.count} images scaled to fit {width}x{height}, aspect ratio kept, padded with black"
+        )
     if failed:
         print(
             "\n".join([f"latentlink: {len(failed)} images not compressed:", *format_failures(failed)]), file=sys.stderr
         )
+    found = quality.below(out_of_domain_psnr(model))
+    if warning := out_of_domain_warning(found, model, "latentlink", "A model trained on such images would do better"):
+        print(warning, file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
 
 
@@ -120,7 +141,7 @@ def _decompress(args: argparse.Namespace) -> int:
     from latentlink.receiver.output import UnsafeNameError, output_path
     from latentlink.shared.image_io import encode_png
 
-    names, images = decompress_named(args.file.read_bytes(), args.model, device=args.device)
+    names, images = decompress_named(_read(args.file), args.model, device=args.device)
     args.output.mkdir(parents=True, exist_ok=True)
     failed = 0
     for name, image in zip(names, images, strict=True):
@@ -139,7 +160,7 @@ def _decompress(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     from latentlink.codec.container import unpack_container
 
-    data = args.file.read_bytes()
+    data = _read(args.file)
     container = unpack_container(data)
     count = max(container.image_count, 1)
     height, width = container.image_shape
@@ -163,7 +184,7 @@ def _models(args: argparse.Namespace) -> int:
         use = (
             f"--quality {quality}" + (" (default)" if quality == str(DEFAULT_QUALITY) else "")
             if quality
-            else (f"--model {folder}")
+            else f"--model {folder.name}"
         )
         rows.append(
             (
@@ -182,6 +203,12 @@ def _models(args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     print("test MSE and PSNR: the 10,000 MNIST test digits as a receiver writes them; B/image: latents only")
     return EXIT_OK
+
+
+def _read(path: Path) -> bytes:
+    if not path.is_file():
+        raise FileNotFoundError(f'no such file: "{path}"')
+    return path.read_bytes()
 
 
 def _write_atomically(path: Path, data: bytes) -> None:

@@ -163,18 +163,20 @@ def input_notes(report, resized: int, shape: tuple[int, ...]) -> list[str]:
     return lines
 
 
-def out_of_domain_warning(report, model) -> str | None:
+def out_of_domain_warning(
+    found: dict[str, float], model, prog: str = "sender", hint: str = "--min-psnr DB fails such images instead"
+) -> str | None:
     """A warning for images predicted far under the model's own test quality: they are not what it was made for."""
     from latentlink.sender.encode import OUT_OF_DOMAIN_DB
 
-    if not report.out_of_domain:
+    if not found:
         return None
-    worst = sorted(report.out_of_domain.items(), key=lambda item: item[1])
+    worst = sorted(found.items(), key=lambda item: item[1])
     examples = ", ".join(f"{name} ({value:.1f} dB)" for name, value in worst[:3])
     return (
-        f"sender: warning: {len(worst)} images are predicted far below model {model.name}'s "
+        f"{prog}: warning: {len(worst)} images are predicted far below model {model.name}'s "
         f"{model.card['test']['psnr_db']:.1f} dB on its test set (more than {OUT_OF_DOMAIN_DB:g} dB under): they look "
-        f"unlike the images it was trained on, e.g. {examples}. --min-psnr DB fails such images instead of sending them"
+        f"unlike the images it was trained on, e.g. {examples}. {hint}"
     )
 
 
@@ -357,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     report.skipped = skipped
     notes = input_notes(report, resizer.count if resizer else 0, model.image_shape)
-    warning = out_of_domain_warning(report, model)
+    warning = out_of_domain_warning(report.out_of_domain, model)
     if args.dry_run:
         print(_report_json(report, None, model) if args.json else "\n".join([format_dry_run(report, model), *notes]))
     elif args.json:

@@ -99,7 +99,7 @@ def summarize_skipped(skipped: dict[str, str]) -> str:
         by_reason.setdefault(reason, []).append(name)
     return "; ".join(
         f"{reason}: {len(names)} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-        for reason, names in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+        for reason, names in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0]))
     )
 
 

@@ -105,10 +105,18 @@ def save_model_dir(
 
 
 def load_model_dir(folder: Path) -> ModelFiles:
-    """Reads and validates a model folder; raises `ModelFormatError` or `FileNotFoundError`."""
+    """Reads and validates a model folder, or a shipped model named by its folder (conv-k64, ...).
+
+    Raises `ModelFormatError` or `FileNotFoundError`.
+    """
     folder = Path(folder)
+    shipped = {path.name: path for path in shipped_model_dirs()}
+    if not folder.is_dir() and str(folder) in shipped:
+        folder = shipped[str(folder)]
     if not folder.is_dir():
-        raise FileNotFoundError(f'model folder "{folder}" does not exist')
+        raise FileNotFoundError(
+            f'model folder "{folder}" does not exist (shipped models, usable by name: {", ".join(shipped)})'
+        )
     encoder = parse_network((folder / ENCODER_FILE).read_bytes(), role=model_pb2.ROLE_ENCODER)
     decoder = parse_network((folder / DECODER_FILE).read_bytes(), role=model_pb2.ROLE_DECODER)
     if encoder.output_shape != decoder.input_shape or encoder.input_shape != decoder.output_shape:

@@ -119,7 +119,7 @@ def test_port_in_use_is_a_one_line_error(tmp_path):
 
 @pytest.mark.parametrize(
     ("setup", "message"),
-    [("missing", "no such file or folder"), ("empty", "has no files to send")],
+    [("missing", "no such file or folder"), ("empty", "has no image files to send")],
 )
 def test_unusable_input_is_a_one_line_error(tmp_path, setup, message):
     folder = tmp_path / "images"

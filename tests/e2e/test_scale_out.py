@@ -91,7 +91,8 @@ def test_dry_run_text_report_and_unreadable_files(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "digit.png").write_bytes((SAMPLES / "test_00000.png").read_bytes())
-    (folder / "notes.txt").write_text("not an image")
+    (folder / "notes.txt").write_text("not an image")  # skipped: no image extension
+    (folder / "notes.png").write_text("not an image")  # fails: claims to be one
     result = subprocess.run(
         [sys.executable, "-m", "latentlink.sender", "--dry-run", "--quiet", str(folder)],
         capture_output=True,
@@ -102,4 +103,5 @@ def test_dry_run_text_report_and_unreadable_files(tmp_path):
     )
     assert result.returncode == 1
     assert "dry run: 2 images, 1 would be sent, 1 would fail; nothing was sent" in result.stdout
-    assert "WOULD FAIL notes.txt: not a readable image" in result.stdout and "Traceback" not in result.stderr
+    assert "WOULD FAIL notes.png: not a readable image" in result.stdout and "Traceback" not in result.stderr
+    assert "skipped 1 files of the folder: no image extension: 1 (notes.txt)" in result.stdout

@@ -84,8 +84,7 @@ def test_bad_files_are_reported_per_image_and_good_ones_still_land(receiver, enc
     report = send_images(receiver.address, _sources(folder), encoder)
     assert not report.ok
     assert sorted(report.written) == ["test_00000.png", "test_00001.png"]
-    assert set(report.failed) == {"notes.txt", "corrupt.png", "big.png"}
-    assert "not a readable image" in report.failed["notes.txt"]
+    assert set(report.failed) == {"corrupt.png", "big.png"}  # notes.txt has no image extension: never listed
     assert "not a readable image" in report.failed["corrupt.png"]
     assert "32x32" in report.failed["big.png"] and "--resize" in report.failed["big.png"]
     assert sorted(p.name for p in (receiver.out / report.session_dir).iterdir()) == ["test_00000.png", "test_00001.png"]
@@ -121,7 +120,7 @@ def test_npz_array_of_images_is_sent(receiver, encoder, tmp_path):
 def test_empty_and_missing_folders_are_errors(tmp_path):
     from latentlink.shared.image_io import ImageError
 
-    with pytest.raises(ImageError, match="has no files"):
+    with pytest.raises(ImageError, match="has no image files"):
         find_sources(tmp_path, (28, 28))
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         find_sources(tmp_path / "absent", (28, 28))

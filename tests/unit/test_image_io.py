@@ -47,7 +47,10 @@ def test_sources_are_found_recursively_sorted_and_hidden_files_skipped(tmp_path:
 
 def test_array_of_the_wrong_shape_is_refused(tmp_path: Path):
     np.save(tmp_path / "bad.npy", np.zeros((3, 32, 32), np.uint8))
-    with pytest.raises(ImageError, match=r"expected uint8\[N, 28, 28\]"):
+    with pytest.raises(ImageError, match=r"expected \[N, 28, 28\] of uint8, uint16"):
+        find_sources(tmp_path / "bad.npy", (28, 28))
+    np.save(tmp_path / "bad.npy", np.zeros((3, 28, 28), np.int64))
+    with pytest.raises(ImageError, match="int64"):
         find_sources(tmp_path / "bad.npy", (28, 28))
 
 
@@ -73,6 +76,10 @@ def test_png_fast_path_and_pillow_agree_on_every_png_kind(tmp_path: Path, mode, 
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
     path = tmp_path / "x.png"
+    if mode == "I;16":  # 16-bit samples span 0..65535: scaled to 8 bits, where Pillow's convert("L") clips
+        Image.fromarray(pixels.astype(np.uint16) * 257).save(path, **options)
+        np.testing.assert_array_equal(read_image(path, (28, 28)), pixels)
+        return
     Image.fromarray(pixels, mode="L").convert(mode).save(path, **options)
     with Image.open(path) as image:
         want = np.asarray(image.convert("L"))
@@ -96,3 +103,68 @@ def test_corrupt_png_body_and_oversized_files_are_image_errors(tmp_path: Path):
         handle.truncate(MAX_FILE_BYTES + 1)
     with pytest.raises(ImageError, match="larger than"):
         read_image(tmp_path / "huge.png", (28, 28))
+
+
+def test_sixteen_bit_and_float_images_are_scaled_not_clipped(tmp_path: Path):
+    Image.fromarray(DIGIT.astype(np.uint16) * 257).save(tmp_path / "deep.png")  # I;16: 0..65535
+    Image.fromarray(DIGIT.astype(np.float32) / 255.0).save(tmp_path / "float.tiff")  # F: 0.0..1.0
+    assert Image.open(tmp_path / "deep.png").mode == "I;16"
+    np.testing.assert_array_equal(read_image(tmp_path / "deep.png", (28, 28)), DIGIT)
+    np.testing.assert_array_equal(read_image(tmp_path / "float.tiff", (28, 28)), DIGIT)
+    Image.fromarray(DIGIT.astype(np.float32)).save(tmp_path / "float255.tiff")  # floats past 1.0: refused, not clipped
+    with pytest.raises(ImageError, match=r"float pixels outside \[0, 1\]"):
+        read_image(tmp_path / "float255.tiff", (28, 28))
+
+
+@pytest.mark.parametrize("dtype", ["uint16", "float32", "float64"])
+def test_arrays_of_16_bit_and_float_images_are_scaled(tmp_path: Path, dtype):
+    scaled = DIGIT.astype(np.uint16) * 257 if dtype == "uint16" else DIGIT.astype(dtype) / 255.0
+    np.save(tmp_path / "digits.npy", np.stack([scaled, scaled]))
+    sources = find_sources(tmp_path / "digits.npy", (28, 28))
+    assert len(sources) == 2
+    np.testing.assert_array_equal(sources[1].load(), DIGIT)
+
+
+def test_resize_keeps_the_aspect_ratio_pads_with_black_and_counts(tmp_path: Path):
+    from latentlink.shared.image_io import FitResize
+
+    Image.new("L", (56, 28), 255).save(tmp_path / "wide.png")  # white, twice as wide as high
+    resizer = FitResize()
+    pixels = read_image(tmp_path / "wide.png", (28, 28), resize=resizer)
+    assert resizer.count == 1
+    assert (pixels[7:21] == 255).all(), "the image, scaled to 28x14, sits in the middle"
+    assert (pixels[:7] == 0).all() and (pixels[21:] == 0).all(), "black bands above and below"
+
+
+def test_folder_search_skips_and_reports_what_is_not_an_image(tmp_path: Path):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(DIGIT).save(folder / "a.png")
+    Image.fromarray(DIGIT).save(folder / "sub" / "b.jpeg")
+    (folder / "README.txt").write_text("notes")
+    (folder / "data.csv").write_text("1,2")
+    (folder / ".hidden.png").write_bytes(b"")
+    (folder / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (folder / "linked").symlink_to(folder / "sub")
+    skipped: dict[str, str] = {}
+    names = [s.name for s in find_sources(folder, (28, 28), skipped=skipped)]
+    assert names == ["a.png", "sub/b.jpeg"]
+    assert skipped == {
+        "README.txt": "no image extension",
+        "data.csv": "no image extension",
+        "dangling.png": "dangling link",
+        "linked/": "symlinked folder, not followed",
+    }
+
+
+def test_a_folder_of_only_other_files_says_what_it_skipped(tmp_path: Path):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ImageError, match=r"has no image files to send \(1 other files skipped: no image extension"):
+        find_sources(tmp_path, (28, 28))
+
+
+def test_a_file_that_claims_to_be_an_image_fails_with_a_clean_reason(tmp_path: Path):
+    (tmp_path / "fake.png").write_text("I am not a PNG")
+    with pytest.raises(ImageError) as caught:
+        read_image(tmp_path / "fake.png", (28, 28))
+    assert str(caught.value) == "not a readable image (UnidentifiedImageError: not a recognised image format)"

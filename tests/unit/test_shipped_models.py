@@ -77,3 +77,14 @@ def test_compiled_network_never_retraces_across_batch_sizes_and_threads():
         outputs = list(pool.map(lambda n: network(np.zeros((n, 28, 28), np.float32)), sizes))
     assert [o.shape for o in outputs] == [(n, model.latent_dim) for n in sizes]
     assert network.function.experimental_get_tracing_count() == 1
+
+
+def test_shipped_models_load_by_name_and_unknown_names_list_them():
+    from pathlib import Path
+
+    from latentlink.shared.model_dir import shipped_model_dir
+
+    by_name, by_folder = load_model_dir(Path("conv-k64")), load_model_dir(shipped_model_dir("conv-k64"))
+    assert by_name.decoder.digest == by_folder.decoder.digest
+    with pytest.raises(FileNotFoundError, match="shipped models, usable by name: conv-k64, q1"):
+        load_model_dir(Path("no-such-model"))
