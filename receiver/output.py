@@ -39,6 +39,8 @@ def output_path(out_dir: Path, name: str) -> Path:
         raise UnsafeNameError(f'image name "{name[:80]}" has a component over 255 bytes')
     root = _resolved(out_dir)
     target = root.joinpath(*output_name(name).split("/"))
+    if len(target.name.encode()) > 255:
+        raise UnsafeNameError(f'image name "{name[:80]}..." is over 255 bytes once written with the suffix .png')
     # A symlink planted inside the output folder must not lead outside it.
     if not _resolves_inside(target.parent, root) or target.is_symlink():
         raise UnsafeNameError(f'image name "{name}" leads outside the output folder')
@@ -89,7 +91,8 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
         except OSError:
             pass  # each of its files fails below, with the reason
     for index, (path, data) in enumerate(files):
-        temporary = f"{path.parent}/.{path.name}.{tag}{index}.tmp"
+        # Never longer than a short final name: any name the filesystem takes has a temporary it takes too.
+        temporary = f"{path.parent}/.{tag}{index}.tmp"
         try:
             fd = os.open(temporary, _CREATE_NEW, 0o644)
             try:

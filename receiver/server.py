@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from latentlink.receiver.auth import TokenAuthInterceptor
-from latentlink.receiver.idle import DEFAULT_IDLE_TIMEOUT_S
+from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S
 from latentlink.receiver.model_store import ModelStore
 from latentlink.receiver.servicer import LatentLinkServicer
 from latentlink.shared.proto import latentlink_pb2 as pb

@@ -15,7 +15,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from latentlink.receiver.idle import DEFAULT_IDLE_TIMEOUT_S, with_idle_limit
+from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S, Inbox, Notice
 from latentlink.receiver.model_store import ModelStore, is_digest
 from latentlink.receiver.output import UnsafeNameError, output_path, remove_stale_temporaries, write_files_durably
 from latentlink.shared.entropy_coding import EntropyTables
@@ -29,8 +29,10 @@ from latentlink.shared.protocol import (
     MAX_BATCH_IMAGES,
     MAX_MESSAGE_BYTES,
     MAX_MODEL_BYTES,
+    MAX_SEQUENCE,
     MODEL_CHUNK_BYTES,
     PROTOCOL_VERSION,
+    SENDER_ID,
     SESSION_NAME,
 )
 
@@ -38,6 +40,10 @@ __all__ = ["LatentLinkServicer"]
 
 log = logging.getLogger(__name__)
 
+# How long a reconnecting sender waits for its abandoned stream to finish the batch it is writing.
+TAKEOVER_WAIT_S = 30.0
+# Decoded batches waiting for the disk at most; beyond it, decoding waits for the oldest write.
+MAX_WRITES_QUEUED = 2
 LIMITS = pb.Limits(
     max_message_bytes=MAX_MESSAGE_BYTES,
     max_batch_images=MAX_BATCH_IMAGES,
@@ -65,26 +71,41 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         if removed := remove_stale_temporaries(self.out_dir):
             log.info("removed %d half-written files left by an earlier run", removed)
         self.store = store
-        self._open_sessions: set[str] = set()
+        self._open_sessions: dict[str, _OpenSession] = {}
         self._lock = threading.Lock()
 
     def Stream(self, request_iterator: Iterator[pb.SenderMessage], context: grpc.ServicerContext):
-        request_iterator = with_idle_limit(request_iterator, context, self.idle_timeout_s)
-        hello = _expect(request_iterator, "hello", context).hello
+        inbox = Inbox(request_iterator, context, self.idle_timeout_s)
+        events = iter(inbox)
+        hello = _expect(events, "hello", context).hello
         _check_hello(hello, context)
-        with self._lock:
-            if hello.session in self._open_sessions:
-                context.abort(
-                    grpc.StatusCode.ALREADY_EXISTS, f'session "{hello.session}" is open in another stream; pick another'
-                )
-            self._open_sessions.add(hello.session)
+        mine = _OpenSession(hello.sender_id, inbox)
+        self._open(hello.session, mine, context)
         try:
-            yield from self._serve(hello, request_iterator, context)
+            yield from self._serve(hello, inbox, events, context)
         finally:
             with self._lock:
-                self._open_sessions.discard(hello.session)
+                if self._open_sessions.get(hello.session) is mine:
+                    del self._open_sessions[hello.session]
+            mine.released.set()
 
-    def _serve(self, hello: pb.Hello, request_iterator, context: grpc.ServicerContext):
+    def _open(self, name: str, mine: _OpenSession, context: grpc.ServicerContext) -> None:
+        """Registers a session's stream; the same sender's reconnect takes it over from its abandoned stream."""
+        with self._lock:
+            holder = self._open_sessions.get(name)
+            if holder is None:
+                self._open_sessions[name] = mine
+                return
+            if not (mine.sender_id and mine.sender_id == holder.sender_id):
+                message = f'session "{name}" is open in another stream; pick another'
+                context.abort(grpc.StatusCode.ALREADY_EXISTS, message)
+            self._open_sessions[name] = mine
+        holder.inbox.take_over()
+        # The old stream finishes the batch it is writing; two streams never write one session at once.
+        if not holder.released.wait(TAKEOVER_WAIT_S):
+            context.abort(grpc.StatusCode.UNAVAILABLE, f'session "{name}": its previous stream is still finishing')
+
+    def _serve(self, hello: pb.Hello, inbox: Inbox, events: Iterator, context: grpc.ServicerContext):
         peer = f"{context.peer()} [{hello.session}]"
         digest = hello.decoder_digest
         encoding = _pick_encoding(hello, context)
@@ -108,7 +129,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             )
         )
         if not has_decoder:
-            received = _receive_model(request_iterator, hello.decoder.size_bytes, context)
+            received = _receive_model(events, hello.decoder.size_bytes, context)
             try:
                 self.store.add(digest, received)
             except ModelFormatError as exc:
@@ -128,23 +149,28 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         # One writer per session: PNG encoding and the group-commit write of batch k overlap
         # the decoding of batch k+1, and a session's files never contend for their folder's lock.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{hello.session}") as writer:
-            yield from self._serve_batches(session, writer, request_iterator, context, peer, hello, encoding)
+            yield from self._serve_batches(session, writer, inbox, events, context, peer, hello, encoding)
 
     def _serve_batches(
         self,
         session: _Session,
         writer: ThreadPoolExecutor,
-        request_iterator: Iterator[pb.SenderMessage],
+        inbox: Inbox,
+        events: Iterator,
         context: grpc.ServicerContext,
         peer: str,
         hello: pb.Hello,
         encoding: int,
     ) -> Iterator[pb.ReceiverMessage]:
-        """Decodes latent batches as they come and acknowledges each once its files are durable."""
-        writing: deque[Future] = deque()  # batches being written, in order; at most two
+        """Decodes latent batches as they come and acknowledges each the moment its files are durable."""
+        writing: deque[Future] = deque()  # batches being written, in order
         digest = session.digest
-        for message in request_iterator:
-            kind = message.WhichOneof("kind")
+        for event in events:
+            if isinstance(event, Notice):  # a write finished: acknowledge, in order, whatever is durable
+                while writing and writing[0].done():
+                    yield pb.ReceiverMessage(acks=writing.popleft().result())
+                continue
+            kind = event.WhichOneof("kind")
             if kind == "finish":
                 while writing:
                     yield pb.ReceiverMessage(acks=writing.popleft().result())
@@ -164,10 +190,11 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                 return
             if kind != "latent_batch":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f'unexpected "{kind}" message after the handshake')
-            session.bytes_in += message.latent_batch.ByteSize()
-            acks, files = self._decode_batch(message.latent_batch, session, encoding, context)
+            session.bytes_in += event.latent_batch.ByteSize()
+            acks, files = self._decode_batch(event.latent_batch, session, encoding, context)
             writing.append(writer.submit(session.write, acks, files))
-            while len(writing) > 1 or (writing and writing[0].done()):
+            writing[-1].add_done_callback(inbox.post)
+            while len(writing) > MAX_WRITES_QUEUED:  # decoding must not run far ahead of the disk
                 yield pb.ReceiverMessage(acks=writing.popleft().result())
         for pending in writing:
             pending.result()  # what was decoded is still written; the sender resends it after a break
@@ -187,6 +214,8 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"batch encoding {batch.encoding} was not negotiated")
         if not 0 < batch.count <= MAX_BATCH_IMAGES:
             context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"batch of {batch.count} images (1..{MAX_BATCH_IMAGES})")
+        if batch.first_seq + batch.count > MAX_SEQUENCE:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"sequence numbers must stay below {MAX_SEQUENCE}")
         acks = pb.AckBatch(first_seq=batch.first_seq, count=batch.count)
         try:
             decoded = latents_from_batch(batch, session.decoder.info.input_shape[0], session.tables)
@@ -203,7 +232,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
                         f"image shape {list(decoded.image_shape)} differs from the decoder's "
                         f"{list(session.decoder.info.output_shape)}"
                     )
-                target = output_path(self.out_dir, f"{session.name}/{name}")
+                target = output_path(session.folder, name)  # the name alone is checked, drive letters too
                 if target in batch_targets:  # across batches, the sender keeps names apart (memory stays flat)
                     raise ValueError(f'another image of this batch maps to "{target.name}"')
                 if not finite[row]:
@@ -216,6 +245,15 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
         pixels = decode_images(session.decoder, decoded.latents[rows]) if rows else []
         session.decode_s += time.perf_counter() - started
         return acks, {batch.first_seq + row: (targets[row], image) for row, image in zip(rows, pixels, strict=True)}
+
+
+@dataclass
+class _OpenSession:
+    """The stream that holds a session now, and when it lets go."""
+
+    sender_id: str
+    inbox: Inbox
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass
@@ -309,6 +347,8 @@ def _check_hello(hello: pb.Hello, context: grpc.ServicerContext) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             f'session name "{hello.session[:80]}" must be 1-64 of [A-Za-z0-9._-], not starting with a dot',
         )
+    if hello.sender_id and not SENDER_ID.fullmatch(hello.sender_id):
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, "sender_id must be 16-64 of [A-Za-z0-9_-]")
     if not is_digest(hello.decoder_digest):
         context.abort(
             grpc.StatusCode.INVALID_ARGUMENT, f'"{hello.decoder_digest[:80]}" is not a SHA-256 decoder digest'

@@ -113,7 +113,12 @@ def send_images(
     channel = channel or open_channel(target, credentials)
     quality = QualityMeter()
     options = _Options(
-        encoder, list(encodings or supported_encodings(encoder.tables)), bearer_metadata(token), on_progress, min_psnr
+        encoder,
+        list(encodings or supported_encodings(encoder.tables)),
+        bearer_metadata(token),
+        on_progress,
+        min_psnr,
+        sender_id=secrets.token_urlsafe(18),  # the same on every reconnect: lets it take over its old stream
     )
     stub = latentlink_pb2_grpc.LatentLinkStub(channel)
     next_seq, backoff, give_up_at = 0, 0.25, None
@@ -142,6 +147,8 @@ def send_images(
                 break
             finally:
                 attempt.stop.set()
+                if attempt.call is not None:
+                    attempt.call.cancel()  # an abandoned call must free its session on the receiver now
                 if attempt.producer is not None:
                     attempt.producer.join()
                 next_seq = attempt.next_seq
@@ -170,6 +177,7 @@ class _Options:
     metadata: list[tuple[str, str]]
     on_progress: Callable[[int, int], None]  # (images done, wire bytes) since the last call
     min_psnr: float | None = None
+    sender_id: str = ""
 
 
 class _Session:
@@ -178,7 +186,8 @@ class _Session:
     def __init__(self, stub, options: _Options, report: SendReport, quality: QualityMeter, first_seq: int) -> None:
         self.stub, self.report, self.quality = stub, report, quality
         self.encoder, self.offered, self.metadata = options.encoder, options.offered, options.metadata
-        self.on_progress, self.min_psnr = options.on_progress, options.min_psnr
+        self.on_progress, self.min_psnr, self.sender_id = options.on_progress, options.min_psnr, options.sender_id
+        self.call: grpc.Future | None = None
         self.encoding = pb.LATENT_ENCODING_UNSPECIFIED
         self.output_format = pb.OUTPUT_FORMAT_PNG
         self.next_seq = first_seq
@@ -223,6 +232,7 @@ class _Session:
                     ),
                     encodings=self.offered,
                     session=self.report.session,
+                    sender_id=self.sender_id,
                 )
             )
         )

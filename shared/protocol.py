@@ -13,6 +13,8 @@ __all__ = [
     "DEFAULT_BATCH_IMAGES",
     "MAX_MODEL_BYTES",
     "MAX_NAME_BYTES",
+    "MAX_SEQUENCE",
+    "SENDER_ID",
     "SESSION_NAME",
     "channel_options",
     "server_options",
@@ -29,8 +31,12 @@ MAX_BATCH_IMAGES = 1024
 DEFAULT_BATCH_IMAGES = 512
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 MAX_NAME_BYTES = 1024
+# Image sequence numbers stay below this: a signed 64-bit integer holds them in any language.
+MAX_SEQUENCE = 2**63
 # A session's folder name: one safe path component.
 SESSION_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+# A sender's token for taking over its own abandoned stream of a session.
+SENDER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
 def channel_options() -> list[tuple[str, int]]:

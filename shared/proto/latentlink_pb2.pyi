@@ -42,18 +42,20 @@ class DecoderSummary(_message.Message):
     def __init__(self, image_shape: _Optional[_Iterable[int]] = ..., latent_dim: _Optional[int] = ..., size_bytes: _Optional[int] = ..., model_name: _Optional[str] = ..., has_entropy_model: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("protocol_version", "decoder_digest", "decoder", "encodings", "session")
+    __slots__ = ("protocol_version", "decoder_digest", "decoder", "encodings", "session", "sender_id")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DECODER_FIELD_NUMBER: _ClassVar[int]
     ENCODINGS_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    SENDER_ID_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     decoder_digest: str
     decoder: DecoderSummary
     encodings: _containers.RepeatedScalarFieldContainer[LatentEncoding]
     session: str
-    def __init__(self, protocol_version: _Optional[int] = ..., decoder_digest: _Optional[str] = ..., decoder: _Optional[_Union[DecoderSummary, _Mapping]] = ..., encodings: _Optional[_Iterable[_Union[LatentEncoding, str]]] = ..., session: _Optional[str] = ...) -> None: ...
+    sender_id: str
+    def __init__(self, protocol_version: _Optional[int] = ..., decoder_digest: _Optional[str] = ..., decoder: _Optional[_Union[DecoderSummary, _Mapping]] = ..., encodings: _Optional[_Iterable[_Union[LatentEncoding, str]]] = ..., session: _Optional[str] = ..., sender_id: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
     __slots__ = ("max_message_bytes", "max_batch_images", "max_model_bytes", "max_chunk_bytes")

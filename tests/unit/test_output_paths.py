@@ -76,3 +76,18 @@ def test_group_commit_fails_only_the_files_that_cannot_be_written(tmp_path: Path
     assert sorted(errors) == [1, 2] and all(reason.startswith("write failed:") for reason in errors.values())
     assert (tmp_path / "ok.png").read_bytes() == b"1" and (tmp_path / "fine.png").read_bytes() == b"4"
     assert not [p for p in tmp_path.rglob(".*.tmp")]
+
+
+@pytest.mark.parametrize("length", [240, 241, 248, 255])
+def test_legal_long_names_are_written_whatever_their_place_in_the_batch(tmp_path: Path, length):
+    """Temporaries are never longer than the final name (defect 6: 241-255 bytes failed with ENAMETOOLONG)."""
+    names = [f"{'a' * (length - 4 - len(str(i)))}{i}.png" for i in range(12)]
+    assert all(len(name.encode()) == length for name in names)
+    files = [(output_path(tmp_path, name), b"png bytes") for name in names]
+    assert write_files_durably(files) == {}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+
+
+def test_a_name_over_255_bytes_once_suffixed_is_refused_up_front(tmp_path: Path):
+    with pytest.raises(UnsafeNameError, match="over 255 bytes once written with the suffix .png"):
+        output_path(tmp_path, "b" * 253)  # "b...b.png" would be 257 bytes
