@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from latentlink.receiver.log_text import peer_text
 from latentlink.shared.model_format import ModelFormatError, NetworkInfo, parse_network
 from latentlink.shared.proto import model_pb2
 
@@ -41,8 +42,24 @@ class ModelStore:
         return self.folder / f"{digest}.lln"
 
     def has(self, digest: str) -> bool:
-        """True when a decoder with this digest is cached on disk."""
-        return self._path(digest).is_file()
+        """True when a usable decoder with this digest is cached.
+
+        A cached file that no longer verifies (damaged on disk) is deleted, so
+        that the sender is asked to upload it again instead of every session failing.
+        """
+        with self._lock:
+            if digest in self._loaded:
+                return True
+        path = self._path(digest)
+        if not path.is_file():
+            return False
+        try:
+            self.decoder(digest)
+        except (ModelFormatError, OSError) as exc:
+            log.warning("cached decoder %s is damaged (%s): deleted, to be uploaded again", digest[:12], exc)
+            path.unlink(missing_ok=True)
+            return False
+        return True
 
     def add(self, digest: str, data: bytes) -> NetworkInfo:
         """Verifies a received decoder against its digest and caches it atomically."""
@@ -54,7 +71,7 @@ class ModelStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-        log.info("cached decoder %s (%s, %d bytes)", digest[:12], info.network.model_name, len(data))
+        log.info("cached decoder %s (%s, %d bytes)", digest[:12], peer_text(info.network.model_name), len(data))
         return info
 
     def decoder(self, digest: str):

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 
 from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S, Inbox, Notice
+from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import ModelStore, is_digest
 from latentlink.receiver.output import UnsafeNameError, output_path, remove_stale_temporaries, write_files_durably
 from latentlink.shared.entropy_coding import EntropyTables
@@ -114,7 +115,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             "%s: session for decoder %s (%s), cached=%s, encoding %s",
             peer,
             digest[:12],
-            hello.decoder.model_name,
+            peer_text(hello.decoder.model_name),
             has_decoder,
             pb.LatentEncoding.Name(encoding),
         )
@@ -133,7 +134,7 @@ class LatentLinkServicer(latentlink_pb2_grpc.LatentLinkServicer):
             try:
                 self.store.add(digest, received)
             except ModelFormatError as exc:
-                log.warning("%s: rejected decoder transfer: %s", peer, exc)
+                log.warning("%s: rejected decoder transfer: %s", peer, peer_text(exc))
                 context.abort(grpc.StatusCode.DATA_LOSS, f"decoder transfer rejected: {exc}")
             yield pb.ReceiverMessage(
                 model_accepted=pb.ModelAccepted(decoder_digest=digest, received_bytes=len(received))

@@ -178,3 +178,23 @@ def test_a_receiver_that_stays_full_is_a_clear_error(tmp_path, encoder):
     finally:
         release()
         running.stop()
+
+
+def test_a_cached_decoder_damaged_on_disk_is_replaced_by_a_new_upload(tmp_path, encoder, default_model):
+    """The receiver deletes a cached decoder that fails its digest and asks for it again (defect 10)."""
+    running = start_receiver(tmp_path / "out", tmp_path / "models")
+    try:
+        send_images(running.address, _sources(count=2), encoder)
+    finally:
+        running.stop()
+    cached = tmp_path / "models" / f"{default_model.decoder.digest}.lln"
+    damaged = bytearray(cached.read_bytes())
+    damaged[1000] ^= 0x01
+    cached.write_bytes(bytes(damaged))
+    running = start_receiver(tmp_path / "out", tmp_path / "models")  # a restart: nothing in memory
+    try:
+        report = send_images(running.address, _sources(count=2), encoder)
+    finally:
+        running.stop()
+    assert report.ok and report.model_bytes == default_model.decoder.size_bytes
+    assert cached.read_bytes() == (default_model_dir() / "decoder.lln").read_bytes()

@@ -154,3 +154,18 @@ def test_drive_letter_names_are_refused(receiver, default_model):
     acks = [m.acks for m in _session_with_batch(receiver, default_model, batch) if m.WhichOneof("kind") == "acks"]
     assert [(f.seq, f.error) for f in acks[0].failures] == [(0, 'image name "C:/x.png" starts with a drive letter')]
     assert sorted(p.name for p in (receiver.out / "t").iterdir()) == ["ok.png"]
+
+
+def test_peer_text_cannot_forge_log_lines(receiver, default_model, caplog):
+    """A newline in the model name is escaped before it is logged (defect 10)."""
+    import logging
+
+    from tests.e2e.test_protocol import _stream
+
+    hello = _hello(default_model)
+    hello.hello.decoder.model_name = "rd-q4\n2026-01-01 receiver INFO all images written"
+    with caplog.at_level(logging.INFO, logger="latentlink.receiver"):
+        _stream(receiver.address, [hello, *_chunks(_decoder_bytes()), pb.SenderMessage(finish=pb.Finish())])
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("rd-q4\\n2026-01-01" in message for message in messages)
+    assert not any("\n" in message for message in messages)
