@@ -36,7 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably  # noqa: E402
-from latentlink.sender.session import UNACKED_BATCHES, new_session_name  # noqa: E402
+from latentlink.sender.attempt import UNACKED_BATCHES  # noqa: E402
+from latentlink.sender.session import new_session_name  # noqa: E402
 from latentlink.shared.image_io import ImageError, encode_png, find_sources, output_name  # noqa: E402
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, channel_options, server_options  # noqa: E402
 

@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from latentlink.shared.image_io import find_sources, read_image
-from latentlink.shared.latent_codec import ENCODING_NAMES
 from latentlink.shared.metrics import Quality, quality, to_uint8
 from latentlink.shared.model_dir import load_model_dir, shipped_model_dir, shipped_model_dirs
+from latentlink.shared.serde import ENCODING_NAMES
 from latentlink.train.mnist import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent

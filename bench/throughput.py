@@ -38,10 +38,10 @@ from png_baseline import pack_batch, unpack_batch  # noqa: E402
 
 from latentlink.receiver.output import write_files_durably  # noqa: E402
 from latentlink.shared.image_io import encode_png, read_image  # noqa: E402
-from latentlink.shared.latent_codec import latents_from_batch, latents_to_batch  # noqa: E402
 from latentlink.shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
 from latentlink.shared.proto import latentlink_pb2 as pb  # noqa: E402
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES  # noqa: E402
+from latentlink.shared.serde import latents_from_batch, latents_to_batch  # noqa: E402
 from latentlink.train.mnist import load_mnist  # noqa: E402
 
 LINKS = {"loopback": (None, 0.0), "10 Mbit/s, 10 ms": (10e6, 0.010), "1 Mbit/s, 40 ms": (1e6, 0.040)}

@@ -93,7 +93,7 @@ def _compress(args: argparse.Namespace) -> int:
     from latentlink.sender.cli import out_of_domain_warning
     from latentlink.sender.encode import QualityMeter, out_of_domain_psnr
     from latentlink.sender.parallel import name_clashes
-    from latentlink.sender.session import load_batch
+    from latentlink.sender.read_ahead import load_batch
     from latentlink.shared.failures import format_failures
     from latentlink.shared.image_io import FitResize, find_sources, summarize_skipped
     from latentlink.shared.model_dir import quality_model_dir

@@ -18,7 +18,6 @@ from latentlink.codec.container import (
     unpack_container,
 )
 from latentlink.shared.entropy_coding import EntropyTables
-from latentlink.shared.latent_codec import LatentCodecError, latents_from_batch, latents_to_batch, supported_encodings
 from latentlink.shared.model_dir import (
     DECODER_FILE,
     DEFAULT_QUALITY,
@@ -30,6 +29,7 @@ from latentlink.shared.model_dir import (
 from latentlink.shared.model_format import NetworkInfo, parse_network
 from latentlink.shared.proto import model_pb2
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
+from latentlink.shared.serde import LatentCodecError, latents_from_batch, latents_to_batch, supported_encodings
 
 __all__ = ["compress", "decompress", "decompress_named", "find_decoder", "read_model"]
 

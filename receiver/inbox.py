@@ -1,10 +1,11 @@
 """What a session handler waits on: the sender's messages and its own workers' notices, in one queue.
 
-A helper thread reads the stream (at most `depth` messages ahead, which bounds
-what a fast sender can buffer here); workers post notices (a batch is durable)
-that wake the handler at once, whatever the sender does. The handler ends the
-stream with DEADLINE_EXCEEDED when the sender stays silent for `idle_s`, and
-stops waiting the moment gRPC ends the call.
+A helper thread reads the stream and parses each message (at most `depth`
+messages ahead, which bounds what a fast sender can buffer here); workers post
+notices (a batch is durable) that wake the handler at once, whatever the
+sender does. Iterating raises ProtocolError for a garbled message
+(DATA_LOSS), a sender silent for `idle_s` (DEADLINE_EXCEEDED) or a takeover
+(ABORTED), and ends the moment gRPC ends the call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+
+from latentlink.shared.serde import ProtocolError, parse_sender_message
 
 __all__ = ["DEFAULT_IDLE_TIMEOUT_S", "Inbox", "Notice"]
 
@@ -58,13 +61,13 @@ class Inbox:
             try:
                 event = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
-                self._context.abort(
-                    grpc.StatusCode.DEADLINE_EXCEEDED, f"no message from the sender for {self._idle_s:g} s"
-                )
+                raise ProtocolError("DEADLINE_EXCEEDED", f"no message from the sender for {self._idle_s:g} s") from None
             if event is _END:
                 return
             if event is _TAKEN_OVER:
-                self._context.abort(grpc.StatusCode.ABORTED, "the sender reconnected: a newer stream took this session")
+                raise ProtocolError("ABORTED", "the sender reconnected: a newer stream took this session")
+            if isinstance(event, ProtocolError):
+                raise event
             if not isinstance(event, Notice):
                 self._room.release()
                 deadline = time.monotonic() + self._idle_s
@@ -74,13 +77,17 @@ class Inbox:
         """The sender's messages alone (for the steps before any worker runs)."""
         return (event for event in self if not isinstance(event, Notice))
 
-    def _read(self, requests: Iterator) -> None:
+    def _read(self, requests: Iterator[bytes]) -> None:
         try:
-            for message in requests:
+            for raw in requests:
                 self._room.acquire()
                 if self._ended.is_set():
                     return
-                self._events.put(message)
+                try:
+                    self._events.put(parse_sender_message(raw))
+                except ProtocolError as exc:  # garbled in transit: the handler ends the stream with its status
+                    self._events.put(exc)
+                    return
         except Exception:  # the RPC ended under us (cancelled, aborted): nothing more to read
             pass
         self._events.put(_END)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -11,10 +12,12 @@ from collections import OrderedDict
 from pathlib import Path
 
 from latentlink.receiver.log_text import peer_text
+from latentlink.receiver.model_upload import PARTIAL_FOLDER
 from latentlink.shared.model_format import ModelFormatError, NetworkInfo, parse_network
 from latentlink.shared.proto import model_pb2
+from latentlink.shared.protocol import MAX_DECODER_ACTIVATIONS, MAX_DECODER_MACS
 
-__all__ = ["ModelStore", "is_digest"]
+__all__ = ["DecoderTooCostly", "ModelStore", "is_digest"]
 
 log = logging.getLogger(__name__)
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -25,14 +28,30 @@ def is_digest(text: str) -> bool:
     return bool(_DIGEST.fullmatch(text))
 
 
-class ModelStore:
-    """Holds verified decoder files under `folder/<digest>.lln`; survives restarts."""
+class DecoderTooCostly(ModelFormatError):
+    """A valid decoder that asks for more work per image than this receiver allows."""
 
-    def __init__(self, folder: Path, device: str = "auto", max_loaded: int = 8) -> None:
+
+class ModelStore:
+    """Holds verified decoder files under `folder/<digest>.lln`; survives restarts.
+
+    Both caches are bounded, least recently used out: at most `max_loaded`
+    compiled decoders in memory, and at most `max_files` files of `max_bytes`
+    in all on disk (partial uploads under `.partial/` likewise).
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        device: str = "auto",
+        max_loaded: int = 8,
+        max_files: int = 64,
+        max_bytes: int = 1 << 30,
+    ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.device = device
-        self.max_loaded = max_loaded
+        self.max_loaded, self.max_files, self.max_bytes = max_loaded, max_files, max_bytes
         self._loaded: OrderedDict[str, object] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -62,8 +81,13 @@ class ModelStore:
         return True
 
     def add(self, digest: str, data: bytes) -> NetworkInfo:
-        """Verifies a received decoder against its digest and caches it atomically."""
+        """Verifies a received decoder (digest, format, work per image) and caches it atomically."""
         info = parse_network(data, expected_digest=digest, role=model_pb2.ROLE_DECODER)
+        if info.activations > MAX_DECODER_ACTIVATIONS or info.macs > MAX_DECODER_MACS:
+            raise DecoderTooCostly(
+                f"it needs {info.activations:,} activations and {info.macs:,} multiply-adds per image; "
+                f"the limits are {MAX_DECODER_ACTIVATIONS:,} and {MAX_DECODER_MACS:,}"
+            )
         path = self._path(digest)
         fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{digest[:12]}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
@@ -71,6 +95,8 @@ class ModelStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        self._prune(self.folder.glob("*.lln"), keep=path)
+        self._prune((self.folder / PARTIAL_FOLDER).glob("*.part"), keep=path)
         log.info("cached decoder %s (%s, %d bytes)", digest[:12], peer_text(info.network.model_name), len(data))
         return info
 
@@ -79,12 +105,30 @@ class ModelStore:
         from latentlink.shared.network_runtime import CompiledNetwork
 
         with self._lock:
+            path = self._path(digest)
+            with contextlib.suppress(OSError):
+                os.utime(path)  # recently used: the last the disk bound evicts
             if digest in self._loaded:
                 self._loaded.move_to_end(digest)
                 return self._loaded[digest]
-            info = parse_network(self._path(digest).read_bytes(), expected_digest=digest, role=model_pb2.ROLE_DECODER)
+            info = parse_network(path.read_bytes(), expected_digest=digest, role=model_pb2.ROLE_DECODER)
             compiled = CompiledNetwork(info, self.device)
             self._loaded[digest] = compiled
             if len(self._loaded) > self.max_loaded:
-                self._loaded.popitem(last=False)
+                self._loaded.popitem(last=False)  # nothing else holds it: the garbage collector frees it
             return compiled
+
+    def _prune(self, files, keep: Path) -> None:
+        """Deletes the least recently used files past the count and size bounds."""
+        entries = []
+        for path in files:
+            with contextlib.suppress(OSError):
+                stat = path.stat()
+                entries.append((stat.st_mtime_ns, stat.st_size, path))
+        entries.sort(reverse=True)  # most recent first
+        count = total = 0
+        for _, size, path in entries:
+            count, total = count + 1, total + size
+            if path != keep and (count > self.max_files or total > self.max_bytes):
+                path.unlink(missing_ok=True)
+                log.info("decoder cache: evicted %s", path.name[:12])

@@ -15,13 +15,12 @@ from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S
 from latentlink.receiver.model_store import ModelStore
 from latentlink.receiver.servicer import LatentLinkServicer
 from latentlink.shared.proto import latentlink_pb2 as pb
-from latentlink.shared.proto import latentlink_pb2_grpc
-from latentlink.shared.protocol import server_options
+from latentlink.shared.protocol import MAX_SESSIONS, server_options
+from latentlink.shared.serde import OutputFormat
 
 __all__ = ["MAX_SESSIONS", "SERVICE_NAME", "create_server"]
 
-# Each sync-server stream holds one worker thread for its whole session.
-MAX_SESSIONS = 32
+HEADROOM_RPCS = 4
 SERVICE_NAME = "latentlink.v1.LatentLink"
 
 
@@ -33,7 +32,7 @@ def create_server(
     token: str | None = None,
     credentials: grpc.ServerCredentials | None = None,
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S,
-    output_format: int = pb.OUTPUT_FORMAT_PNG,
+    output_format: int = OutputFormat.PNG,
     on_session_end: Callable[[dict], None] = lambda summary: None,
     max_sessions: int = MAX_SESSIONS,
 ) -> tuple[grpc.Server, int]:
@@ -43,18 +42,26 @@ def create_server(
     reflection, over TLS when `credentials` are given. With a token, every call
     but health checks must carry it; a sender silent for `idle_timeout_s` is cut
     off. Images are written as `output_format`; each finished session's summary
-    goes to `on_session_end`; beyond `max_sessions` open calls, new ones are
-    refused with RESOURCE_EXHAUSTED. Raises OSError when the address cannot be bound (e.g. the port is in use).
+    goes to `on_session_end`; beyond `max_sessions` open sessions, new ones are
+    refused with UNAVAILABLE and BUSY_METADATA. Raises OSError when the address
+    cannot be bound (e.g. the port is in use).
     """
+    # Each sync-server stream holds a thread for its whole session; the headroom serves health checks
+    # and tells senders past `max_sessions` that the receiver is busy (UNAVAILABLE, BUSY_METADATA).
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_sessions, thread_name_prefix="session"),
+        futures.ThreadPoolExecutor(max_workers=max_sessions + HEADROOM_RPCS, thread_name_prefix="session"),
         options=server_options(),
-        maximum_concurrent_rpcs=max_sessions,
+        maximum_concurrent_rpcs=max_sessions + HEADROOM_RPCS,
         interceptors=[TokenAuthInterceptor(token)] if token else [],
     )
     store = ModelStore(models_dir, device=device)
-    servicer = LatentLinkServicer(out_dir, store, idle_timeout_s, output_format, on_session_end)
-    latentlink_pb2_grpc.add_LatentLinkServicer_to_server(servicer, server)
+    servicer = LatentLinkServicer(out_dir, store, idle_timeout_s, output_format, on_session_end, max_sessions)
+    # Requests arrive as raw bytes: the servicer parses them, so that a garbled one ends the stream with
+    # DATA_LOSS (a resend helps) rather than gRPC's INTERNAL.
+    stream = grpc.stream_stream_rpc_method_handler(
+        servicer.Stream, request_deserializer=None, response_serializer=pb.ReceiverMessage.SerializeToString
+    )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Stream": stream}),))
     health_service = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     for service in ("", SERVICE_NAME):

@@ -10,14 +10,16 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from latentlink.sender.attempt import DEFAULT_HANDSHAKE_TIMEOUT_S
+from latentlink.sender.session import DEFAULT_RETRY_S
 from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
 from latentlink.shared.failures import format_failures
-from latentlink.shared.latent_codec import ENCODING_NAMES
 from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES
-from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, SESSION_NAME
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, MAX_SESSIONS, SESSION_NAME
+from latentlink.shared.serde import ENCODING_NAMES
 
-# Each stream holds a session slot on a receiver, and a receiver has 32.
-MAX_STREAMS = 32
+# Each stream holds a session slot on a receiver.
+MAX_STREAMS = MAX_SESSIONS
 
 __all__ = ["build_parser", "main", "format_report"]
 
@@ -87,12 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DB",
         help="fail, instead of sending, images whose predicted PSNR is below DB (every image is decoded locally)",
     )
-    parser.add_argument("--handshake-timeout", type=float, default=20.0, help="seconds to wait for the receiver")
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=DEFAULT_HANDSHAKE_TIMEOUT_S,
+        help="seconds to wait for the receiver",
+    )
     parser.add_argument(
         "--retry-for",
         type=float,
-        default=60.0,
-        help="after a broken stream, keep reconnecting and resuming for this many seconds",
+        default=DEFAULT_RETRY_S,
+        help="after a broken stream, keep reconnecting and resuming while the session makes progress; "
+        "give up after this many seconds without any",
     )
     parser.add_argument(
         "--token-file",
@@ -135,8 +143,15 @@ def format_report(report, target: str, model) -> str:
             + (f", {stream.model_bytes} model bytes" if stream.model_bytes else "")
             + (f": {stream.error}" if stream.error else "")
         )
+    if report.already_in_place:
+        lines.append(
+            f"  {report.already_in_place} images were already in place from an earlier run of this session "
+            "(same name, same latents): not sent again"
+        )
     if report.reconnects:
         lines.append(f"  the stream broke and was resumed {report.reconnects} time(s); each image counted once")
+    if report.resent_batches:
+        lines.append(f"  {report.resent_batches} batch(es) arrived corrupt and were sent again")
     if report.expected_quality is not None:
         basis = "all" if report.quality_images >= len(report.written) else "a systematic sample of"
         lines.append(
@@ -178,6 +193,28 @@ def out_of_domain_warning(
         f"{model.card['test']['psnr_db']:.1f} dB on its test set (more than {OUT_OF_DOMAIN_DB:g} dB under): they look "
         f"unlike the images it was trained on, e.g. {examples}. {hint}"
     )
+
+
+def explain_failure(failure, target: str, tls: bool) -> str:
+    """Says why a session ended early, with what to do about it."""
+    code, details = failure.status, failure.details
+    lowered = details.lower()
+    if code == "PROTOCOL":
+        return details
+    if not failure.reached and ("handshake failed" in lowered or "ssl" in lowered):
+        return f"TLS handshake with {target} failed ({details}); check --tls-ca / --tls-cert / --tls-key"
+    if failure.busy:
+        return f"{target} kept all its session slots busy until --retry-for ran out; try later or add receivers"
+    if code == "UNAVAILABLE" and not failure.reached:
+        hint = "" if tls else "; if it uses TLS, pass --tls-ca"
+        return f"cannot reach a receiver at {target} ({details}); is `receiver --listen` running there{hint}?"
+    if code == "UNAUTHENTICATED":
+        return f"{target} refused the token: {details}"
+    if code == "UNIMPLEMENTED":
+        return f"{target} is not a latentlink receiver (it does not implement the stream)"
+    if code == "CANCELLED" and not failure.reached:
+        return f"no handshake from {target} in time; is it a latentlink receiver?"
+    return f"receiver ended the session: {code}: {details}"
 
 
 def progress_meter(bar) -> Callable[[int, int], None]:
@@ -229,6 +266,8 @@ def _report_json(report, target: str | None, model) -> str:
             "images": report.images,
             "sent": report.sent,
             "written": len(report.written),
+            "already_in_place": report.already_in_place,
+            "resent_batches": report.resent_batches,
             "failed": report.failed,
             "model_bytes": report.model_bytes,
             "encoding": report.encoding,
@@ -257,7 +296,7 @@ def _report_json(report, target: str | None, model) -> str:
             "first_sent_at": report.first_sent_at,
             "first_written_at": report.first_written_at,
             "reconnects": report.reconnects,
-            "error": report.error,
+            "error": None if report.failure is None else explain_failure(report.failure, target or "", False),
         },
         indent=2,
     )
@@ -337,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with progress as bar:
         if args.dry_run:
             from latentlink.sender.dry_run import dry_run
-            from latentlink.shared.latent_codec import supported_encodings
+            from latentlink.shared.serde import supported_encodings
 
             encoding = (encodings or supported_encodings(encoder.tables))[0]
             report = dry_run(sources, encoder, encoding, args.batch_size, progress_meter(bar), args.min_psnr)
@@ -358,20 +397,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 min_psnr=args.min_psnr,
             )
     report.skipped = skipped
+
+    def explain(failure) -> str:
+        return explain_failure(failure, args.target, credentials is not None)
+
     notes = input_notes(report, resizer.count if resizer else 0, model.image_shape)
     warning = out_of_domain_warning(report.out_of_domain, model)
     if args.dry_run:
         print(_report_json(report, None, model) if args.json else "\n".join([format_dry_run(report, model), *notes]))
     elif args.json:
         print(_report_json(report, args.target, model))
-    elif report.error and report.sent == 0:
+    elif report.failure and report.sent == 0:
         # Nothing left this machine: one line says why, instead of a list of every image.
-        print(f"sender: error: {report.error} ({report.images} images not sent)", file=sys.stderr)
+        print(f"sender: error: {explain(report.failure)} ({report.images} images not sent)", file=sys.stderr)
         return EXIT_FAILED
     else:
         print("\n".join([format_report(report, args.target, model), *notes]), flush=True)
-        if report.error:
-            print(f"sender: error: {report.error}", file=sys.stderr)
+        if report.failure:
+            print(f"sender: error: {explain(report.failure)}", file=sys.stderr)
     if warning and not args.json:
         print(warning, file=sys.stderr)
     if args.dry_run:

@@ -8,12 +8,13 @@ import numpy as np
 
 from latentlink.sender.encode import BatchEncoder, QualityMeter, below_min_psnr, out_of_domain_psnr
 from latentlink.sender.parallel import name_clashes
-from latentlink.sender.session import SendReport, load_batch
+from latentlink.sender.read_ahead import load_batch
+from latentlink.sender.report import SendReport
 from latentlink.shared.image_io import SourceImage
-from latentlink.shared.latent_codec import latents_to_batch, wire_latents
 from latentlink.shared.model_format import network_to_bytes
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
+from latentlink.shared.serde import latents_to_batch, wire_latents
 
 __all__ = ["dry_run"]
 

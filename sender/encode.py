@@ -13,6 +13,7 @@ from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.metrics import Quality
 from latentlink.shared.model_dir import ModelFiles
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, resolve_device
+from latentlink.shared.tf_import import freeze_heap
 
 __all__ = ["OUT_OF_DOMAIN_DB", "BatchEncoder", "QualityMeter", "below_min_psnr", "out_of_domain_psnr"]
 
@@ -40,9 +41,9 @@ class BatchEncoder:
 
     def _build(self, device: str) -> None:
         try:
-            self._networks.set_result(
-                (CompiledNetwork(self.model.encoder, device), CompiledNetwork(self.model.decoder, device))
-            )
+            networks = (CompiledNetwork(self.model.encoder, device), CompiledNetwork(self.model.decoder, device))
+            freeze_heap()  # the sender keeps these for good: exempt them from every garbage collection
+            self._networks.set_result(networks)
         except BaseException as exc:  # re-raised by the first encode
             self._networks.set_exception(exc)
 

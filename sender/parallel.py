@@ -10,11 +10,11 @@ import grpc
 
 from latentlink.sender.channel import open_channel
 from latentlink.sender.encode import BatchEncoder
-from latentlink.sender.session import SendReport, send_images
+from latentlink.sender.report import SendReport, merge_reports
+from latentlink.sender.session import send_images
 from latentlink.shared.image_io import SourceImage, output_name
-from latentlink.shared.metrics import Quality
 
-__all__ = ["merge_reports", "name_clashes", "send_parallel", "split_evenly"]
+__all__ = ["name_clashes", "send_parallel", "split_evenly"]
 
 # Time for the channel to finish connecting to every receiver after the first answered.
 SETTLE_S = 0.25
@@ -107,34 +107,3 @@ def _connect(channel: grpc.Channel, timeout_s: float) -> None:
     except grpc.FutureTimeoutError:
         return
     time.sleep(SETTLE_S)
-
-
-def merge_reports(reports: Sequence[SendReport], session: str) -> SendReport:
-    """One report for several sessions: counts add up, every image keeps its own outcome."""
-    merged = SendReport(session=session, streams=list(reports))
-    for report in reports:
-        merged.images += report.images
-        merged.sent += report.sent
-        merged.written.update(report.written)
-        merged.failed.update(report.failed)
-        merged.out_of_domain.update(report.out_of_domain)
-        merged.model_bytes += report.model_bytes
-        merged.payload_bytes += report.payload_bytes
-        merged.wire_bytes += report.wire_bytes
-        merged.input_bytes += report.input_bytes
-        merged.reconnects += report.reconnects
-        merged.quality_images += report.quality_images
-        merged.encoding = merged.encoding or report.encoding
-        merged.error = merged.error or report.error
-    merged.session_dir = ", ".join(dict.fromkeys(r.session_dir for r in reports if r.session_dir))
-    merged.elapsed_s = max(r.elapsed_s for r in reports)
-    sent_at = [r.first_sent_at for r in reports if r.first_sent_at is not None]
-    written_at = [r.first_written_at for r in reports if r.first_written_at is not None]
-    merged.first_sent_at = min(sent_at, default=None)
-    merged.first_written_at = min(written_at, default=None)
-    measured = [r for r in reports if r.expected_quality is not None and r.quality_images]
-    if measured:
-        weight = sum(r.quality_images for r in measured)
-        mse = sum(r.expected_quality.mse * r.quality_images for r in measured) / weight
-        merged.expected_quality = Quality.from_mse(mse)
-    return merged

@@ -51,6 +51,7 @@ _ACTIVATIONS = frozenset(
         model_pb2.ACTIVATION_LEAKY_RELU,
     }
 )
+_WEIGHTED = frozenset({"dense", "conv2d", "conv2d_transpose"})
 _PADDINGS = frozenset({model_pb2.PADDING_SAME, model_pb2.PADDING_VALID})
 
 
@@ -65,6 +66,8 @@ class NetworkInfo:
     network: model_pb2.Network
     digest: str
     size_bytes: int
+    activations: int = 0  # per image: the elements of every layer's output, what running it holds in memory
+    macs: int = 0  # per image: multiply-adds
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -130,10 +133,10 @@ def parse_network(data: bytes, expected_digest: str | None = None, role: int | N
             if network.role in model_pb2.Role.values()
             else f"unknown network role {network.role}"
         )
-    _check_layers(network)
+    activations, macs = _check_layers(network)
     if network_to_bytes(network) != data:
         raise ModelFormatError("model file is not in canonical form (unknown or reordered fields)")
-    return NetworkInfo(network=network, digest=digest, size_bytes=len(data))
+    return NetworkInfo(network=network, digest=digest, size_bytes=len(data), activations=activations, macs=macs)
 
 
 def _check_shape(shape: tuple[int, ...], where: str) -> None:
@@ -141,23 +144,33 @@ def _check_shape(shape: tuple[int, ...], where: str) -> None:
         raise ModelFormatError(f"{where}: shape {list(shape)} is empty or out of bounds")
 
 
-def _check_layers(network: model_pb2.Network) -> None:
+def _check_layers(network: model_pb2.Network) -> tuple[int, int]:
+    """Checks every layer's fit; returns the network's activation elements and multiply-adds per image."""
     if len(UnknownFieldSet(network)):
         raise ModelFormatError("network has fields this build does not know")
     if not 1 <= len(network.layers) <= MAX_LAYERS:
         raise ModelFormatError(f"network has {len(network.layers)} layers (1..{MAX_LAYERS} allowed)")
     shape = tuple(network.input_shape)
     _check_shape(shape, "input shape")
+    activations, macs = 0, 0
     for index, layer in enumerate(network.layers):
         where = f"layer {index}"
         kind = layer.WhichOneof("kind")
         if kind is None or len(UnknownFieldSet(layer)):
             raise ModelFormatError(f"{where}: unknown layer kind")
-        shape = _output_shape(kind, getattr(layer, kind), shape, f"{where} ({kind})")
+        spec, before = getattr(layer, kind), shape
+        shape = _output_shape(kind, spec, shape, f"{where} ({kind})")
+        activations += math.prod(shape)
+        kernel_size = math.prod(spec.kernel.shape) if kind in _WEIGHTED else 0
+        # A conv sums its kernel's products at every output position; a transposed conv spreads
+        # every input position over its kernel. Dense: one product per weight.
+        positions = {"conv2d": math.prod(shape[:2]), "conv2d_transpose": math.prod(before[:2])}.get(kind, 1)
+        macs += positions * kernel_size
     if shape != tuple(network.output_shape):
         raise ModelFormatError(f"layers produce shape {list(shape)}, file declares {list(network.output_shape)}")
     if network.HasField("entropy_model"):
         _check_entropy_model(network)
+    return activations, macs
 
 
 MAX_TABLE_WIDTH = 4096

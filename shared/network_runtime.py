@@ -6,7 +6,8 @@ import numpy as np
 
 from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_format import NetworkInfo
-from latentlink.shared.tf_import import freeze_heap, tensorflow
+from latentlink.shared.protocol import DECODE_BUDGET_ELEMENTS
+from latentlink.shared.tf_import import tensorflow
 
 __all__ = ["DEVICES", "CompiledNetwork", "decode_images", "resolve_device"]
 
@@ -41,7 +42,6 @@ class CompiledNetwork:
         # Traced once, here, for every batch size: calls never retrace, even from several threads at once.
         self.function = tf.function(self._forward, input_signature=[spec])
         self._run = self.function.get_concrete_function()
-        freeze_heap()
 
     def _forward(self, batch):
         with tensorflow().device(self.device):
@@ -56,5 +56,13 @@ class CompiledNetwork:
 
 
 def decode_images(decoder: CompiledNetwork, latents: np.ndarray) -> np.ndarray:
-    """Decodes a batch of latents to the uint8 images a receiver writes (the one place that does)."""
-    return to_uint8(decoder(np.asarray(latents, np.float32)))
+    """Decodes a batch of latents to the uint8 images a receiver writes (the one place that does).
+
+    A batch whose activations would pass DECODE_BUDGET_ELEMENTS is decoded in
+    slices, so that memory stays bounded whatever decoder a sender brought.
+    """
+    latents = np.asarray(latents, np.float32)
+    step = max(1, DECODE_BUDGET_ELEMENTS // max(1, decoder.info.activations))
+    if len(latents) <= step:
+        return to_uint8(decoder(latents))
+    return np.concatenate([to_uint8(decoder(latents[i : i + step])) for i in range(0, len(latents), step)])

@@ -6,13 +6,19 @@ import re
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "STREAM_METHOD",
+    "BUSY_METADATA",
     "DEFAULT_PORT",
     "MAX_MESSAGE_BYTES",
     "MODEL_CHUNK_BYTES",
     "MAX_BATCH_IMAGES",
     "DEFAULT_BATCH_IMAGES",
     "MAX_MODEL_BYTES",
+    "MAX_DECODER_ACTIVATIONS",
+    "MAX_DECODER_MACS",
+    "DECODE_BUDGET_ELEMENTS",
     "MAX_NAME_BYTES",
+    "MAX_SESSIONS",
     "MAX_SEQUENCE",
     "SENDER_ID",
     "SESSION_NAME",
@@ -21,6 +27,10 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION = 1
+# The stream's full method name, and the trailing metadata of a receiver refusing for want of a free
+# session slot (UNAVAILABLE, worth trying again later, unlike every other refusal before a handshake).
+STREAM_METHOD = "/latentlink.v1.LatentLink/Stream"
+BUSY_METADATA = ("latentlink-busy", "1")
 DEFAULT_PORT = 50051
 # Largest single gRPC message either side accepts; latent batches and model
 # chunks stay far below it.
@@ -30,9 +40,16 @@ MAX_BATCH_IMAGES = 1024
 # Large enough to amortise per-batch costs (a TensorFlow call, two filesystem flushes), small for latency.
 DEFAULT_BATCH_IMAGES = 512
 MAX_MODEL_BYTES = 16 * 1024 * 1024
+# The most work a decoder may ask for per image (a 28x28 ladder decoder: 27k activations, 1.9 M multiply-adds).
+MAX_DECODER_ACTIVATIONS = 1 << 20
+MAX_DECODER_MACS = 256 * 1024 * 1024
+# Activation elements one decoder call may hold (128 MiB of float32): larger batches are decoded in slices.
+DECODE_BUDGET_ELEMENTS = 1 << 25
 MAX_NAME_BYTES = 1024
 # Image sequence numbers stay below this: a signed 64-bit integer holds them in any language.
 MAX_SEQUENCE = 2**63
+# Sessions a receiver serves at once (each holds a thread); a sender opens at most this many streams.
+MAX_SESSIONS = 32
 # A session's folder name: one safe path component.
 SESSION_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 # A sender's token for taking over its own abandoned stream of a session.

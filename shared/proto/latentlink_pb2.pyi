@@ -58,32 +58,46 @@ class Hello(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., decoder_digest: _Optional[str] = ..., decoder: _Optional[_Union[DecoderSummary, _Mapping]] = ..., encodings: _Optional[_Iterable[_Union[LatentEncoding, str]]] = ..., session: _Optional[str] = ..., sender_id: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_batch_images", "max_model_bytes", "max_chunk_bytes")
+    __slots__ = ("max_message_bytes", "max_batch_images", "max_model_bytes", "max_chunk_bytes", "max_decoder_activations", "max_decoder_macs")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_DECODER_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DECODER_MACS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_batch_images: int
     max_model_bytes: int
     max_chunk_bytes: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+    max_decoder_activations: int
+    max_decoder_macs: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., max_decoder_activations: _Optional[int] = ..., max_decoder_macs: _Optional[int] = ...) -> None: ...
 
 class Handshake(_message.Message):
-    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir", "output_format")
+    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir", "output_format", "durable_images", "model_bytes_held")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     HAS_DECODER_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     SESSION_DIR_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_IMAGES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_BYTES_HELD_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     has_decoder: bool
     encoding: LatentEncoding
     limits: Limits
     session_dir: str
     output_format: OutputFormat
-    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., session_dir: _Optional[str] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ...) -> None: ...
+    durable_images: int
+    model_bytes_held: int
+    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., session_dir: _Optional[str] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., durable_images: _Optional[int] = ..., model_bytes_held: _Optional[int] = ...) -> None: ...
+
+class DurableImages(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: bytes
+    def __init__(self, keys: _Optional[bytes] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("offset", "data", "last")
@@ -136,14 +150,16 @@ class ImageFailure(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class AckBatch(_message.Message):
-    __slots__ = ("first_seq", "count", "failures")
+    __slots__ = ("first_seq", "count", "failures", "resend")
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
+    RESEND_FIELD_NUMBER: _ClassVar[int]
     first_seq: int
     count: int
     failures: _containers.RepeatedCompositeFieldContainer[ImageFailure]
-    def __init__(self, first_seq: _Optional[int] = ..., count: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ImageFailure, _Mapping]]] = ...) -> None: ...
+    resend: bool
+    def __init__(self, first_seq: _Optional[int] = ..., count: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ImageFailure, _Mapping]]] = ..., resend: _Optional[bool] = ...) -> None: ...
 
 class Finish(_message.Message):
     __slots__ = ("images_sent",)
@@ -172,13 +188,15 @@ class SenderMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., model_chunk: _Optional[_Union[ModelChunk, _Mapping]] = ..., latent_batch: _Optional[_Union[LatentBatch, _Mapping]] = ..., finish: _Optional[_Union[Finish, _Mapping]] = ...) -> None: ...
 
 class ReceiverMessage(_message.Message):
-    __slots__ = ("handshake", "model_accepted", "acks", "summary")
+    __slots__ = ("handshake", "model_accepted", "acks", "summary", "durable")
     HANDSHAKE_FIELD_NUMBER: _ClassVar[int]
     MODEL_ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     ACKS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
     handshake: Handshake
     model_accepted: ModelAccepted
     acks: AckBatch
     summary: Summary
-    def __init__(self, handshake: _Optional[_Union[Handshake, _Mapping]] = ..., model_accepted: _Optional[_Union[ModelAccepted, _Mapping]] = ..., acks: _Optional[_Union[AckBatch, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ...) -> None: ...
+    durable: DurableImages
+    def __init__(self, handshake: _Optional[_Union[Handshake, _Mapping]] = ..., model_accepted: _Optional[_Union[ModelAccepted, _Mapping]] = ..., acks: _Optional[_Union[AckBatch, _Mapping]] = ..., summary: _Optional[_Union[Summary, _Mapping]] = ..., durable: _Optional[_Union[DurableImages, _Mapping]] = ...) -> None: ...

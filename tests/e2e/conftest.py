@@ -45,3 +45,14 @@ def default_model():
 @pytest.fixture(scope="session")
 def encoder(default_model) -> BatchEncoder:
     return BatchEncoder(default_model, device="cpu")
+
+
+def visible(folder: Path) -> list[Path]:
+    """A receiver output folder's entries, without its bookkeeping (the hidden .journals folder)."""
+    return [path for path in folder.iterdir() if not path.name.startswith(".")]
+
+
+def visible_files(folder: Path) -> list[str]:
+    """Every file under an output folder, relative, without the receiver's bookkeeping."""
+    files = (p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    return sorted(path.as_posix() for path in files if not path.parts[0].startswith("."))

@@ -7,11 +7,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from latentlink.receiver.server import SERVICE_NAME
+from latentlink.sender.cli import explain_failure
 from latentlink.sender.session import send_images
 from latentlink.shared.auth import read_token
 from latentlink.shared.image_io import find_sources
 from tests.conftest import SAMPLES
-from tests.e2e.conftest import start_receiver
+from tests.e2e.conftest import start_receiver, visible
 
 TOKEN = "s3cret-token-for-tests"
 
@@ -35,9 +36,10 @@ def test_right_token_is_let_in(guarded, encoder):
 @pytest.mark.parametrize("token", [None, "wrong", TOKEN + "x"])
 def test_missing_or_wrong_token_is_refused_and_nothing_is_written(guarded, encoder, token):
     report = send_images(guarded.address, _sources(), encoder, token=token)
-    assert "refused the token" in report.error
+    assert report.failure.status == "UNAUTHENTICATED"
+    assert "refused the token" in explain_failure(report.failure, guarded.address, tls=False)
     assert not report.written and len(report.failed) == 3
-    assert not any(guarded.out.iterdir())
+    assert not visible(guarded.out)
 
 
 @pytest.mark.parametrize("service", ["", SERVICE_NAME])

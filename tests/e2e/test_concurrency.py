@@ -11,9 +11,10 @@ import pytest
 from latentlink.sender.encode import BatchEncoder
 from latentlink.sender.session import send_images
 from latentlink.shared.image_io import find_sources, read_image
-from latentlink.shared.latent_codec import ENCODING_NAMES
 from latentlink.shared.model_dir import load_model_dir, shipped_model_dir
+from latentlink.shared.serde import ENCODING_NAMES
 from tests.conftest import SAMPLES
+from tests.e2e.conftest import visible
 
 SESSIONS = 16
 
@@ -41,7 +42,7 @@ def test_sixteen_concurrent_sessions_with_the_same_names_land_apart(receiver, en
         assert report.session_dir == session
         for source, want in zip(sources, expected[id(codec)], strict=True):
             np.testing.assert_array_equal(read_image(receiver.out / report.written[source.name], (28, 28)), want)
-    assert sorted(p.name for p in receiver.out.iterdir()) == sorted(s for s, _ in plans)
+    assert sorted(p.name for p in visible(receiver.out)) == sorted(s for s, _ in plans)
 
 
 def test_a_session_name_in_use_by_an_open_stream_is_refused(receiver, encoder):

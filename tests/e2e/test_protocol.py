@@ -6,11 +6,12 @@ import grpc
 import numpy as np
 import pytest
 
-from latentlink.shared.latent_codec import latents_to_batch
 from latentlink.shared.model_dir import default_model_dir
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.proto import latentlink_pb2_grpc
 from latentlink.shared.protocol import PROTOCOL_VERSION, channel_options
+from latentlink.shared.serde import latents_to_batch
+from tests.e2e.conftest import visible, visible_files
 
 SESSION = "t"
 
@@ -108,7 +109,7 @@ def test_unsafe_names_fail_per_image_and_nothing_escapes(receiver, default_model
     acks = next(r.acks for r in replies if r.WhichOneof("kind") == "acks")
     assert (acks.first_seq, acks.count) == (0, len(names))
     assert sorted(f.seq for f in acks.failures) == [0, 1, 2, 3, 5]
-    written = [p.relative_to(receiver.out).as_posix() for p in receiver.out.rglob("*") if p.is_file()]
+    written = visible_files(receiver.out)
     assert written == ["t/ok/fine.png"]
     assert not (tmp_path / "escape.png").exists()
     assert replies[-1].summary.images_written == 1 and replies[-1].summary.images_failed == 5
@@ -133,7 +134,7 @@ def test_latents_of_the_wrong_width_fail_every_image_of_the_batch(receiver, defa
     )
     assert [f.seq for f in acks.failures] == [0, 1]
     assert "decoder expects" in acks.failures[0].error
-    assert not any(receiver.out.iterdir())
+    assert not visible(receiver.out)
 
 
 def test_non_finite_latents_fail_per_image(receiver, default_model):
@@ -165,7 +166,7 @@ def test_corrupt_bitstream_fails_its_images_and_writes_nothing(receiver, default
     batch.payload = bytes(payload)
     acks = _acks_for(receiver, default_model, batch, encoding=pb.LATENT_ENCODING_ANS)
     assert len(acks.failures) == 8 and "corrupt" in acks.failures[0].error
-    assert not any(receiver.out.iterdir())
+    assert not visible(receiver.out)
 
 
 def test_batch_for_an_unknown_decoder_digest_is_refused(receiver, default_model):

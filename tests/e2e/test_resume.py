@@ -15,6 +15,7 @@ import numpy as np
 from latentlink.sender.encode import BatchEncoder
 from latentlink.shared.image_io import read_image
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
+from tests.e2e.conftest import visible_files
 from tests.e2e.test_cli import ENV, _command
 
 IMAGES = 3000
@@ -89,7 +90,7 @@ def test_sigkilled_receiver_is_resumed_and_every_image_lands_once(tmp_path, mnis
     summary = json.loads(stdout)
     assert sender.returncode == 0, (summary["error"], stderr[-2000:])
     assert summary["written"] == IMAGES and not summary["failed"] and summary["reconnects"] >= KILLS
-    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    files = visible_files(out)
     assert files == sorted(f"resume/digits_{i:04d}.png" for i in range(IMAGES))  # once each, no leftovers
     codec = BatchEncoder(load_model_dir(default_model_dir()), "cpu")
     expected = codec.reconstruct(codec.encode(images))

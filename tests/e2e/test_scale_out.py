@@ -12,7 +12,7 @@ import pytest
 
 from latentlink.shared.image_io import read_image
 from tests.conftest import REPO, SAMPLES
-from tests.e2e.conftest import start_receiver
+from tests.e2e.conftest import start_receiver, visible
 from tests.e2e.test_cli import ENV
 
 
@@ -39,7 +39,7 @@ def test_streams_spread_over_three_receivers_and_every_image_lands_once(three_re
     assert sorted(s["session_dir"] for s in summary["streams"]) == ["spread.1", "spread.2", "spread.3"]
     landed: dict[str, Path] = {}
     for receiver in three_receivers:
-        sessions = list(receiver.out.iterdir())
+        sessions = visible(receiver.out)
         assert len(sessions) == 1, f"{receiver.address} served {len(sessions)} streams; round_robin gives it one"
         for path in sessions[0].iterdir():
             assert path.name not in landed, f"{path.name} written twice"
@@ -58,7 +58,7 @@ def test_more_streams_than_receivers_share_them_and_each_receiver_gets_the_decod
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["written"] == len(list(SAMPLES.iterdir())) and len(summary["streams"]) == 4
-    assert [len(list(r.out.iterdir())) for r in three_receivers[:2]] == [2, 2]
+    assert [len(visible(r.out)) for r in three_receivers[:2]] == [2, 2]
     for receiver in three_receivers[:2]:
         assert len(list(receiver.models.glob("*.lln"))) == 1
 
@@ -84,7 +84,7 @@ def test_dry_run_predicts_exactly_what_a_send_puts_on_the_wire(three_receivers):
     assert predicted["model_bytes"] == sent["model_bytes"]
     # The send's wire bytes also count the finish and the summary: a few bytes more, never fewer.
     assert 0 <= sent["wire_bytes"] - predicted["wire_bytes"] < 64
-    assert not list(three_receivers[1].out.iterdir())  # the dry run connected to nothing
+    assert not visible(three_receivers[1].out)  # the dry run connected to nothing
 
 
 def test_dry_run_text_report_and_unreadable_files(tmp_path):

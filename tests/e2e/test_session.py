@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from latentlink.sender.cli import explain_failure
 from latentlink.sender.session import send_images
 from latentlink.shared.image_io import find_sources, read_image
-from latentlink.shared.latent_codec import ENCODING_NAMES, wire_latents
 from latentlink.shared.model_dir import default_model_dir
 from latentlink.shared.proto import latentlink_pb2_grpc
+from latentlink.shared.serde import ENCODING_NAMES, wire_latents
 from tests.conftest import SAMPLES
 from tests.e2e.conftest import start_receiver
 
@@ -98,7 +99,8 @@ def test_dead_target_fails_every_image_with_a_clear_reason(encoder):
         port = probe.getsockname()[1]
     sources = _sources(count=3)
     report = send_images(f"127.0.0.1:{port}", sources, encoder)
-    assert "cannot reach a receiver" in report.error
+    assert report.failure.status == "UNAVAILABLE" and not report.failure.reached
+    assert "cannot reach a receiver" in explain_failure(report.failure, "x", tls=False)
     assert not report.written
     assert set(report.failed) == {s.name for s in sources}
 
@@ -136,16 +138,21 @@ def test_wrong_target_that_never_answers_times_out_with_a_clear_reason(encoder):
         threading.Thread(target=lambda: silent.accept(), daemon=True).start()
         sources = _sources(count=2)
         report = send_images(f"127.0.0.1:{silent.getsockname()[1]}", sources, encoder, handshake_timeout=2)
-    assert "no handshake" in report.error or "cannot reach" in report.error
+    advice = explain_failure(report.failure, "x", tls=False)
+    assert "no handshake" in advice or "cannot reach" in advice
     assert set(report.failed) == {s.name for s in sources}
 
 
 def _hold_the_only_slot(address: str):
-    """Opens a stream that takes a receiver's single session slot; returns a function that frees it."""
+    """Opens another sender's session, taking a receiver's single slot; returns a function that frees it."""
+    from latentlink.shared.model_dir import load_model_dir
+    from tests.e2e.test_protocol import _hello
+
     channel = grpc.insecure_channel(address)
     outgoing: queue.Queue = queue.Queue()
     call = latentlink_pb2_grpc.LatentLinkStub(channel).Stream(iter(outgoing.get, None))
-    time.sleep(0.5)  # the receiver now waits for a hello on this stream, holding its only slot
+    outgoing.put(_hello(load_model_dir(default_model_dir())))
+    next(call)  # the handshake: this stream now holds the receiver's only session slot
 
     def release() -> None:
         outgoing.put(None)
@@ -174,7 +181,8 @@ def test_a_receiver_that_stays_full_is_a_clear_error(tmp_path, encoder):
     try:
         report = send_images(running.address, _sources(count=3), encoder, retry_for=1.0)
         assert not report.written and len(report.failed) == 3
-        assert "kept all its session slots busy" in report.error
+        assert report.failure.busy
+        assert "kept all its session slots busy" in explain_failure(report.failure, "x", tls=False)
     finally:
         release()
         running.stop()

@@ -6,11 +6,12 @@ import queue
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
-from latentlink.shared.latent_codec import latents_to_batch
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.proto import latentlink_pb2_grpc
 from latentlink.shared.protocol import channel_options
+from latentlink.shared.serde import latents_to_batch
 from tests.e2e.test_protocol import _chunks, _decoder_bytes, _hello
 
 
@@ -107,7 +108,7 @@ def test_a_sender_that_cannot_parse_an_ack_resumes_and_reports_every_image_writt
         message = parse(data)
         if message.WhichOneof("kind") == "acks" and not broken:
             broken.append(message)
-            raise ValueError("garbled on the way")  # gRPC reports INTERNAL to the caller
+            raise DecodeError("garbled on the way")  # gRPC reports INTERNAL to the caller
         return message
 
     monkeypatch.setattr(pb.ReceiverMessage, "FromString", staticmethod(parse_badly_once))

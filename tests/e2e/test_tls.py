@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from latentlink.receiver.server import create_server
+from latentlink.sender.cli import explain_failure
 from latentlink.sender.session import send_images
 from latentlink.shared.image_io import find_sources
 from latentlink.shared.tls import channel_credentials, server_credentials
@@ -83,7 +84,8 @@ def test_plaintext_or_untrusted_sender_is_refused(tmp_path, pki, encoder, client
         report = _send(address, encoder, credentials)
     finally:
         server.stop(None)
-    assert ("TLS handshake" if client == "wrong-ca" else "pass --tls-ca") in report.error
+    advice = explain_failure(report.failure, address, tls=client != "plaintext")
+    assert ("TLS handshake" if client == "wrong-ca" else "pass --tls-ca") in advice
     assert not report.written and len(report.failed) == 3
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

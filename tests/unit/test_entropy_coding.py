@@ -8,7 +8,7 @@ import pytest
 from latentlink.shared.entropy_coding import BitstreamError, EntropyTables
 from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network
 from latentlink.train.factorized_prior import FactorizedPrior, integer_pmfs
-from tests.unit.test_latent_codec import _tables
+from tests.unit.test_serde import _tables
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import numpy as np
 
 from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.image_io import read_image
-from latentlink.shared.latent_codec import latents_from_batch
 from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
 from latentlink.shared.network_runtime import CompiledNetwork
 from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.serde import latents_from_batch
 from tests.conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden"

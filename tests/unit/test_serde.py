@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from latentlink.shared.entropy_coding import EntropyTables
-from latentlink.shared.latent_codec import LatentCodecError, latents_from_batch, latents_to_batch, wire_latents
 from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.serde import LatentCodecError, latents_from_batch, latents_to_batch, wire_latents
 from latentlink.train.factorized_prior import _quantize
 
 DIGEST = "ab" * 32

@@ -1,0 +1,181 @@
+"""One session on the receiver, in plain Python: check the request, decode batches, write them durably, journal them."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from latentlink.receiver.journal import SessionJournal
+from latentlink.receiver.log_text import peer_text
+from latentlink.receiver.model_store import is_digest
+from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably
+from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.image_io import batch_file_name, encode_png
+from latentlink.shared.network_runtime import CompiledNetwork, decode_images
+from latentlink.shared.protocol import MAX_MODEL_BYTES, PROTOCOL_VERSION, SENDER_ID, SESSION_NAME
+from latentlink.shared.serde import (
+    BatchOutcome,
+    CorruptBatch,
+    DecodedBatch,
+    Encoding,
+    OutputFormat,
+    ProtocolError,
+    SessionRequest,
+    image_keys,
+)
+
+__all__ = ["DecodedImages", "ReceiverSession", "check_request", "pick_encoding"]
+
+
+def check_request(request: SessionRequest) -> None:
+    """Refuses a hello this receiver cannot serve; raises ProtocolError."""
+    if request.protocol_version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "FAILED_PRECONDITION",
+            f"protocol version mismatch: sender speaks {request.protocol_version}, receiver speaks {PROTOCOL_VERSION}",
+        )
+    if not SESSION_NAME.fullmatch(request.session):
+        raise ProtocolError(
+            "INVALID_ARGUMENT",
+            f'session name "{peer_text(request.session, 80)}" must be 1-64 of [A-Za-z0-9._-], not starting with a dot',
+        )
+    if request.sender_id and not SENDER_ID.fullmatch(request.sender_id):
+        raise ProtocolError("INVALID_ARGUMENT", "sender_id must be 16-64 of [A-Za-z0-9_-]")
+    if not is_digest(request.decoder_digest):
+        raise ProtocolError(
+            "INVALID_ARGUMENT", f'"{peer_text(request.decoder_digest, 80)}" is not a SHA-256 decoder digest'
+        )
+    if not 0 < request.decoder_bytes <= MAX_MODEL_BYTES:
+        raise ProtocolError(
+            "RESOURCE_EXHAUSTED", f"decoder of {request.decoder_bytes} bytes; limit is {MAX_MODEL_BYTES}"
+        )
+
+
+def pick_encoding(request: SessionRequest) -> Encoding:
+    """Takes the sender's most preferred encoding that this receiver can decode."""
+    possible = {Encoding.FLOAT64, Encoding.FLOAT32, Encoding.FLOAT16}
+    possible |= {Encoding.ANS} if request.has_entropy_model else set()
+    for encoding in request.encodings:
+        if encoding in possible:
+            return Encoding(encoding)
+    raise ProtocolError("FAILED_PRECONDITION", "no latent encoding in common with the sender")
+
+
+@dataclass(frozen=True)
+class DecodedImages:
+    """A batch turned into pixels: what to write, and the images that already failed."""
+
+    first_seq: int
+    count: int
+    failures: dict[int, str]
+    files: dict[int, tuple[str, Path, np.ndarray]]  # seq -> (name, target, pixels)
+    keys: dict[int, bytes]  # seq -> the image's key, for the journal
+
+
+@dataclass
+class ReceiverSession:
+    """What one stream of a session has agreed on and done so far."""
+
+    name: str
+    folder: Path
+    output_format: OutputFormat
+    digest: str
+    decoder: CompiledNetwork
+    tables: EntropyTables | None
+    journal: SessionJournal
+    written: int = 0
+    failed: int = 0
+    bytes_in: int = 0
+    decode_s: float = 0.0  # wall time decoding latents to pixels
+    write_s: float = 0.0  # wall time encoding and durably writing files
+    resend_asked: set[int] = field(default_factory=set)  # first_seq of batches asked for again
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def corrupt(self, batch: CorruptBatch) -> BatchOutcome:
+        """A batch that failed its checksum as a whole: asked for again once, then its images fail."""
+        failures = {batch.first_seq + i: batch.reason for i in range(batch.count)}
+        resend = batch.first_seq not in self.resend_asked
+        self.resend_asked.add(batch.first_seq)
+        if not resend:
+            with self.lock:
+                self.failed += batch.count
+        return BatchOutcome(batch.first_seq, batch.count, failures, resend=resend)
+
+    def decode(self, batch: DecodedBatch) -> DecodedImages:
+        """Checks each image of a batch and decodes the good ones to pixels."""
+        started = time.perf_counter()
+        failures: dict[int, str] = {}
+        targets: dict[int, tuple[str, Path]] = {}
+        seen: set[Path] = set()
+        finite = np.all(np.isfinite(batch.latents), axis=1)
+        for row, name in enumerate(batch.names):
+            try:
+                if batch.image_shape != self.decoder.info.output_shape:
+                    raise ValueError(
+                        f"image shape {list(batch.image_shape)} differs from the decoder's "
+                        f"{list(self.decoder.info.output_shape)}"
+                    )
+                target = output_path(self.folder, name)  # the name alone is checked, drive letters too
+                if target in seen:  # across batches, the sender keeps names apart (memory stays flat)
+                    raise ValueError(f'another image of this batch maps to "{target.name}"')
+                if not finite[row]:
+                    raise ValueError("latent vector has non-finite values")
+                seen.add(target)
+                targets[row] = (name, target)
+            except (UnsafeNameError, ValueError) as exc:
+                failures[batch.first_seq + row] = str(exc)
+        rows = sorted(targets)
+        pixels = decode_images(self.decoder, batch.latents[rows]) if rows else []
+        keys = image_keys(self.digest, [targets[row][0] for row in rows], batch.latents[rows])
+        self.decode_s += time.perf_counter() - started
+        files = {batch.first_seq + row: (*targets[row], image) for row, image in zip(rows, pixels, strict=True)}
+        seqs = [batch.first_seq + row for row in rows]
+        return DecodedImages(batch.first_seq, len(batch.names), failures, files, dict(zip(seqs, keys, strict=True)))
+
+    def write(self, images: DecodedImages) -> BatchOutcome:
+        """Durably writes a decoded batch and journals it; returns its outcome."""
+        started = time.perf_counter()
+        seqs = list(images.files)
+        if self.output_format == OutputFormat.NPZ and seqs:
+            names = [target.relative_to(self.folder).as_posix() for _, target, _ in images.files.values()]
+            pixels = np.stack([image for _, _, image in images.files.values()])
+            failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(names, pixels))])
+            errors = {i: failed[0] for i in range(len(seqs))} if failed else {}
+        else:
+            errors = write_files_durably([(target, encode_png(image)) for _, target, image in images.files.values()])
+        failures = dict(images.failures)
+        failures.update((seqs[i], reason) for i, reason in errors.items())
+        durable = [seq for seq in seqs if seq not in failures]
+        self.journal.record([images.files[seq][0] for seq in durable], [images.keys[seq] for seq in durable])
+        with self.lock:
+            self.failed += len(failures)
+            self.written += images.count - len(failures)
+            self.write_s += time.perf_counter() - started
+        return BatchOutcome(images.first_seq, images.count, failures)
+
+    def summary(self, peer: str, model_name: str, encoding: Encoding) -> dict:
+        """A machine-readable record of the finished session."""
+        return {
+            "event": "session",
+            "session": self.name,
+            "peer": peer,
+            "model": model_name,
+            "decoder_digest": self.digest,
+            "encoding": encoding.label,
+            "written": self.written,
+            "failed": self.failed,
+            "latent_bytes": self.bytes_in,
+            "decode_s": round(self.decode_s, 6),
+            "write_s": round(self.write_s, 6),
+        }
+
+
+def _npz(names: list[str], pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, images=pixels, names=np.array(names, dtype=str))
+    return buffer.getvalue()

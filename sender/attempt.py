@@ -1,0 +1,320 @@
+"""One attempt at a session: a single stream, from hello to summary or to the break.
+
+The calling thread reads the receiver's messages; a producer thread encodes
+batches (read ahead by another) and sends them while at most a window of
+images is unacknowledged. Every wait is on a condition or a queue that the
+other side signals; `close` wakes them all and cancels the call.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from latentlink.sender.encode import BatchEncoder, QualityMeter, below_min_psnr
+from latentlink.sender.read_ahead import LoadedBatch, ReadAhead
+from latentlink.sender.report import SendReport
+from latentlink.shared.image_io import SourceImage, batch_file_name, output_name
+from latentlink.shared.model_format import network_to_bytes
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.protocol import MODEL_CHUNK_BYTES, PROTOCOL_VERSION, STREAM_METHOD
+from latentlink.shared.serde import (
+    BatchOutcome,
+    Encoding,
+    OutputFormat,
+    ProtocolError,
+    SessionRequest,
+    handshake_from_proto,
+    hello_to_proto,
+    image_keys,
+    keys_from_durable,
+    latents_to_batch,
+    outcome_from_proto,
+    parse_receiver_message,
+    wire_latents,
+)
+
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT_S", "Attempt", "SessionError", "SessionOptions"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HANDSHAKE_TIMEOUT_S = 20.0
+# Batches in flight at most: enough to keep both ends busy, few enough to bound memory.
+UNACKED_BATCHES = 4
+# Batches read and decoded ahead of the encoder.
+READ_AHEAD_BATCHES = 2
+_END = object()
+
+
+class SessionError(RuntimeError):
+    """The receiver broke the protocol, or the session cannot go on; not worth a retry."""
+
+
+class _Stopped(Exception):
+    """The attempt was closed while the producer waited."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """What every attempt of a session shares."""
+
+    encoder: BatchEncoder
+    offered: list[int]
+    metadata: list[tuple[str, str]]
+    on_progress: Callable[[int, int], None]  # (images done, wire bytes) since the last call
+    batch_size: int
+    handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
+    min_psnr: float | None = None
+    sender_id: str = ""
+
+
+@dataclass
+class _Sent:
+    names: list[str]
+    message: pb.SenderMessage
+    resent: bool = False
+
+
+class Attempt:
+    """One stream of a session; `run` raises grpc.RpcError when it breaks and SessionError when it cannot go on."""
+
+    def __init__(
+        self, channel: grpc.Channel, options: SessionOptions, report: SendReport, quality: QualityMeter, first_seq: int
+    ) -> None:
+        self.channel, self.options, self.report, self.quality = channel, options, report, quality
+        self.encoder = options.encoder
+        self.next_seq = first_seq
+        self.handshake_seen = False
+        self.garbled = False  # a message from the receiver did not parse: corrupt in transit
+        self.progress_at: float | None = None  # when images or the decoder last got further
+        self.model_bytes_held = 0  # what the receiver held of the decoder at the handshake
+        self.encoding = Encoding.FLOAT32
+        self.output_format = OutputFormat.PNG
+        self.durable: set[bytes] = set()  # keys of the session's images already on the receiver's disk
+        self.producer_error: BaseException | None = None
+        self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
+        self._window = threading.Condition()  # guards in_flight; notified by acks and by close
+        self._in_flight: dict[int, _Sent] = {}
+        self._in_flight_images = 0
+        self._window_images = 0
+        self._stopped = threading.Event()
+        self._producer: threading.Thread | None = None
+        self._call = None
+
+    def run(self, sources: Sequence[SourceImage]) -> None:
+        model = self.encoder.model
+        decoder_bytes = network_to_bytes(model.decoder.network)
+        self._put(
+            hello_to_proto(
+                SessionRequest(
+                    protocol_version=PROTOCOL_VERSION,
+                    decoder_digest=model.decoder.digest,
+                    image_shape=model.image_shape,
+                    latent_dim=model.latent_dim,
+                    decoder_bytes=len(decoder_bytes),
+                    model_name=model.name,
+                    has_entropy_model=self.encoder.tables is not None,
+                    encodings=tuple(self.options.offered),
+                    session=self.report.session,
+                    sender_id=self.options.sender_id,
+                )
+            )
+        )
+        stream = self.channel.stream_stream(
+            STREAM_METHOD, request_serializer=pb.SenderMessage.SerializeToString, response_deserializer=self._parse
+        )
+        self._call = call = stream(iter(self._outgoing.get, _END), metadata=self.options.metadata)
+        watchdog = threading.Timer(self.options.handshake_timeout_s, call.cancel)
+        watchdog.start()
+        try:
+            terms = handshake_from_proto(self._next("handshake").handshake)
+        finally:
+            watchdog.cancel()
+        self.handshake_seen = True
+        self._agree(terms)
+        while len(self.durable) < terms.durable_images:  # the receiver's journal: what is already in place
+            message = self._next("durable")
+            self.report.wire_bytes += _framed(message)
+            self.durable |= keys_from_durable(message.durable)
+        if not terms.has_decoder:
+            self.model_bytes_held = terms.model_bytes_held
+            if self.model_bytes_held > len(decoder_bytes):
+                raise SessionError(f"receiver holds {self.model_bytes_held} bytes of a smaller decoder")
+            chunk = min(MODEL_CHUNK_BYTES, terms.limits.max_chunk_bytes or MODEL_CHUNK_BYTES)
+            self._upload(decoder_bytes, self.model_bytes_held, chunk)
+            self._next("model_accepted")
+            self.progress_at = time.monotonic()
+        batch_size = max(1, min(self.options.batch_size, terms.limits.max_batch_images or self.options.batch_size))
+        self._window_images = UNACKED_BATCHES * batch_size
+        self._producer = threading.Thread(target=self._produce, args=(sources, batch_size), daemon=True, name="encode")
+        self._producer.start()
+        for message in call:
+            self.report.wire_bytes += _framed(message)
+            kind = message.WhichOneof("kind")
+            if kind == "acks":
+                self._record(outcome_from_proto(message.acks))
+            elif kind == "summary":
+                break
+            else:
+                raise SessionError(f'receiver sent an unexpected "{kind}" message')
+        self._producer.join()
+        if self.producer_error is not None:
+            raise SessionError(f"encoding failed: {self.producer_error}")
+
+    def close(self) -> None:
+        """Ends the attempt: wakes every wait, ends the request stream and cancels the call (idempotent)."""
+        self._stopped.set()
+        with self._window:
+            self._window.notify_all()
+        self._outgoing.put(_END)
+        if self._call is not None:
+            self._call.cancel()  # an abandoned call must free its session on the receiver now
+        if self._producer is not None:
+            self._producer.join()
+
+    def _agree(self, terms) -> None:
+        if terms.protocol_version != PROTOCOL_VERSION:
+            raise SessionError(f"receiver speaks protocol {terms.protocol_version}, this sender {PROTOCOL_VERSION}")
+        if terms.encoding not in self.options.offered:
+            raise SessionError(f"receiver picked latent encoding {terms.encoding}, which was not offered")
+        self.encoding, self.output_format = Encoding(terms.encoding), OutputFormat(terms.output_format)
+        self.report.session_dir = terms.session_dir
+        self.report.encoding = self.encoding.label
+
+    def _parse(self, data: bytes) -> pb.ReceiverMessage:
+        try:
+            return parse_receiver_message(data)
+        except ProtocolError:
+            self.garbled = True  # gRPC ends the call with INTERNAL; this says it came from the link
+            raise
+
+    def _next(self, kind: str) -> pb.ReceiverMessage:
+        message = next(self._call, None)
+        if message is None or message.WhichOneof("kind") != kind:
+            got = "end of stream" if message is None else f'"{message.WhichOneof("kind")}"'
+            raise SessionError(f'expected "{kind}" from the receiver, got {got}')
+        return message
+
+    def _put(self, message: pb.SenderMessage) -> None:
+        self._outgoing.put(message)
+
+    def _upload(self, data: bytes, start: int, chunk_bytes: int) -> None:
+        for offset in range(start, len(data), chunk_bytes):
+            piece = data[offset : offset + chunk_bytes]
+            self._put(pb.SenderMessage(model_chunk=pb.ModelChunk(offset=offset, data=piece, last=False)))
+        # The last chunk is flagged; a resumed upload with nothing left sends just the flag.
+        self._put(pb.SenderMessage(model_chunk=pb.ModelChunk(offset=len(data), data=b"", last=True)))
+        self.report.model_bytes += len(data) - start
+
+    def _produce(self, sources: Sequence[SourceImage], batch_size: int) -> None:
+        batches = (sources[first : first + batch_size] for first in range(0, len(sources), batch_size))
+        reader = ReadAhead(batches, READ_AHEAD_BATCHES)  # reading and PNG decoding overlap the encoding
+        try:
+            for loaded in reader:
+                if self._stopped.is_set():
+                    return
+                self._send_batch(loaded)
+            finish = pb.SenderMessage(finish=pb.Finish(images_sent=self.next_seq))
+            self.report.wire_bytes += _framed(finish)
+            self._put(finish)
+        except _Stopped:
+            return
+        except Exception as exc:  # any crash must end the session, not hang it
+            log.exception("encoding failed")
+            self.producer_error = exc
+            self._call.cancel()
+        finally:
+            reader.close()
+
+    def _send_batch(self, loaded: LoadedBatch) -> None:
+        report = self.report
+        report.failed.update(loaded.failed)
+        self.options.on_progress(len(loaded.failed), 0)
+        names, pixels = loaded.names, loaded.pixels
+        if not names:
+            return
+        latents = wire_latents(self.encoding, self.encoder.encode(pixels))  # what the receiver will decode
+        if self.options.min_psnr is not None or self.quality.wants(len(names)):
+            psnr = self.quality.add(names, pixels, self.encoder.reconstruct(latents))
+            if self.options.min_psnr is not None and (rejected := below_min_psnr(names, psnr, self.options.min_psnr)):
+                self.quality.discard(list(rejected))
+                report.failed.update(rejected)
+                self.options.on_progress(len(rejected), 0)
+                names, latents = self._keep(names, latents, lambda name, _: name not in rejected)
+        digest = self.encoder.model.decoder.digest
+        if self.durable and names:  # the same name with the same latents is on the receiver's disk already
+            keys = dict(zip(names, image_keys(digest, names, latents), strict=True))
+            in_place = [name for name in names if keys[name] in self.durable]
+            for name in in_place:
+                report.written[name] = f"{report.session_dir}/{output_name(name)}"
+            report.already_in_place += len(in_place)
+            self.options.on_progress(len(in_place), 0)
+            names, latents = self._keep(names, latents, lambda name, _: keys[name] not in self.durable)
+        if not names:
+            return
+        first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
+        batch = latents_to_batch(
+            digest, self.encoding, first_seq, names, self.encoder.model.image_shape, latents, self.encoder.tables
+        )
+        message = pb.SenderMessage(latent_batch=batch)
+        with self._window:  # flow control: memory stays bounded however slow the receiver
+            while self._in_flight and self._in_flight_images + len(names) > self._window_images:
+                if self._stopped.is_set():
+                    raise _Stopped
+                self._window.wait()
+            if self._stopped.is_set():
+                raise _Stopped
+            self._in_flight[first_seq] = _Sent(names, message)
+            self._in_flight_images += len(names)
+        report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
+        report.sent += len(names)
+        report.wire_bytes += _framed(message)
+        self._put(message)
+        self.options.on_progress(0, _framed(message))
+        if report.first_sent_at is None:
+            report.first_sent_at = time.time()
+
+    @staticmethod
+    def _keep(names: list[str], latents, keep: Callable) -> tuple[list[str], object]:
+        rows = [i for i, name in enumerate(names) if keep(name, i)]
+        return [names[i] for i in rows], latents[rows]
+
+    def _record(self, outcome: BatchOutcome) -> None:
+        with self._window:
+            sent = self._in_flight.get(outcome.first_seq)
+            if sent is None:
+                log.warning("acknowledgement for unknown images %d.. ignored", outcome.first_seq)
+                return
+            if outcome.resend and not sent.resent:  # corrupt on the way: the receiver asks once more
+                sent.resent = True
+                self.report.resent_batches += 1
+                self.report.wire_bytes += _framed(sent.message)
+                self._put(sent.message)
+                return
+            del self._in_flight[outcome.first_seq]
+            self._in_flight_images -= len(sent.names)
+            self._window.notify_all()
+        report = self.report
+        for offset, name in enumerate(sent.names):
+            seq = outcome.first_seq + offset
+            if seq in outcome.failures:
+                report.failed[name] = outcome.failures[seq] or "failed on the receiver"
+            elif self.output_format == OutputFormat.NPZ:
+                report.written[name] = f"{report.session_dir}/{batch_file_name(outcome.first_seq)}"
+            else:
+                report.written[name] = f"{report.session_dir}/{output_name(name)}"
+        if len(outcome.failures) < len(sent.names):
+            self.progress_at = time.monotonic()
+            report.first_written_at = report.first_written_at or time.time()
+        self.options.on_progress(len(sent.names), 0)
+
+
+def _framed(message) -> int:
+    """Bytes a message takes in a gRPC stream: 5-byte length prefix plus the protobuf."""
+    return 5 + message.ByteSize()

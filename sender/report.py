@@ -1,0 +1,87 @@
+"""What a send did, image by image: the report that send_images returns and the CLI renders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from latentlink.shared.metrics import Quality
+
+__all__ = ["SendReport", "StreamFailure", "merge_reports"]
+
+
+@dataclass(frozen=True)
+class StreamFailure:
+    """Why a session ended early, as facts; the CLI turns them into advice."""
+
+    status: str  # the gRPC status code's name, or "PROTOCOL" when the receiver broke the protocol
+    details: str
+    reached: bool  # a receiver answered with a handshake in some attempt
+    busy: bool = False  # refused for want of a free session slot, until --retry-for ran out
+
+    def __str__(self) -> str:
+        return self.details if self.status == "PROTOCOL" else f"{self.status}: {self.details}"
+
+
+@dataclass
+class SendReport:
+    """What happened to every image the sender read."""
+
+    images: int = 0
+    sent: int = 0  # images whose latents went out
+    written: dict[str, str] = field(default_factory=dict)  # name -> path on the receiver
+    failed: dict[str, str] = field(default_factory=dict)  # name -> reason
+    already_in_place: int = 0  # written before this run (same name, same latents): not sent again
+    model_bytes: int = 0
+    payload_bytes: int = 0  # the latents alone (bitstream or raw values)
+    wire_bytes: int = 0  # everything both ways after the handshake, gRPC message framing included
+    input_bytes: int = 0
+    encoding: str = ""
+    session: str = ""
+    session_dir: str = ""  # where the receiver writes, relative to its output folder
+    reconnects: int = 0
+    resent_batches: int = 0  # batches the receiver got corrupt and asked for again
+    expected_quality: Quality | None = None
+    quality_images: int = 0  # how many images the expected quality was measured on
+    out_of_domain: dict[str, float] = field(default_factory=dict)  # name -> predicted PSNR, far under the model's
+    skipped: dict[str, str] = field(default_factory=dict)  # files a folder search left out, and why
+    elapsed_s: float = 0.0
+    first_sent_at: float | None = None  # epoch seconds when the first latents went on the wire
+    first_written_at: float | None = None  # ... and when the receiver first acknowledged images written
+    streams: list[SendReport] = field(default_factory=list)  # per parallel session, when there were several
+    failure: StreamFailure | None = None  # why the session ended early, if it did
+
+    @property
+    def error(self) -> str | None:
+        return None if self.failure is None else str(self.failure)
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None and not self.failed and len(self.written) == self.images
+
+
+def merge_reports(reports: Sequence[SendReport], session: str) -> SendReport:
+    """One report for several sessions: counts add up, every image keeps its own outcome."""
+    merged = SendReport(session=session, streams=list(reports))
+    for report in reports:
+        for name in ("images", "sent", "already_in_place", "model_bytes", "payload_bytes", "wire_bytes"):
+            setattr(merged, name, getattr(merged, name) + getattr(report, name))
+        for name in ("input_bytes", "reconnects", "resent_batches", "quality_images"):
+            setattr(merged, name, getattr(merged, name) + getattr(report, name))
+        merged.written.update(report.written)
+        merged.failed.update(report.failed)
+        merged.out_of_domain.update(report.out_of_domain)
+        merged.encoding = merged.encoding or report.encoding
+        merged.failure = merged.failure or report.failure
+    merged.session_dir = ", ".join(dict.fromkeys(r.session_dir for r in reports if r.session_dir))
+    merged.elapsed_s = max(r.elapsed_s for r in reports)
+    sent_at = [r.first_sent_at for r in reports if r.first_sent_at is not None]
+    written_at = [r.first_written_at for r in reports if r.first_written_at is not None]
+    merged.first_sent_at = min(sent_at, default=None)
+    merged.first_written_at = min(written_at, default=None)
+    measured = [r for r in reports if r.expected_quality is not None and r.quality_images]
+    if measured:
+        weight = sum(r.quality_images for r in measured)
+        mse = sum(r.expected_quality.mse * r.quality_images for r in measured) / weight
+        merged.expected_quality = Quality.from_mse(mse)
+    return merged

@@ -1,0 +1,406 @@
+"""Converts between the stream's protobuf messages and plain Python objects (the only place that does).
+
+Sender and receiver logic works with the dataclasses and enums below and with
+numpy arrays; the servicer and the sender's attempt call these functions at
+the edge of the stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from latentlink.shared.entropy_coding import BitstreamError, EntropyTables
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.protocol import MAX_BATCH_IMAGES, MAX_NAME_BYTES, MAX_SEQUENCE
+
+__all__ = [
+    "ENCODING_NAMES",
+    "KEY_BYTES",
+    "BatchOutcome",
+    "CorruptBatch",
+    "DecodedBatch",
+    "Encoding",
+    "LatentCodecError",
+    "Limits",
+    "OutputFormat",
+    "ProtocolError",
+    "SessionRequest",
+    "SessionTerms",
+    "batch_from_proto",
+    "durable_messages",
+    "hello_from_proto",
+    "hello_to_proto",
+    "handshake_from_proto",
+    "handshake_to_proto",
+    "image_keys",
+    "keys_from_durable",
+    "outcome_from_proto",
+    "outcome_to_proto",
+    "parse_receiver_message",
+    "parse_sender_message",
+    "latents_from_batch",
+    "latents_to_batch",
+    "supported_encodings",
+    "wire_latents",
+]
+
+ENCODING_NAMES = {
+    "float64": pb.LATENT_ENCODING_FLOAT64,
+    "float32": pb.LATENT_ENCODING_FLOAT32,
+    "float16": pb.LATENT_ENCODING_FLOAT16,
+    "ans": pb.LATENT_ENCODING_ANS,
+}
+_RAW_DTYPES = {pb.LATENT_ENCODING_FLOAT32: np.dtype("<f4"), pb.LATENT_ENCODING_FLOAT16: np.dtype("<f2")}
+
+
+class LatentCodecError(ValueError):
+    """A latent batch is inconsistent with itself or with the decoder."""
+
+
+@dataclass(frozen=True)
+class DecodedBatch:
+    """A batch as the receiver sees it: sequence numbers, names, image shape and float64 latents."""
+
+    first_seq: int
+    names: list[str]
+    image_shape: tuple[int, ...]
+    latents: np.ndarray
+
+
+def supported_encodings(tables: EntropyTables | None) -> list[int]:
+    """Encodings a model allows, most compact first; float16 is lossy and only used when asked for."""
+    exact = [pb.LATENT_ENCODING_FLOAT32, pb.LATENT_ENCODING_FLOAT64]
+    return ([pb.LATENT_ENCODING_ANS] if tables is not None else []) + exact
+
+
+def wire_latents(encoding: int, latents: np.ndarray) -> np.ndarray:
+    """Returns the float64 latents the receiver will decode from `latents` sent with `encoding`."""
+    latents = np.asarray(latents)
+    if encoding == pb.LATENT_ENCODING_FLOAT16:
+        return latents.astype(np.float16).astype(np.float64)
+    return latents.astype(np.float64)
+
+
+def latents_to_batch(
+    decoder_digest: str,
+    encoding: int,
+    first_seq: int,
+    names: Sequence[str],
+    image_shape: Sequence[int],
+    latents: np.ndarray,
+    tables: EntropyTables | None = None,
+) -> pb.LatentBatch:
+    """Packs an (n, latent_dim) array and its images' names into one message."""
+    latents = np.asarray(latents)
+    if latents.ndim != 2 or latents.shape[0] != len(names):
+        raise LatentCodecError(f"latents of shape {latents.shape} for {len(names)} images")
+    batch = pb.LatentBatch(
+        decoder_digest=decoder_digest,
+        encoding=encoding,
+        latent_dim=latents.shape[1],
+        first_seq=first_seq,
+        count=len(names),
+        image_shape=image_shape,
+        names=zlib.compress("\0".join(names).encode(), 9),
+        checksum=_checksum(wire_latents(encoding, latents)),
+    )
+    if encoding == pb.LATENT_ENCODING_FLOAT64:
+        batch.values.extend(latents.astype(np.float64).ravel())
+    elif encoding in _RAW_DTYPES:
+        batch.payload = latents.astype(_RAW_DTYPES[encoding]).tobytes()
+    elif encoding == pb.LATENT_ENCODING_ANS and tables is not None:
+        batch.payload = tables.encode(latents)
+    else:
+        raise LatentCodecError(f"cannot produce latent encoding {encoding}")
+    return batch
+
+
+def latents_from_batch(batch: pb.LatentBatch, latent_dim: int, tables: EntropyTables | None = None) -> DecodedBatch:
+    """Unpacks and checks a batch; raises LatentCodecError (bitstream faults included)."""
+    n = batch.count
+    if not 0 < n <= MAX_BATCH_IMAGES:
+        raise LatentCodecError(f"batch of {n} images (1..{MAX_BATCH_IMAGES} allowed)")
+    if batch.latent_dim != latent_dim:
+        raise LatentCodecError(f"batch latent width {batch.latent_dim}, decoder expects {latent_dim}")
+    names = _names(batch.names, n)
+    latents = _latents(batch, n, latent_dim, tables)
+    if _checksum(latents) != batch.checksum:
+        raise LatentCodecError("latents fail their checksum: corrupt payload")
+    return DecodedBatch(batch.first_seq, names, tuple(batch.image_shape), latents)
+
+
+def _latents(batch: pb.LatentBatch, n: int, latent_dim: int, tables: EntropyTables | None) -> np.ndarray:
+    encoding = batch.encoding
+    if encoding == pb.LATENT_ENCODING_FLOAT64:
+        if len(batch.values) != n * latent_dim:
+            raise LatentCodecError(f"{len(batch.values)} values for {n} images of width {latent_dim}")
+        return np.asarray(batch.values, dtype=np.float64).reshape(n, latent_dim)
+    if encoding in _RAW_DTYPES:
+        dtype = _RAW_DTYPES[encoding]
+        if len(batch.payload) != n * latent_dim * dtype.itemsize:
+            raise LatentCodecError(f"{len(batch.payload)} payload bytes for {n} images of width {latent_dim}")
+        return np.frombuffer(batch.payload, dtype=dtype).astype(np.float64).reshape(n, latent_dim)
+    if encoding == pb.LATENT_ENCODING_ANS and tables is not None:
+        try:
+            return tables.decode(batch.payload, n)
+        except BitstreamError as exc:
+            raise LatentCodecError(str(exc)) from None
+    raise LatentCodecError(f"latent encoding {encoding} was not negotiated for this decoder")
+
+
+def _names(data: bytes, n: int) -> list[str]:
+    limit = n * (MAX_NAME_BYTES + 1)
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(data, limit)
+    except zlib.error as exc:
+        raise LatentCodecError(f"image names do not decompress: {exc}") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise LatentCodecError("image names are truncated or larger than allowed")
+    try:
+        names = raw.decode("utf-8").split("\0")
+    except UnicodeDecodeError:
+        raise LatentCodecError("image names are not UTF-8") from None
+    if len(names) != n:
+        raise LatentCodecError(f"{len(names)} names for {n} images")
+    return names
+
+
+def _checksum(latents: np.ndarray) -> int:
+    # Adding 0.0 turns -0.0 into 0.0: a rounded -0.3 and a decoded integer 0 are the same latent.
+    return zlib.crc32((np.ascontiguousarray(latents, dtype="<f8") + 0.0).tobytes())
+
+
+class Encoding(IntEnum):
+    """Latent wire encodings (protos: LatentEncoding)."""
+
+    FLOAT64 = pb.LATENT_ENCODING_FLOAT64
+    FLOAT32 = pb.LATENT_ENCODING_FLOAT32
+    FLOAT16 = pb.LATENT_ENCODING_FLOAT16
+    ANS = pb.LATENT_ENCODING_ANS
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class OutputFormat(IntEnum):
+    """How a receiver stores images (protos: OutputFormat)."""
+
+    PNG = pb.OUTPUT_FORMAT_PNG
+    NPZ = pb.OUTPUT_FORMAT_NPZ
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the protocol; `status` names the gRPC status code the stream ends with."""
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The receiver's bounds, advertised in the handshake."""
+
+    max_message_bytes: int
+    max_batch_images: int
+    max_model_bytes: int
+    max_chunk_bytes: int
+    max_decoder_activations: int
+    max_decoder_macs: int
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """A sender's hello: the decoder it encodes for, what it can send, and the session."""
+
+    protocol_version: int
+    decoder_digest: str
+    image_shape: tuple[int, ...]
+    latent_dim: int
+    decoder_bytes: int
+    model_name: str
+    has_entropy_model: bool
+    encodings: tuple[int, ...]
+    session: str
+    sender_id: str = ""
+
+
+@dataclass(frozen=True)
+class SessionTerms:
+    """A receiver's handshake: what it has, what it picked, where images go, what is already there."""
+
+    protocol_version: int
+    has_decoder: bool
+    encoding: int
+    limits: Limits
+    session_dir: str
+    output_format: int
+    durable_images: int = 0
+    model_bytes_held: int = 0
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of a batch: images first_seq.. first_seq + count - 1 written except `failures` (seq -> why)."""
+
+    first_seq: int
+    count: int
+    failures: dict[int, str] = field(default_factory=dict)
+    resend: bool = False  # corrupt in transit as a whole: send the same batch again, once
+
+
+@dataclass(frozen=True)
+class CorruptBatch:
+    """A batch whose latents or names did not survive the trip (checksum, bitstream or names)."""
+
+    first_seq: int
+    count: int
+    reason: str
+
+
+def batch_from_proto(
+    batch: pb.LatentBatch, decoder_digest: str, encoding: int, latent_dim: int, tables: EntropyTables | None
+) -> DecodedBatch | CorruptBatch:
+    """Checks a batch against its session and unpacks it; raises ProtocolError for one that breaks the protocol."""
+    if batch.decoder_digest != decoder_digest:
+        raise ProtocolError(
+            "INVALID_ARGUMENT", f'batch names decoder "{batch.decoder_digest[:64]}", session uses "{decoder_digest}"'
+        )
+    if batch.encoding != encoding:
+        raise ProtocolError("INVALID_ARGUMENT", f"batch encoding {batch.encoding} was not negotiated")
+    if not 0 < batch.count <= MAX_BATCH_IMAGES:
+        raise ProtocolError("RESOURCE_EXHAUSTED", f"batch of {batch.count} images (1..{MAX_BATCH_IMAGES})")
+    if batch.first_seq + batch.count > MAX_SEQUENCE:
+        raise ProtocolError("INVALID_ARGUMENT", f"sequence numbers must stay below {MAX_SEQUENCE}")
+    try:
+        return latents_from_batch(batch, latent_dim, tables)
+    except LatentCodecError as exc:
+        return CorruptBatch(batch.first_seq, batch.count, str(exc))
+
+
+def parse_sender_message(data: bytes) -> pb.SenderMessage:
+    """Parses a sender's message as received; garbled bytes are DATA_LOSS (worth a resend), not a crash."""
+    try:
+        return pb.SenderMessage.FromString(data)
+    except DecodeError:
+        raise ProtocolError("DATA_LOSS", "a message from the sender does not parse: corrupt in transit") from None
+
+
+def parse_receiver_message(data: bytes) -> pb.ReceiverMessage:
+    """Parses a receiver's message as received; raises ProtocolError (DATA_LOSS) for garbled bytes."""
+    try:
+        return pb.ReceiverMessage.FromString(data)
+    except DecodeError:
+        raise ProtocolError("DATA_LOSS", "a message from the receiver does not parse: corrupt in transit") from None
+
+
+def hello_to_proto(request: SessionRequest) -> pb.SenderMessage:
+    return pb.SenderMessage(
+        hello=pb.Hello(
+            protocol_version=request.protocol_version,
+            decoder_digest=request.decoder_digest,
+            decoder=pb.DecoderSummary(
+                image_shape=request.image_shape,
+                latent_dim=request.latent_dim,
+                size_bytes=request.decoder_bytes,
+                model_name=request.model_name,
+                has_entropy_model=request.has_entropy_model,
+            ),
+            encodings=request.encodings,
+            session=request.session,
+            sender_id=request.sender_id,
+        )
+    )
+
+
+def hello_from_proto(hello: pb.Hello) -> SessionRequest:
+    return SessionRequest(
+        protocol_version=hello.protocol_version,
+        decoder_digest=hello.decoder_digest,
+        image_shape=tuple(hello.decoder.image_shape),
+        latent_dim=hello.decoder.latent_dim,
+        decoder_bytes=hello.decoder.size_bytes,
+        model_name=hello.decoder.model_name,
+        has_entropy_model=hello.decoder.has_entropy_model,
+        encodings=tuple(hello.encodings),
+        session=hello.session,
+        sender_id=hello.sender_id,
+    )
+
+
+def handshake_to_proto(terms: SessionTerms) -> pb.ReceiverMessage:
+    return pb.ReceiverMessage(
+        handshake=pb.Handshake(
+            protocol_version=terms.protocol_version,
+            has_decoder=terms.has_decoder,
+            encoding=terms.encoding,
+            limits=pb.Limits(**terms.limits.__dict__),
+            session_dir=terms.session_dir,
+            output_format=terms.output_format,
+            durable_images=terms.durable_images,
+            model_bytes_held=terms.model_bytes_held,
+        )
+    )
+
+
+def handshake_from_proto(handshake: pb.Handshake) -> SessionTerms:
+    limits = handshake.limits
+    return SessionTerms(
+        protocol_version=handshake.protocol_version,
+        has_decoder=handshake.has_decoder,
+        encoding=handshake.encoding,
+        limits=Limits(**{name: getattr(limits, name) for name in Limits.__dataclass_fields__}),
+        session_dir=handshake.session_dir,
+        output_format=handshake.output_format,
+        durable_images=handshake.durable_images,
+        model_bytes_held=handshake.model_bytes_held,
+    )
+
+
+def outcome_to_proto(outcome: BatchOutcome) -> pb.ReceiverMessage:
+    failures = [pb.ImageFailure(seq=seq, error=error) for seq, error in sorted(outcome.failures.items())]
+    return pb.ReceiverMessage(
+        acks=pb.AckBatch(first_seq=outcome.first_seq, count=outcome.count, failures=failures, resend=outcome.resend)
+    )
+
+
+def outcome_from_proto(acks: pb.AckBatch) -> BatchOutcome:
+    return BatchOutcome(acks.first_seq, acks.count, {f.seq: f.error for f in acks.failures}, acks.resend)
+
+
+# Image keys: what a receiver's journal remembers of each durable image.
+KEY_BYTES = 8
+# Keys per DurableImages message: half a megabyte, far under any message limit.
+KEYS_PER_MESSAGE = 65536
+
+
+def image_keys(decoder_digest: str, names: Sequence[str], latents: np.ndarray) -> list[bytes]:
+    """Each image's key: BLAKE2b-64 of name, 0, decoder digest, 0, latents as little-endian float64 (see protos)."""
+    rows = np.ascontiguousarray(np.asarray(latents, dtype="<f8") + 0.0)  # + 0.0: negative zero counts as zero
+    prefix = b"\0" + decoder_digest.encode("ascii") + b"\0"
+    return [
+        hashlib.blake2b(name.encode() + prefix + row.tobytes(), digest_size=KEY_BYTES).digest()
+        for name, row in zip(names, rows, strict=True)
+    ]
+
+
+def durable_messages(keys: bytes) -> Iterator[pb.ReceiverMessage]:
+    """Packs concatenated keys into DurableImages messages."""
+    step = KEYS_PER_MESSAGE * KEY_BYTES
+    for start in range(0, len(keys), step):
+        yield pb.ReceiverMessage(durable=pb.DurableImages(keys=keys[start : start + step]))
+
+
+def keys_from_durable(message: pb.DurableImages) -> set[bytes]:
+    if len(message.keys) % KEY_BYTES:
+        raise ProtocolError("INVALID_ARGUMENT", f"durable image keys of {len(message.keys)} bytes")
+    return {message.keys[i : i + KEY_BYTES] for i in range(0, len(message.keys), KEY_BYTES)}
