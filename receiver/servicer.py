@@ -36,6 +36,7 @@ from latentlink.shared.protocol import (
     MAX_SESSIONS,
     MODEL_CHUNK_BYTES,
     PROTOCOL_VERSION,
+    RECEIVER_METADATA,
 )
 from latentlink.shared.serde import (
     KEY_BYTES,
@@ -98,6 +99,7 @@ class LatentLinkServicer:
 
     def Stream(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext):
         """One sender session (see protos/latentlink.proto): requests arrive as raw bytes, parsed by the inbox."""
+        context.set_trailing_metadata((RECEIVER_METADATA,))
         inbox = Inbox(request_iterator, context, self.idle_timeout_s)
         try:
             yield from self._session(inbox, iter(inbox), context)
@@ -124,7 +126,7 @@ class LatentLinkServicer:
             holder = self._open_sessions.get(name)
             if holder is None:
                 if len(self._open_sessions) >= self.max_sessions:
-                    context.set_trailing_metadata((BUSY_METADATA,))
+                    context.set_trailing_metadata((RECEIVER_METADATA, BUSY_METADATA))
                     raise ProtocolError("UNAVAILABLE", f"all {self.max_sessions} session slots are in use")
                 self._open_sessions[name] = mine
                 return

@@ -40,7 +40,7 @@ from latentlink.shared.serde import (
     wire_latents,
 )
 
-__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT_S", "Attempt", "SessionError", "SessionOptions"]
+__all__ = ["DEFAULT_HANDSHAKE_TIMEOUT_S", "Attempt", "LinkError", "SessionError", "SessionOptions"]
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,17 @@ DEFAULT_HANDSHAKE_TIMEOUT_S = 20.0
 UNACKED_BATCHES = 4
 # Batches read and decoded ahead of the encoder.
 READ_AHEAD_BATCHES = 2
+# Decoder upload pieces: small, so that a link that keeps breaking loses little of a resumable upload.
+UPLOAD_CHUNK_BYTES = 16 * 1024
 _END = object()
 
 
 class SessionError(RuntimeError):
     """The receiver broke the protocol, or the session cannot go on; not worth a retry."""
+
+
+class LinkError(Exception):
+    """The link corrupted what the receiver said (a checksum failed, images were left unsettled): reconnect."""
 
 
 class _Stopped(Exception):
@@ -85,14 +91,20 @@ class Attempt:
     """One stream of a session; `run` raises grpc.RpcError when it breaks and SessionError when it cannot go on."""
 
     def __init__(
-        self, channel: grpc.Channel, options: SessionOptions, report: SendReport, quality: QualityMeter, first_seq: int
+        self,
+        channel: grpc.Channel,
+        options: SessionOptions,
+        report: SendReport,
+        quality: QualityMeter,
+        first_seq: int,
+        on_advance: Callable[[], None] = lambda: None,
     ) -> None:
         self.channel, self.options, self.report, self.quality = channel, options, report, quality
+        self.on_advance = on_advance
         self.encoder = options.encoder
         self.next_seq = first_seq
         self.handshake_seen = False
         self.garbled = False  # a message from the receiver did not parse: corrupt in transit
-        self.progress_at: float | None = None  # when images or the decoder last got further
         self.model_bytes_held = 0  # what the receiver held of the decoder at the handshake
         self.encoding = Encoding.FLOAT32
         self.output_format = OutputFormat.PNG
@@ -146,10 +158,11 @@ class Attempt:
             self.model_bytes_held = terms.model_bytes_held
             if self.model_bytes_held > len(decoder_bytes):
                 raise SessionError(f"receiver holds {self.model_bytes_held} bytes of a smaller decoder")
-            chunk = min(MODEL_CHUNK_BYTES, terms.limits.max_chunk_bytes or MODEL_CHUNK_BYTES)
+            chunk = min(UPLOAD_CHUNK_BYTES, terms.limits.max_chunk_bytes or MODEL_CHUNK_BYTES)
             self._upload(decoder_bytes, self.model_bytes_held, chunk)
             self._next("model_accepted")
-            self.progress_at = time.monotonic()
+            self.report.model_bytes = len(decoder_bytes) - self.report.model_bytes_base  # what this run uploaded
+            self._advanced()
         batch_size = max(1, min(self.options.batch_size, terms.limits.max_batch_images or self.options.batch_size))
         self._window_images = UNACKED_BATCHES * batch_size
         self._producer = threading.Thread(target=self._produce, args=(sources, batch_size), daemon=True, name="encode")
@@ -158,7 +171,11 @@ class Attempt:
             self.report.wire_bytes += _framed(message)
             kind = message.WhichOneof("kind")
             if kind == "acks":
-                self._record(outcome_from_proto(message.acks))
+                try:
+                    outcome = outcome_from_proto(message.acks)
+                except ProtocolError as exc:
+                    raise LinkError(str(exc)) from None
+                self._record(outcome)
             elif kind == "summary":
                 break
             else:
@@ -166,6 +183,8 @@ class Attempt:
         self._producer.join()
         if self.producer_error is not None:
             raise SessionError(f"encoding failed: {self.producer_error}")
+        if self._in_flight:  # a summary with images unacknowledged: something on the way was lost
+            raise LinkError(f"the session ended with {self._in_flight_images} images unacknowledged")
 
     def close(self) -> None:
         """Ends the attempt: wakes every wait, ends the request stream and cancels the call (idempotent)."""
@@ -177,6 +196,15 @@ class Attempt:
             self._call.cancel()  # an abandoned call must free its session on the receiver now
         if self._producer is not None:
             self._producer.join()
+
+    def cancel(self) -> None:
+        """Cancels the call from another thread; `run` then raises grpc.RpcError (CANCELLED)."""
+        if self._call is not None:
+            self._call.cancel()
+
+    def _advanced(self) -> None:
+        """Images or the decoder got further: the retry policy's clock starts again."""
+        self.on_advance()
 
     def _agree(self, terms) -> None:
         if terms.protocol_version != PROTOCOL_VERSION:
@@ -210,7 +238,8 @@ class Attempt:
             self._put(pb.SenderMessage(model_chunk=pb.ModelChunk(offset=offset, data=piece, last=False)))
         # The last chunk is flagged; a resumed upload with nothing left sends just the flag.
         self._put(pb.SenderMessage(model_chunk=pb.ModelChunk(offset=len(data), data=b"", last=True)))
-        self.report.model_bytes += len(data) - start
+        if self.report.model_bytes_base is None:  # what the receiver held before this run started uploading
+            self.report.model_bytes_base = start
 
     def _produce(self, sources: Sequence[SourceImage], batch_size: int) -> None:
         batches = (sources[first : first + batch_size] for first in range(0, len(sources), batch_size))
@@ -253,8 +282,10 @@ class Attempt:
             in_place = [name for name in names if keys[name] in self.durable]
             for name in in_place:
                 report.written[name] = f"{report.session_dir}/{output_name(name)}"
-            report.already_in_place += len(in_place)
+            report.already_in_place += sum(name not in report.sent_names for name in in_place)  # not acks lost
             self.options.on_progress(len(in_place), 0)
+            if in_place:
+                self._advanced()
             names, latents = self._keep(names, latents, lambda name, _: keys[name] not in self.durable)
         if not names:
             return
@@ -274,6 +305,7 @@ class Attempt:
             self._in_flight_images += len(names)
         report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
         report.sent += len(names)
+        report.sent_names.update(names)
         report.wire_bytes += _framed(message)
         self._put(message)
         self.options.on_progress(0, _framed(message))
@@ -310,7 +342,7 @@ class Attempt:
             else:
                 report.written[name] = f"{report.session_dir}/{output_name(name)}"
         if len(outcome.failures) < len(sent.names):
-            self.progress_at = time.monotonic()
+            self._advanced()
             report.first_written_at = report.first_written_at or time.time()
         self.options.on_progress(len(sent.names), 0)
 

@@ -32,7 +32,8 @@ class SendReport:
     written: dict[str, str] = field(default_factory=dict)  # name -> path on the receiver
     failed: dict[str, str] = field(default_factory=dict)  # name -> reason
     already_in_place: int = 0  # written before this run (same name, same latents): not sent again
-    model_bytes: int = 0
+    model_bytes: int = 0  # decoder bytes this run uploaded (each once, however often the link broke)
+    model_bytes_base: int | None = field(default=None, repr=False)  # of it, what the receiver held already
     payload_bytes: int = 0  # the latents alone (bitstream or raw values)
     wire_bytes: int = 0  # everything both ways after the handshake, gRPC message framing included
     input_bytes: int = 0
@@ -50,6 +51,7 @@ class SendReport:
     first_written_at: float | None = None  # ... and when the receiver first acknowledged images written
     streams: list[SendReport] = field(default_factory=list)  # per parallel session, when there were several
     failure: StreamFailure | None = None  # why the session ended early, if it did
+    sent_names: set[str] = field(default_factory=set, repr=False)  # every image this run put on the wire
 
     @property
     def error(self) -> str | None:

@@ -5,18 +5,19 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Sequence
 
 import grpc
 
-from latentlink.sender.attempt import DEFAULT_HANDSHAKE_TIMEOUT_S, Attempt, SessionError, SessionOptions
+from latentlink.sender.attempt import DEFAULT_HANDSHAKE_TIMEOUT_S, Attempt, LinkError, SessionError, SessionOptions
 from latentlink.sender.channel import open_channel
 from latentlink.sender.encode import BatchEncoder, QualityMeter, out_of_domain_psnr
 from latentlink.sender.report import SendReport, StreamFailure
 from latentlink.shared.auth import bearer_metadata
 from latentlink.shared.image_io import SourceImage
-from latentlink.shared.protocol import BUSY_METADATA, DEFAULT_BATCH_IMAGES
+from latentlink.shared.protocol import BUSY_METADATA, DEFAULT_BATCH_IMAGES, RECEIVER_METADATA
 from latentlink.shared.serde import supported_encodings
 
 __all__ = ["DEFAULT_RETRY_S", "new_session_name", "send_images"]
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_S = 60.0
 _FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.25, 5.0
-# Statuses of a broken link or a restarting receiver, worth a reconnect once a session has started.
-# INTERNAL is one only when a message arrived garbled (Attempt.garbled), never when it is a bug of ours.
+# Statuses a receiver ends a stream with that are worth a reconnect once a session has started. Any
+# status without the receiver's trailers was made up by gRPC on our side: the link failed, also worth one.
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -80,17 +81,21 @@ def send_images(
         sender_id=secrets.token_urlsafe(18),  # the same on every reconnect: lets it take over its old stream
     )
     next_seq, backoff, last_progress, held = 0, _FIRST_BACKOFF_S, time.monotonic(), 0
+    watchdog = _ProgressWatchdog(retry_for)
     try:
         while True:
             remaining = [s for s in sources if s.name not in report.written and s.name not in report.failed]
-            attempt = Attempt(channel, options, report, quality, next_seq)
+            attempt = Attempt(channel, options, report, quality, next_seq, on_advance=watchdog.advance)
+            watchdog.watch(attempt)
             try:
                 attempt.run(remaining)
                 break
             except grpc.RpcError as exc:
-                if attempt.progress_at is not None or attempt.model_bytes_held > held:
-                    last_progress, backoff = time.monotonic(), _FIRST_BACKOFF_S
+                if attempt.model_bytes_held > held:  # the receiver kept more of the decoder than last time
+                    watchdog.advance()
                 held = max(held, attempt.model_bytes_held)
+                if watchdog.last_advance > last_progress:
+                    last_progress, backoff = watchdog.last_advance, _FIRST_BACKOFF_S
                 busy = _busy(exc)
                 if not (busy or _worth_retrying(exc, attempt, report)) or (
                     time.monotonic() + backoff - last_progress > retry_for
@@ -102,6 +107,14 @@ def send_images(
                 else:
                     log.warning("stream broke (%s); resuming in %.1f s", exc.code().name, backoff)
                     report.reconnects += 1
+            except LinkError as exc:  # detected by us, not gRPC: the same policy as a broken stream
+                if watchdog.last_advance > last_progress:
+                    last_progress, backoff = watchdog.last_advance, _FIRST_BACKOFF_S
+                if time.monotonic() + backoff - last_progress > retry_for:
+                    report.failure = StreamFailure("DATA_LOSS", str(exc), True)
+                    break
+                log.warning("%s; resuming in %.1f s", exc, backoff)
+                report.reconnects += 1
             except SessionError as exc:
                 report.failure = StreamFailure("PROTOCOL", str(exc), attempt.handshake_seen)
                 break
@@ -111,17 +124,60 @@ def send_images(
             time.sleep(backoff)
             backoff = min(2 * backoff, _MAX_BACKOFF_S)
     finally:
+        watchdog.stop()
         if own_channel:
             channel.close()
-    reason = f"not delivered: {report.error or 'the receiver did not acknowledge it'}"
+    error = report.error or "the receiver did not acknowledge it"
+    unconfirmed = (
+        f"unconfirmed: sent, but no acknowledgement came back ({error}); it may be on the receiver's disk: "
+        f'send again with --session {report.session} to settle it (what is in place is not sent twice)'
+    )
     for source in sources:
         if source.name not in report.written:
-            report.failed.setdefault(source.name, reason)
+            in_doubt = source.name in report.sent_names
+            report.failed.setdefault(source.name, unconfirmed if in_doubt else f"not delivered: {error}")
     report.elapsed_s = time.perf_counter() - start
     report.expected_quality = quality.result()
     report.quality_images = quality.sampled
     report.out_of_domain = quality.below(out_of_domain_psnr(encoder.model))
     return report
+
+
+class _ProgressWatchdog:
+    """Cancels the running attempt once nothing got further for `retry_for` seconds (a stalled link)."""
+
+    def __init__(self, retry_for: float) -> None:
+        self.retry_for = retry_for
+        self.last_advance = time.monotonic()
+        self._attempt: Attempt | None = None
+        self._changed = threading.Condition()
+        self._stopped = False
+        threading.Thread(target=self._run, daemon=True, name="progress-watchdog").start()
+
+    def watch(self, attempt: Attempt) -> None:
+        with self._changed:
+            self._attempt = attempt
+            self._changed.notify()
+
+    def advance(self) -> None:
+        with self._changed:
+            self.last_advance = time.monotonic()
+            self._changed.notify()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify()
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._stopped:
+                left = self.last_advance + self.retry_for - time.monotonic()
+                if left <= 0 and self._attempt is not None:
+                    log.warning("no progress for %.0f s: giving the stream up", self.retry_for)
+                    self._attempt.cancel()
+                    self._attempt = None
+                self._changed.wait(left if left > 0 else None)
 
 
 def new_session_name(label: str = "session") -> str:
@@ -138,6 +194,6 @@ def _busy(exc: grpc.RpcError) -> bool:
 def _worth_retrying(exc: grpc.RpcError, attempt: Attempt, report: SendReport) -> bool:
     if not report.session_dir:  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
         return False
-    if exc.code() == grpc.StatusCode.INTERNAL:
-        return attempt.garbled
-    return exc.code() in RETRYABLE
+    if attempt.garbled or RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ()):
+        return True  # our own gRPC made the status up (the link broke or garbled a frame), not the receiver
+    return exc.code() in RETRYABLE  # the receiver's own statuses: INTERNAL or UNKNOWN there is a bug, not retried

@@ -8,6 +8,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "STREAM_METHOD",
     "BUSY_METADATA",
+    "RECEIVER_METADATA",
     "DEFAULT_PORT",
     "MAX_MESSAGE_BYTES",
     "MODEL_CHUNK_BYTES",
@@ -31,6 +32,9 @@ PROTOCOL_VERSION = 1
 # session slot (UNAVAILABLE, worth trying again later, unlike every other refusal before a handshake).
 STREAM_METHOD = "/latentlink.v1.LatentLink/Stream"
 BUSY_METADATA = ("latentlink-busy", "1")
+# Trailing metadata on every status a receiver ends a stream with, its own errors and crashes alike:
+# a status without it was made up by the sender's gRPC because the link failed (worth a reconnect).
+RECEIVER_METADATA = ("latentlink-receiver", "1")
 DEFAULT_PORT = 50051
 # Largest single gRPC message either side accepts; latent batches and model
 # chunks stay far below it.
@@ -56,11 +60,20 @@ SESSION_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
 SENDER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
+# A sender pings a quiet connection this often and gives it up when a ping goes unanswered for as long:
+# a stalled link (a dead peer, a silent middlebox) ends the stream in seconds, not at the TCP timeout.
+KEEPALIVE_MS = 5000
+
+
 def channel_options() -> list[tuple[str, int]]:
     """Options for the sender's channel."""
     return [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_MS),
+        # Keep pinging while every image is in flight and nothing is left to send (the default stops at 2).
+        ("grpc.http2.max_pings_without_data", 0),
     ]
 
 
@@ -71,4 +84,7 @@ def server_options() -> list[tuple[str, int]]:
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         # Without this, a second receiver on the same port would start "fine".
         ("grpc.so_reuseport", 0),
+        # Senders' keepalive pings are welcome (by default a server answers frequent ones with GOAWAY).
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", KEEPALIVE_MS // 2),
+        ("grpc.http2.max_ping_strikes", 0),
     ]

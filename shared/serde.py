@@ -8,6 +8,7 @@ the edge of the stream.
 from __future__ import annotations
 
 import hashlib
+import struct
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -367,14 +368,32 @@ def handshake_from_proto(handshake: pb.Handshake) -> SessionTerms:
 
 
 def outcome_to_proto(outcome: BatchOutcome) -> pb.ReceiverMessage:
-    failures = [pb.ImageFailure(seq=seq, error=error) for seq, error in sorted(outcome.failures.items())]
+    failures = sorted(outcome.failures.items())
     return pb.ReceiverMessage(
-        acks=pb.AckBatch(first_seq=outcome.first_seq, count=outcome.count, failures=failures, resend=outcome.resend)
+        acks=pb.AckBatch(
+            first_seq=outcome.first_seq,
+            count=outcome.count,
+            failures=[pb.ImageFailure(seq=seq, error=error) for seq, error in failures],
+            resend=outcome.resend,
+            checksum=_ack_checksum(outcome.first_seq, outcome.count, outcome.resend, failures),
+        )
     )
 
 
 def outcome_from_proto(acks: pb.AckBatch) -> BatchOutcome:
-    return BatchOutcome(acks.first_seq, acks.count, {f.seq: f.error for f in acks.failures}, acks.resend)
+    """Unpacks an acknowledgement; raises ProtocolError (DATA_LOSS) when it fails its checksum."""
+    failures = [(f.seq, f.error) for f in acks.failures]
+    if _ack_checksum(acks.first_seq, acks.count, acks.resend, failures) != acks.checksum:
+        raise ProtocolError("DATA_LOSS", "an acknowledgement fails its checksum: corrupt in transit")
+    return BatchOutcome(acks.first_seq, acks.count, dict(failures), acks.resend)
+
+
+def _ack_checksum(first_seq: int, count: int, resend: bool, failures: Sequence[tuple[int, str]]) -> int:
+    crc = zlib.crc32(struct.pack("<QIB", first_seq, count, int(resend)))
+    for seq, error in failures:
+        encoded = error.encode()
+        crc = zlib.crc32(struct.pack("<QI", seq, len(encoded)) + encoded, crc)
+    return crc
 
 
 # Image keys: what a receiver's journal remembers of each durable image.

@@ -150,16 +150,18 @@ class ImageFailure(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class AckBatch(_message.Message):
-    __slots__ = ("first_seq", "count", "failures", "resend")
+    __slots__ = ("first_seq", "count", "failures", "resend", "checksum")
     FIRST_SEQ_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     FAILURES_FIELD_NUMBER: _ClassVar[int]
     RESEND_FIELD_NUMBER: _ClassVar[int]
+    CHECKSUM_FIELD_NUMBER: _ClassVar[int]
     first_seq: int
     count: int
     failures: _containers.RepeatedCompositeFieldContainer[ImageFailure]
     resend: bool
-    def __init__(self, first_seq: _Optional[int] = ..., count: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ImageFailure, _Mapping]]] = ..., resend: _Optional[bool] = ...) -> None: ...
+    checksum: int
+    def __init__(self, first_seq: _Optional[int] = ..., count: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[ImageFailure, _Mapping]]] = ..., resend: _Optional[bool] = ..., checksum: _Optional[int] = ...) -> None: ...
 
 class Finish(_message.Message):
     __slots__ = ("images_sent",)

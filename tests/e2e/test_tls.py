@@ -59,7 +59,8 @@ def pki(tmp_path_factory) -> Path:
 
 def _serve(tmp_path: Path, pki: Path, mutual: bool = False):
     credentials = server_credentials(pki / "receiver.pem", pki / "receiver.key", pki / "ca.pem" if mutual else None)
-    server, port = create_server("127.0.0.1:0", tmp_path / "out", tmp_path / "models", "cpu", None, credentials)
+    # Both loopback families listen: whichever a client tries last, it meets this receiver.
+    server, port = create_server("localhost:0", tmp_path / "out", tmp_path / "models", "cpu", None, credentials)
     server.start()
     return server, f"localhost:{port}"
 

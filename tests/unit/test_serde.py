@@ -88,3 +88,50 @@ def test_ans_is_refused_without_tables():
     batch = latents_to_batch(DIGEST, pb.LATENT_ENCODING_ANS, 0, NAMES, (28, 28), np.zeros((5, 8)), _tables())
     with pytest.raises(LatentCodecError, match="not negotiated"):
         latents_from_batch(batch, 8, None)
+
+
+def test_image_keys_follow_the_published_definition():
+    """BLAKE2b-64 of name, 0, decoder digest, 0, float64 latents: a client in any language gets the same."""
+    import hashlib
+
+    from latentlink.shared.serde import image_keys
+
+    latents = np.array([[1.0, -0.0, 2.5], [0.0, 0.0, 0.0]])
+    keys = image_keys(DIGEST, ["a.png", "b/c.png"], latents)
+    message = b"a.png\0" + DIGEST.encode() + b"\0" + np.array([1.0, 0.0, 2.5], "<f8").tobytes()
+    assert keys[0] == hashlib.blake2b(message, digest_size=8).digest() and len(set(keys)) == 2
+    assert keys[0].hex() == "34bce55b521552ed"  # golden: negative zero counts as zero
+
+
+def test_acknowledgements_carry_a_checksum_that_catches_corruption():
+    from latentlink.shared.serde import BatchOutcome, ProtocolError, outcome_from_proto, outcome_to_proto
+
+    outcome = BatchOutcome(1000, 4, {1001: "write failed: disk full"}, resend=False)
+    message = outcome_to_proto(outcome).acks
+    assert outcome_from_proto(pb.AckBatch.FromString(message.SerializeToString())) == outcome
+    for tamper in ("first_seq", "count"):
+        bad = pb.AckBatch.FromString(message.SerializeToString())
+        setattr(bad, tamper, getattr(bad, tamper) + 1)
+        with pytest.raises(ProtocolError, match="fails its checksum"):
+            outcome_from_proto(bad)
+    bad = pb.AckBatch.FromString(message.SerializeToString())
+    bad.failures[0].seq = 1002
+    with pytest.raises(ProtocolError, match="fails its checksum"):
+        outcome_from_proto(bad)
+
+
+def test_durable_keys_travel_in_messages_under_the_size_limit():
+    from latentlink.shared.serde import KEY_BYTES, KEYS_PER_MESSAGE, durable_messages, keys_from_durable
+
+    keys = [i.to_bytes(KEY_BYTES, "little") for i in range(KEYS_PER_MESSAGE + 5)]
+    messages = list(durable_messages(b"".join(keys)))
+    assert len(messages) == 2 and all(m.ByteSize() < 1 << 20 for m in messages)
+    assert set().union(*(keys_from_durable(m.durable) for m in messages)) == set(keys)
+
+
+def test_a_garbled_message_is_data_loss_not_a_crash():
+    from latentlink.shared.serde import ProtocolError, parse_sender_message
+
+    with pytest.raises(ProtocolError) as caught:
+        parse_sender_message(b"\xff\xff\xff\xff")
+    assert caught.value.status == "DATA_LOSS"
