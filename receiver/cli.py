@@ -24,6 +24,10 @@ def default_models_dir() -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: gRPC reads its log settings once, when it is first imported,
+    # and `main` sets them first (quiet_process).
+    from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S
+
     parser = argparse.ArgumentParser(
         prog="receiver",
         description="Receive latent vectors from senders, decode them, and write PNG images.",
@@ -46,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the decoder runs")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to let sessions finish on shutdown")
     parser.add_argument(
-        "--idle-timeout", type=float, default=120.0, help="end a session whose sender sends nothing for this long (s)"
+        "--idle-timeout",
+        type=float,
+        default=DEFAULT_IDLE_TIMEOUT_S,
+        help="end a session whose sender sends nothing for this long (s)",
     )
     parser.add_argument(
         "--token-file",
@@ -123,11 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except RuntimeError as exc:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
-    from latentlink.shared.proto import latentlink_pb2 as pb
+    from latentlink.shared.serde import OutputFormat
     from latentlink.shared.tf_import import tensorflow
 
     tensorflow()  # imported now, not while the first sender waits
-    output_format = pb.OUTPUT_FORMAT_NPZ if args.save_as == "npz" else pb.OUTPUT_FORMAT_PNG
+    output_format = OutputFormat.NPZ if args.save_as == "npz" else OutputFormat.PNG
     try:
         server, port = create_server(
             args.listen,

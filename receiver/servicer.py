@@ -52,7 +52,9 @@ from latentlink.shared.serde import (
     durable_messages,
     handshake_to_proto,
     hello_from_proto,
+    model_accepted_to_proto,
     outcome_to_proto,
+    summary_to_proto,
 )
 
 __all__ = ["LIMITS", "LatentLinkServicer"]
@@ -183,7 +185,7 @@ class LatentLinkServicer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{request.session}") as writer:
             yield from self._serve_batches(session, writer, events, inbox, context, peer, request, encoding)
 
-    def _receive_decoder(self, upload: ModelUpload, digest: str, events, peer: str) -> pb.ReceiverMessage:
+    def _receive_decoder(self, upload: ModelUpload, digest: str, events, peer: str):
         """Collects the decoder's chunks (resuming a broken upload), verifies and caches it."""
         while True:
             chunk = _expect(events, "model_chunk").model_chunk
@@ -201,7 +203,7 @@ class LatentLinkServicer:
             log.warning("%s: rejected decoder transfer: %s", peer, peer_text(exc))
             raise ProtocolError("DATA_LOSS", f"decoder transfer rejected: {exc}") from None
         upload.discard()
-        return pb.ReceiverMessage(model_accepted=pb.ModelAccepted(decoder_digest=digest, received_bytes=len(data)))
+        return model_accepted_to_proto(digest, len(data))
 
     def _serve_batches(self, session: ReceiverSession, writer, events, inbox: Inbox, context, peer, request, encoding):
         """Decodes latent batches as they come and acknowledges each the moment its files are durable."""
@@ -222,9 +224,7 @@ class LatentLinkServicer:
                         session.bytes_in,
                     )
                     self.on_session_end(session.summary(context.peer(), request.model_name, encoding))
-                    yield pb.ReceiverMessage(
-                        summary=pb.Summary(images_written=session.written, images_failed=session.failed)
-                    )
+                    yield summary_to_proto(session.written, session.failed)
                     return
                 if kind != "latent_batch":
                     raise ProtocolError("INVALID_ARGUMENT", f'unexpected "{kind}" message after the handshake')

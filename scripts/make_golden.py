@@ -13,9 +13,9 @@ from PIL import Image
 
 from latentlink.sender.encode import BatchEncoder
 from latentlink.shared.image_io import read_image
-from latentlink.shared.serde import latents_to_batch
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
 from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.serde import latents_to_batch
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden"

@@ -10,8 +10,6 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from latentlink.sender.attempt import DEFAULT_HANDSHAKE_TIMEOUT_S
-from latentlink.sender.session import DEFAULT_RETRY_S
 from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
 from latentlink.shared.failures import format_failures
 from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES
@@ -27,6 +25,11 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: gRPC reads its log settings once, when it is first imported,
+    # and `main` sets them first (quiet_process).
+    from latentlink.sender.attempt import DEFAULT_HANDSHAKE_TIMEOUT_S
+    from latentlink.sender.session import DEFAULT_RETRY_S
+
     parser = argparse.ArgumentParser(
         prog="sender",
         description="Encode images (a folder, one image, or a .npy/.npz array) and stream them to a receiver.",

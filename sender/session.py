@@ -130,7 +130,7 @@ def send_images(
     error = report.error or "the receiver did not acknowledge it"
     unconfirmed = (
         f"unconfirmed: sent, but no acknowledgement came back ({error}); it may be on the receiver's disk: "
-        f'send again with --session {report.session} to settle it (what is in place is not sent twice)'
+        f"send again with --session {report.session} to settle it (what is in place is not sent twice)"
     )
     for source in sources:
         if source.name not in report.written:

@@ -42,6 +42,8 @@ __all__ = [
     "handshake_to_proto",
     "image_keys",
     "keys_from_durable",
+    "model_accepted_to_proto",
+    "summary_to_proto",
     "outcome_from_proto",
     "outcome_to_proto",
     "parse_receiver_message",
@@ -394,6 +396,16 @@ def _ack_checksum(first_seq: int, count: int, resend: bool, failures: Sequence[t
         encoded = error.encode()
         crc = zlib.crc32(struct.pack("<QI", seq, len(encoded)) + encoded, crc)
     return crc
+
+
+def model_accepted_to_proto(decoder_digest: str, received_bytes: int) -> pb.ReceiverMessage:
+    return pb.ReceiverMessage(
+        model_accepted=pb.ModelAccepted(decoder_digest=decoder_digest, received_bytes=received_bytes)
+    )
+
+
+def summary_to_proto(written: int, failed: int) -> pb.ReceiverMessage:
+    return pb.ReceiverMessage(summary=pb.Summary(images_written=written, images_failed=failed))
 
 
 # Image keys: what a receiver's journal remembers of each durable image.

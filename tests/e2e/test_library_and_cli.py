@@ -89,6 +89,7 @@ def test_importing_and_using_latentlink_leaves_the_environment_and_home_alone(tm
         "import os; before = dict(os.environ)\n"
         "import latentlink, latentlink.sender.cli, latentlink.receiver.cli, latentlink.codec.cli, latentlink.shared\n"
         "assert dict(os.environ) == before, set(os.environ.items()) ^ set(before.items())\n"
+        "import sys; assert 'grpc' not in sys.modules, 'gRPC imported before a command can quieten its logs'\n"
         "import numpy as np\n"
         "latentlink.decompress(latentlink.compress(np.zeros((2, 28, 28), np.uint8)))\n"
         "ours = ('TF_CPP_MIN_LOG_LEVEL', 'GRPC_VERBOSITY', 'KERAS_HOME')\n"
