@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tls-key", type=Path, help="mutual TLS: its private key")
     parser.add_argument(
         "--session",
-        help="folder name for these images on the receiver (default: the input's name, time and a random suffix)",
+        help="folder name for these images on the receiver (default: the input's name, time and a random "
+        "suffix); a rerun with the same session sends only the images not already there",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
