@@ -26,6 +26,7 @@ from latentlink.shared.serde import (
     OutputFormat,
     ProtocolError,
     SessionRequest,
+    decodable_encodings,
     image_keys,
 )
 
@@ -58,8 +59,7 @@ def check_request(request: SessionRequest) -> None:
 
 def pick_encoding(request: SessionRequest) -> Encoding:
     """Takes the sender's most preferred encoding that this receiver can decode."""
-    possible = {Encoding.FLOAT64, Encoding.FLOAT32, Encoding.FLOAT16}
-    possible |= {Encoding.ANS} if request.has_entropy_model else set()
+    possible = decodable_encodings(request.has_entropy_model)
     for encoding in request.encodings:
         if encoding in possible:
             return Encoding(encoding)

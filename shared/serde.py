@@ -35,6 +35,7 @@ __all__ = [
     "SessionRequest",
     "SessionTerms",
     "batch_from_proto",
+    "decodable_encodings",
     "durable_messages",
     "hello_from_proto",
     "hello_to_proto",
@@ -75,6 +76,12 @@ class DecodedBatch:
     names: list[str]
     image_shape: tuple[int, ...]
     latents: np.ndarray
+
+
+def decodable_encodings(has_entropy_model: bool) -> set[int]:
+    """Every encoding a receiver decodes, for a decoder with or without entropy tables."""
+    exact = {pb.LATENT_ENCODING_FLOAT64, pb.LATENT_ENCODING_FLOAT32, pb.LATENT_ENCODING_FLOAT16}
+    return exact | ({pb.LATENT_ENCODING_ANS} if has_entropy_model else set())
 
 
 def supported_encodings(tables: EntropyTables | None) -> list[int]:
