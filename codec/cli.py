@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,7 +109,7 @@ def _compress(args: argparse.Namespace) -> int:
         print("\n".join(format_failures(failed)), file=sys.stderr)
         return _fail(f"none of the {len(sources)} images could be read; nothing written", EXIT_FAILED)
     data = compress(loaded.pixels, model=model, names=loaded.names, device=args.device)
-    _write_atomically(args.output, data)
+    _write_files([(args.output, data)])
     count = len(loaded.names)
     quality = QualityMeter(exact_images=count)
     quality.add(loaded.names, loaded.pixels, decompress(data, model, device=args.device))
@@ -143,16 +142,14 @@ def _decompress(args: argparse.Namespace) -> int:
 
     names, images = decompress_named(_read(args.file), args.model, device=args.device)
     args.output.mkdir(parents=True, exist_ok=True)
-    failed = 0
+    files, failed = [], 0
     for name, image in zip(names, images, strict=True):
         try:
-            target = output_path(args.output, name)
+            files.append((output_path(args.output, name), encode_png(image)))
         except UnsafeNameError as exc:
             print(f"latentlink: skipped: {exc}", file=sys.stderr)
             failed += 1
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(target, encode_png(image))
+    _write_files(files)
     print(f"{len(names) - failed} images written to {args.output}")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -211,15 +208,12 @@ def _read(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+def _write_files(files: list[tuple[Path, bytes]]) -> None:
+    """Writes whole files, durably, as a receiver does; raises OSError for the first that fails."""
+    from latentlink.receiver.output import write_files_durably
+
+    for index, reason in sorted(write_files_durably(files).items())[:1]:
+        raise OSError(f"{files[index][0]}: {reason}")
 
 
 def _fail(message: str, code: int) -> int:

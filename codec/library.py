@@ -170,7 +170,9 @@ def _decoder_network(decoder: NetworkInfo, device: str):
     key = ("decoder", decoder.digest, device)
     with _networks_lock:
         if key not in _networks:
-            _networks[key] = CompiledNetwork(decoder, device)
+            # An encoder built for compress() has this decoder already: building it again costs a second.
+            built = [v for k, v in _networks.items() if k[0] == "encoder" and k[2:] == (decoder.digest, device)]
+            _networks[key] = built[0].decoder_network if built else CompiledNetwork(decoder, device)
         return _networks[key]
 
 

@@ -73,10 +73,6 @@ class Inbox:
                 deadline = time.monotonic() + self._idle_s
             yield event
 
-    def messages(self) -> Iterator[Any]:
-        """The sender's messages alone (for the steps before any worker runs)."""
-        return (event for event in self if not isinstance(event, Notice))
-
     def _read(self, requests: Iterator[bytes]) -> None:
         try:
             for raw in requests:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from latentlink.receiver.output import write_all
 from latentlink.shared.serde import KEY_BYTES
 
 __all__ = ["JOURNAL_FOLDER", "MAX_JOURNAL_RECORDS", "SessionJournal"]
@@ -54,9 +55,7 @@ class SessionJournal:
         self.path.parent.mkdir(exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
         finally:
             os.close(fd)
 

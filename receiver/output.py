@@ -96,7 +96,7 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
         try:
             fd = os.open(temporary, _CREATE_NEW, 0o644)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 if _SYNCFS is None:
                     os.fsync(fd)
             finally:
@@ -125,7 +125,8 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
     return errors
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
+    """Writes all of `data` to a file descriptor."""
     view = memoryview(data)
     while view:  # a full disk can make a write short before it fails outright
         view = view[os.write(fd, view) :]

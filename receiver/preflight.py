@@ -8,6 +8,8 @@ import socket
 import tempfile
 from pathlib import Path
 
+from latentlink.shared.protocol import split_host_port
+
 __all__ = ["PreflightError", "check_listen_address", "check_writable_folder", "explain_bind_failure"]
 
 
@@ -17,12 +19,10 @@ class PreflightError(ValueError):
 
 def check_listen_address(address: str) -> tuple[str, int]:
     """Splits --listen HOST:PORT, refusing what is not one (port 0..65535; 0 picks a free one)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise PreflightError(f'--listen "{address}" is not HOST:PORT (a port 0..65535; 0 picks a free one)')
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        raise PreflightError(f'--listen "{address}": write IPv6 addresses as [ADDRESS]:PORT, e.g. [::]:50051')
-    return host.strip("[]"), int(port)
+    try:
+        return split_host_port(address)
+    except ValueError as exc:
+        raise PreflightError(f'--listen "{address}" is not HOST:PORT: {exc} (port 0 picks a free one)') from None
 
 
 def check_writable_folder(folder: Path, option: str) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from latentlink.sender.encode import BatchEncoder, QualityMeter, below_min_psnr
+from latentlink.sender.encode import BatchEncoder, QualityMeter, drop_images
 from latentlink.sender.read_ahead import LoadedBatch, ReadAhead
 from latentlink.sender.report import SendReport
 from latentlink.shared.image_io import SourceImage, batch_file_name, output_name
@@ -270,23 +270,22 @@ class Attempt:
             return
         latents = wire_latents(self.encoding, self.encoder.encode(pixels))  # what the receiver will decode
         if self.options.min_psnr is not None or self.quality.wants(len(names)):
-            psnr = self.quality.add(names, pixels, self.encoder.reconstruct(latents))
-            if self.options.min_psnr is not None and (rejected := below_min_psnr(names, psnr, self.options.min_psnr)):
-                self.quality.discard(list(rejected))
+            reconstructed = self.encoder.reconstruct(latents)
+            if rejected := self.quality.gate(names, pixels, reconstructed, self.options.min_psnr):
                 report.failed.update(rejected)
                 self.options.on_progress(len(rejected), 0)
-                names, latents = self._keep(names, latents, lambda name, _: name not in rejected)
+                names, latents = drop_images(names, latents, rejected)
         digest = self.encoder.model.decoder.digest
         if self.durable and names:  # the same name with the same latents is on the receiver's disk already
-            keys = dict(zip(names, image_keys(digest, names, latents), strict=True))
-            in_place = [name for name in names if keys[name] in self.durable]
+            keys = image_keys(digest, names, latents)
+            in_place = {name for name, key in zip(names, keys, strict=True) if key in self.durable}
             for name in in_place:
                 report.written[name] = f"{report.session_dir}/{output_name(name)}"
             report.already_in_place += sum(name not in report.sent_names for name in in_place)  # not acks lost
             self.options.on_progress(len(in_place), 0)
             if in_place:
                 self._advanced()
-            names, latents = self._keep(names, latents, lambda name, _: keys[name] not in self.durable)
+            names, latents = drop_images(names, latents, in_place)
         if not names:
             return
         first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
@@ -311,11 +310,6 @@ class Attempt:
         self.options.on_progress(0, _framed(message))
         if report.first_sent_at is None:
             report.first_sent_at = time.time()
-
-    @staticmethod
-    def _keep(names: list[str], latents, keep: Callable) -> tuple[list[str], object]:
-        rows = [i for i, name in enumerate(names) if keep(name, i)]
-        return [names[i] for i in rows], latents[rows]
 
     def _record(self, outcome: BatchOutcome) -> None:
         with self._window:

@@ -8,7 +8,7 @@ import socket
 
 import grpc
 
-from latentlink.shared.protocol import channel_options
+from latentlink.shared.protocol import channel_options, split_host_port
 
 __all__ = ["TargetError", "channel_target", "open_channel"]
 
@@ -77,14 +77,10 @@ def _check_single(part: str) -> None:
 
 
 def _split(part: str) -> tuple[str, int]:
-    host, sep, port = part.rpartition(":")
-    if not sep or not host:
-        raise TargetError(f'"{part}" in --target is not HOST:PORT: the port is required (e.g. {part}:50051)')
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        raise TargetError(f'"{part}" in --target is not HOST:PORT: write IPv6 addresses as [ADDRESS]:PORT')
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise TargetError(f'"{part}" in --target is not HOST:PORT: the port must be 1..65535')
-    return host.strip("[]"), int(port)
+    try:
+        return split_host_port(part, lowest_port=1)
+    except ValueError as exc:
+        raise TargetError(f'"{part}" in --target is not HOST:PORT: {exc}') from None
 
 
 def _resolve(host: str, port: int) -> list[tuple[str, str]]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from latentlink.sender.encode import BatchEncoder, QualityMeter, below_min_psnr, out_of_domain_psnr
+from latentlink.sender.encode import BatchEncoder, QualityMeter, drop_images, out_of_domain_psnr
 from latentlink.sender.parallel import name_clashes
 from latentlink.sender.read_ahead import load_batch
 from latentlink.sender.report import SendReport
@@ -47,12 +45,10 @@ def dry_run(
         names, pixels, wire_bytes = loaded.names, loaded.pixels, 0
         if names:
             latents = encoder.encode(pixels)
-            psnr = quality.add(names, pixels, encoder.reconstruct(wire_latents(encoding, latents)))
-            if min_psnr is not None and (rejected := below_min_psnr(names, psnr, min_psnr)):
-                quality.discard(list(rejected))
+            reconstructed = encoder.reconstruct(wire_latents(encoding, latents))
+            if rejected := quality.gate(names, pixels, reconstructed, min_psnr):
                 report.failed.update(rejected)
-                keep = np.array([name not in rejected for name in names])
-                names, latents = [n for n in names if n not in rejected], latents[keep]
+                names, latents = drop_images(names, latents, rejected)
         if names:
             batch = latents_to_batch(
                 model.decoder.digest, encoding, first, names, model.image_shape, latents, encoder.tables

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Container
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ from latentlink.shared.model_dir import ModelFiles
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, resolve_device
 from latentlink.shared.tf_import import freeze_heap
 
-__all__ = ["OUT_OF_DOMAIN_DB", "BatchEncoder", "QualityMeter", "below_min_psnr", "out_of_domain_psnr"]
+__all__ = ["OUT_OF_DOMAIN_DB", "BatchEncoder", "QualityMeter", "below_min_psnr", "drop_images", "out_of_domain_psnr"]
 
 # An image predicted this far under the model's test PSNR is unlike anything it learned: on the MNIST test
 # set no image of the shipped models falls more than 9.3 dB under (q4), while photos squeezed to 28x28 fall 13-16.
@@ -58,9 +59,14 @@ class BatchEncoder:
         # + 0.0 turns the -0.0 that rounding gives small negatives into the 0 the receiver decodes.
         return np.round(latents) + 0.0 if self.tables is not None else latents
 
+    @property
+    def decoder_network(self) -> CompiledNetwork:
+        """The model's decoder, built beside the encoder (waits until it is)."""
+        return self._networks.result()[1]
+
     def reconstruct(self, latents: np.ndarray) -> np.ndarray:
         """Decodes latents to the uint8 images a receiver will write."""
-        return decode_images(self._networks.result()[1], latents)
+        return decode_images(self.decoder_network, latents)
 
 
 @dataclass
@@ -100,6 +106,17 @@ class QualityMeter:
         with np.errstate(divide="ignore"):
             return 10.0 * np.log10(pixels / errors)
 
+    def gate(
+        self, names: list[str], original: np.ndarray, reconstructed: np.ndarray, min_psnr: float | None
+    ) -> dict[str, str]:
+        """Records the images' quality; with `min_psnr`, forgets those predicted under it and returns why they fail."""
+        psnr = self.add(names, original, reconstructed)
+        if min_psnr is None:
+            return {}
+        rejected = below_min_psnr(names, psnr, min_psnr)
+        self.discard(list(rejected))
+        return rejected
+
     def discard(self, names: list[str]) -> None:
         """Forgets images that were measured but are not sent."""
         for name in names:
@@ -123,6 +140,12 @@ def out_of_domain_psnr(model: ModelFiles) -> float | None:
     """The predicted PSNR under which an image is far from the model's domain (None if its card has no test PSNR)."""
     test_psnr = model.card.get("test", {}).get("psnr_db")
     return None if test_psnr is None else test_psnr - OUT_OF_DOMAIN_DB
+
+
+def drop_images(names: list[str], latents: np.ndarray, drop: Container[str]) -> tuple[list[str], np.ndarray]:
+    """The names and latent rows of a batch without the images named in `drop`."""
+    rows = [i for i, name in enumerate(names) if name not in drop]
+    return [names[i] for i in rows], latents[rows]
 
 
 def below_min_psnr(names: list[str], psnr: np.ndarray, min_psnr: float) -> dict[str, str]:

@@ -90,31 +90,22 @@ def send_images(
             try:
                 attempt.run(remaining)
                 break
-            except grpc.RpcError as exc:
+            except (grpc.RpcError, LinkError) as exc:  # the stream broke: resume while the session makes progress
                 if attempt.model_bytes_held > held:  # the receiver kept more of the decoder than last time
                     watchdog.advance()
                 held = max(held, attempt.model_bytes_held)
                 if watchdog.last_advance > last_progress:
                     last_progress, backoff = watchdog.last_advance, _FIRST_BACKOFF_S
-                busy = _busy(exc)
-                if not (busy or _worth_retrying(exc, attempt, report)) or (
-                    time.monotonic() + backoff - last_progress > retry_for
-                ):
-                    report.failure = StreamFailure(exc.code().name, exc.details() or "", bool(report.session_dir), busy)
+                failure = _failure(exc, report)
+                late = time.monotonic() + backoff - last_progress > retry_for
+                if late or not _worth_retrying(exc, failure, attempt):
+                    report.failure = failure
                     break
-                if busy:
+                if failure.busy:
                     log.warning("receiver is serving its maximum of sessions; trying again in %.1f s", backoff)
                 else:
-                    log.warning("stream broke (%s); resuming in %.1f s", exc.code().name, backoff)
+                    log.warning("stream broke (%s); resuming in %.1f s", failure, backoff)
                     report.reconnects += 1
-            except LinkError as exc:  # detected by us, not gRPC: the same policy as a broken stream
-                if watchdog.last_advance > last_progress:
-                    last_progress, backoff = watchdog.last_advance, _FIRST_BACKOFF_S
-                if time.monotonic() + backoff - last_progress > retry_for:
-                    report.failure = StreamFailure("DATA_LOSS", str(exc), True)
-                    break
-                log.warning("%s; resuming in %.1f s", exc, backoff)
-                report.reconnects += 1
             except SessionError as exc:
                 report.failure = StreamFailure("PROTOCOL", str(exc), attempt.handshake_seen)
                 break
@@ -186,13 +177,18 @@ def new_session_name(label: str = "session") -> str:
     return f"{label}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
 
 
-def _busy(exc: grpc.RpcError) -> bool:
-    """True when a receiver refused the call for want of a free session slot (worth waiting for)."""
-    return exc.code() == grpc.StatusCode.UNAVAILABLE and BUSY_METADATA in tuple(exc.trailing_metadata() or ())
+def _failure(exc: grpc.RpcError | LinkError, report: SendReport) -> StreamFailure:
+    """What ended an attempt, as the report keeps it."""
+    if isinstance(exc, LinkError):  # detected by us, not by gRPC
+        return StreamFailure("DATA_LOSS", str(exc), reached=True)
+    busy = exc.code() == grpc.StatusCode.UNAVAILABLE and BUSY_METADATA in tuple(exc.trailing_metadata() or ())
+    return StreamFailure(exc.code().name, exc.details() or "", bool(report.session_dir), busy)
 
 
-def _worth_retrying(exc: grpc.RpcError, attempt: Attempt, report: SendReport) -> bool:
-    if not report.session_dir:  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
+def _worth_retrying(exc: grpc.RpcError | LinkError, failure: StreamFailure, attempt: Attempt) -> bool:
+    if isinstance(exc, LinkError) or failure.busy:  # a busy receiver is waited for, even before any handshake
+        return True
+    if not failure.reached:  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
         return False
     if attempt.garbled or RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ()):
         return True  # our own gRPC made the status up (the link broke or garbled a frame), not the receiver

@@ -16,6 +16,8 @@ import imagecodecs
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from latentlink.shared.failures import examples, group_by_reason
+
 __all__ = [
     "FitResize",
     "ImageError",
@@ -94,13 +96,7 @@ def find_sources(
 
 def summarize_skipped(skipped: dict[str, str]) -> str:
     """One line for what a folder search left out: counts by reason, with a few names each."""
-    by_reason: dict[str, list[str]] = {}
-    for name, reason in skipped.items():
-        by_reason.setdefault(reason, []).append(name)
-    return "; ".join(
-        f"{reason}: {len(names)} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})"
-        for reason, names in sorted(by_reason.items(), key=lambda item: (-len(item[1]), item[0]))
-    )
+    return "; ".join(f"{reason}: {len(names)} ({examples(names)})" for reason, names in group_by_reason(skipped))
 
 
 def output_name(name: str) -> str:

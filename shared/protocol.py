@@ -25,6 +25,7 @@ __all__ = [
     "SESSION_NAME",
     "channel_options",
     "server_options",
+    "split_host_port",
 ]
 
 PROTOCOL_VERSION = 1
@@ -63,6 +64,18 @@ SENDER_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # A sender pings a quiet connection this often and gives it up when a ping goes unanswered for as long:
 # a stalled link (a dead peer, a silent middlebox) ends the stream in seconds, not at the TCP timeout.
 KEEPALIVE_MS = 5000
+
+
+def split_host_port(address: str, lowest_port: int = 0) -> tuple[str, int]:
+    """Splits HOST:PORT (IPv6 in brackets) into host and port; raises ValueError saying what is wrong."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host:
+        raise ValueError("the port is required")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError("write IPv6 addresses as [ADDRESS]:PORT")
+    if not port.isdigit() or not lowest_port <= int(port) <= 65535:
+        raise ValueError(f"the port must be {lowest_port}..65535")
+    return host.strip("[]"), int(port)
 
 
 def channel_options() -> list[tuple[str, int]]:
