@@ -11,7 +11,7 @@ from latentlink.shared.tf_import import tensorflow
 tensorflow()  # imports TensorFlow and Keras quietly, without writing to ~/.keras
 import keras  # noqa: E402
 
-__all__ = ["OneFilterConv2D", "keras_from_network", "network_from_keras"]
+__all__ = ["GDN", "OneFilterConv2D", "keras_from_network", "layers_from_keras", "network_from_keras"]
 
 _ACTIVATION_NAMES = {
     model_pb2.ACTIVATION_LINEAR: "linear",
@@ -26,25 +26,40 @@ _PADDING_CODES = {name: code for code, name in _PADDING_NAMES.items()}
 
 
 def network_from_keras(model: keras.Sequential, role: int, model_name: str) -> model_pb2.Network:
-    """Describes a Sequential model of allowlisted layers as a `Network`."""
-    layers = [_layer_from_keras(layer) for layer in model.layers]
+    """Describes a Sequential model of allowlisted layers as a `Network` (unknown height/width: 0, any size)."""
     return model_pb2.Network(
         format_version=FORMAT_VERSION,
         role=role,
         model_name=model_name,
-        input_shape=model.input_shape[1:],
-        output_shape=model.output_shape[1:],
-        layers=layers,
+        input_shape=[d or 0 for d in model.input_shape[1:]],
+        output_shape=[d or 0 for d in model.output_shape[1:]],
+        layers=layers_from_keras(model),
     )
+
+
+def layers_from_keras(model: keras.Sequential) -> list[model_pb2.Layer]:
+    """The portable form of each layer of a Sequential model."""
+    return [_layer_from_keras(layer) for layer in model.layers]
 
 
 def keras_from_network(info: NetworkInfo) -> keras.Sequential:
     """Builds the Keras model a validated network describes (no code is loaded)."""
-    layers: list[keras.layers.Layer] = [keras.Input(info.input_shape)]
+    return _sequential(info.input_shape, info.network.layers, f"{info.network.model_name}-{info.digest[:12]}")
+
+
+def _sequential(input_shape: tuple[int, ...], portable_layers, name: str) -> keras.Sequential:
+    layers: list[keras.layers.Layer] = [keras.Input(tuple(d or None for d in input_shape))]
     weights: list[np.ndarray] = []
-    for index, layer in enumerate(info.network.layers):
+    for index, layer in enumerate(portable_layers):
         kind = layer.WhichOneof("kind")
         spec = getattr(layer, kind)
+        if kind == "affine":
+            layers.append(keras.layers.Rescaling(spec.scale, offset=spec.offset))
+            continue
+        if kind == "gdn":
+            layers.append(GDN(inverse=spec.inverse))
+            weights += [tensor_to_array(spec.beta), tensor_to_array(spec.gamma)]
+            continue
         if kind == "flatten":
             layers.append(keras.layers.Flatten())
             continue
@@ -70,9 +85,47 @@ def keras_from_network(info: NetworkInfo) -> keras.Sequential:
                 )
             )
         weights += [kernel, tensor_to_array(spec.bias, f"layer {index} bias")]
-    model = keras.Sequential(layers, name=f"{info.network.model_name}-{info.digest[:12]}")
+    model = keras.Sequential(layers, name=name)
     model.set_weights(weights)
     return model
+
+
+def hyper_analysis_from_network(info: NetworkInfo) -> keras.Sequential:
+    """Builds the Keras model of an any-size encoder's hyper-analysis (y -> z)."""
+    return _sequential(info.output_shape, info.network.hyper_analysis, f"{info.network.model_name}-hyper")
+
+
+class GDN(keras.layers.Layer):
+    """Generalized divisive normalization with fixed beta and gamma (see GDN in model.proto).
+
+    y_i = x_i / sqrt(beta_i + sum_j gamma[j, i] x_j^2); the inverse multiplies.
+    Training uses a subclass that keeps beta and gamma positive by construction.
+    """
+
+    def __init__(self, inverse: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.inverse = inverse
+
+    def build(self, input_shape) -> None:
+        channels = input_shape[-1]
+        self._beta = self.add_weight(shape=(channels,), initializer="ones", name="beta")
+        self._gamma = self.add_weight(shape=(channels, channels), initializer="zeros", name="gamma")
+
+    @property
+    def beta(self):
+        return self._beta
+
+    @property
+    def gamma(self):
+        return self._gamma
+
+    def call(self, x):
+        ops = keras.ops
+        norm = ops.sqrt(ops.tensordot(ops.square(x), self.gamma, axes=[[3], [0]]) + self.beta)
+        return x * norm if self.inverse else x / norm
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "inverse": self.inverse}
 
 
 class OneFilterConv2D(keras.layers.Layer):
@@ -111,6 +164,11 @@ def _layer_from_keras(layer: keras.layers.Layer) -> model_pb2.Layer:
             bias=bias,
         )
         return model_pb2.Layer(conv2d=conv)
+    if isinstance(layer, GDN):
+        beta, gamma = (tensor_from_array(keras.ops.convert_to_numpy(w)) for w in (layer.beta, layer.gamma))
+        return model_pb2.Layer(gdn=model_pb2.GDN(inverse=layer.inverse, beta=beta, gamma=gamma))
+    if kind == "Rescaling":
+        return model_pb2.Layer(affine=model_pb2.Affine(scale=float(layer.scale), offset=float(layer.offset)))
     if kind == "Flatten":
         return model_pb2.Layer(flatten=model_pb2.Flatten())
     if kind == "Reshape":

@@ -24,6 +24,7 @@ __all__ = [
     "save_model_dir",
     "shipped_model_dir",
     "shipped_model_dirs",
+    "update_card",
 ]
 
 ENCODER_FILE = "encoder.lln"
@@ -45,7 +46,8 @@ class ModelFiles:
 
     @property
     def latent_dim(self) -> int:
-        return self.decoder.input_shape[0]
+        """The latent vector's width, or a latent tensor's channels (models for images of any size)."""
+        return self.decoder.input_shape[-1]
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -102,6 +104,14 @@ def save_model_dir(
     }
     (folder / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
     return ModelFiles(files.encoder, files.decoder, card)
+
+
+def update_card(folder: Path, fields: dict[str, Any]) -> ModelFiles:
+    """Adds fields to a model folder's card; returns the folder's files."""
+    card_file = Path(folder) / CARD_FILE
+    card = {**json.loads(card_file.read_text()), **fields}
+    card_file.write_text(json.dumps(card, indent=2) + "\n")
+    return load_model_dir(folder)
 
 
 def load_model_dir(folder: Path) -> ModelFiles:

@@ -52,6 +52,7 @@ _ACTIVATIONS = frozenset(
     }
 )
 _WEIGHTED = frozenset({"dense", "conv2d", "conv2d_transpose"})
+_SPATIAL = frozenset({"conv2d", "conv2d_transpose", "affine", "gdn"})  # what an any-size network may use
 _PADDINGS = frozenset({model_pb2.PADDING_SAME, model_pb2.PADDING_VALID})
 
 
@@ -68,6 +69,13 @@ class NetworkInfo:
     size_bytes: int
     activations: int = 0  # per image: the elements of every layer's output, what running it holds in memory
     macs: int = 0  # per image: multiply-adds
+    # 0 for a network of fixed shape. A network for images of any size counts `activations` and `macs` per
+    # block x block input positions: 16 x 16 pixels for an image encoder, one latent position for its decoder.
+    block: int = 0
+
+    @property
+    def any_size(self) -> bool:
+        return self.block > 0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -133,10 +141,12 @@ def parse_network(data: bytes, expected_digest: str | None = None, role: int | N
             if network.role in model_pb2.Role.values()
             else f"unknown network role {network.role}"
         )
-    activations, macs = _check_layers(network)
+    activations, macs, block = _check_layers(network)
     if network_to_bytes(network) != data:
         raise ModelFormatError("model file is not in canonical form (unknown or reordered fields)")
-    return NetworkInfo(network=network, digest=digest, size_bytes=len(data), activations=activations, macs=macs)
+    return NetworkInfo(
+        network=network, digest=digest, size_bytes=len(data), activations=activations, macs=macs, block=block
+    )
 
 
 def _check_shape(shape: tuple[int, ...], where: str) -> None:
@@ -144,63 +154,145 @@ def _check_shape(shape: tuple[int, ...], where: str) -> None:
         raise ModelFormatError(f"{where}: shape {list(shape)} is empty or out of bounds")
 
 
-def _check_layers(network: model_pb2.Network) -> tuple[int, int]:
-    """Checks every layer's fit; returns the network's activation elements and multiply-adds per image."""
+def _check_layers(network: model_pb2.Network) -> tuple[int, int, int]:
+    """Checks every layer's fit; returns activation elements, multiply-adds and the block they count for."""
     if len(UnknownFieldSet(network)):
         raise ModelFormatError("network has fields this build does not know")
     if not 1 <= len(network.layers) <= MAX_LAYERS:
         raise ModelFormatError(f"network has {len(network.layers)} layers (1..{MAX_LAYERS} allowed)")
-    shape = tuple(network.input_shape)
-    _check_shape(shape, "input shape")
+    declared_in, declared_out = tuple(network.input_shape), tuple(network.output_shape)
+    any_size = len(declared_in) == 3 and declared_in[:2] == (0, 0)
+    block = _any_size_block(network) if any_size else 0
+    if any_size:
+        shape, activations, macs = _walk(network.layers, (block, block, declared_in[2]), "layer", any_size=True)
+        produced = (0, 0, shape[2])
+    else:
+        _check_shape(declared_in, "input shape")
+        produced, activations, macs = _walk(network.layers, declared_in, "layer", any_size=False)
+    if produced != declared_out:
+        raise ModelFormatError(f"layers produce shape {list(produced)}, file declares {list(declared_out)}")
+    if network.HasField("entropy_model"):
+        _check_entropy_model(network)
+    is_decoder = network.role == model_pb2.ROLE_DECODER
+    if network.HasField("hyperprior") != (any_size and is_decoder):
+        raise ModelFormatError("a decoder of images of any size carries a hyperprior, and only such a decoder")
+    if bool(network.hyper_analysis) != (any_size and not is_decoder):
+        raise ModelFormatError("an encoder of images of any size carries a hyper-analysis, and only such an encoder")
+    if network.hyper_analysis:
+        _walk(network.hyper_analysis, (4, 4, declared_out[2]), "hyper-analysis layer", any_size=True)
+    if network.HasField("hyperprior"):
+        macs += _check_hyperprior(network.hyperprior, declared_in[2])
+    return activations, macs, block
+
+
+def _any_size_block(network: model_pb2.Network) -> int:
+    """The input block one output position of an any-size network stands for: its total downsampling."""
+    if network.role == model_pb2.ROLE_DECODER:
+        return 1
+    block = 1
+    for layer in network.layers:
+        if layer.WhichOneof("kind") == "conv2d":
+            block = min(block * max(1, layer.conv2d.stride), MAX_DIM)
+    return block
+
+
+def _walk(layers, shape: tuple[int, ...], label: str, any_size: bool) -> tuple[tuple[int, ...], int, int]:
+    """Checks a chain of layers from `shape`; returns the output shape, activation elements and multiply-adds."""
+    if any_size and (len(shape) != 3 or not 1 <= shape[2] <= MAX_DIM):
+        raise ModelFormatError(f"an any-size network needs [0, 0, channels] shapes, got {list(shape)}")
     activations, macs = 0, 0
-    for index, layer in enumerate(network.layers):
-        where = f"layer {index}"
+    for index, layer in enumerate(layers):
+        where = f"{label} {index}"
         kind = layer.WhichOneof("kind")
         if kind is None or len(UnknownFieldSet(layer)):
             raise ModelFormatError(f"{where}: unknown layer kind")
+        if any_size and kind not in _SPATIAL:
+            raise ModelFormatError(f"{where}: {kind} layers cannot take images of any size")
         spec, before = getattr(layer, kind), shape
         shape = _output_shape(kind, spec, shape, f"{where} ({kind})")
         activations += math.prod(shape)
         kernel_size = math.prod(spec.kernel.shape) if kind in _WEIGHTED else 0
-        # A conv sums its kernel's products at every output position; a transposed conv spreads
-        # every input position over its kernel. Dense: one product per weight.
+        # A conv sums its kernel's products at every output position; a transposed conv spreads every
+        # input position over its kernel. Dense: one product per weight. GDN: C x C products per position.
         positions = {"conv2d": math.prod(shape[:2]), "conv2d_transpose": math.prod(before[:2])}.get(kind, 1)
-        macs += positions * kernel_size
-    if shape != tuple(network.output_shape):
-        raise ModelFormatError(f"layers produce shape {list(shape)}, file declares {list(network.output_shape)}")
-    if network.HasField("entropy_model"):
-        _check_entropy_model(network)
-    return activations, macs
+        macs += positions * kernel_size + (math.prod(shape[:2]) * shape[2] ** 2 if kind == "gdn" else 0)
+    return shape, activations, macs
+
+
+INTEGER_BOUND = 1 << 20  # every integer-network activation, and its input, is clamped to +-INTEGER_BOUND
+_EXACT_LIMIT = 1 << 53  # below this, float64 holds every integer exactly
+
+
+def _check_hyperprior(prior: model_pb2.HyperPrior, latent_channels: int) -> int:
+    """Checks the integer network's exactness bound and the tables; returns its multiply-adds per y position."""
+    if len(UnknownFieldSet(prior)) or not 1 <= prior.side_channels <= 1024:
+        raise ModelFormatError("hyperprior: side channels outside 1..1024 or unknown fields")
+    if not 1 <= len(prior.layers) <= MAX_LAYERS:
+        raise ModelFormatError(f"hyperprior: 1..{MAX_LAYERS} integer layers expected")
+    channels, scale, macs = prior.side_channels, 1.0, 0
+    for index, layer in enumerate(prior.layers):
+        where = f"hyperprior layer {index}"
+        if len(UnknownFieldSet(layer)) or not 1 <= layer.stride <= 8 or layer.shift > 62:
+            raise ModelFormatError(f"{where}: stride outside 1..8, shift over 62, or unknown fields")
+        kernel = tensor_to_array(layer.kernel, f"{where} kernel")
+        bias = tensor_to_array(layer.bias, f"{where} bias")
+        in_axis, out_axis = (3, 2) if layer.transpose else (2, 3)
+        if kernel.dtype != np.int32 or bias.dtype != np.int32 or kernel.ndim != 4 or kernel.shape[in_axis] != channels:
+            raise ModelFormatError(f"{where}: an int32 kernel for {channels} input channels expected")
+        channels = kernel.shape[out_axis]
+        if bias.shape != (channels,):
+            raise ModelFormatError(f"{where}: bias shape {list(bias.shape)}, expected [{channels}]")
+        terms = kernel.shape[0] * kernel.shape[1] * kernel.shape[in_axis]
+        largest = int(np.abs(kernel.astype(np.int64)).max())
+        bound = terms * largest * INTEGER_BOUND + int(np.abs(bias.astype(np.int64)).max())
+        if bound >= _EXACT_LIMIT:
+            raise ModelFormatError(f"{where}: sums may reach {bound}, past the exact range 2^53")
+        scale = scale * layer.stride if layer.transpose else scale / layer.stride
+        macs += terms * channels * (layer.stride**2 if layer.transpose else 1)
+    if channels != latent_channels or scale != 4.0:
+        raise ModelFormatError(
+            f"hyperprior: the integer network maps z to {channels} channels at {scale}x its size; "
+            f"the decoder needs {latent_channels} at 4x"
+        )
+    thresholds = tensor_to_array(prior.thresholds, "hyperprior thresholds")
+    if thresholds.dtype != np.int32 or thresholds.ndim != 1 or np.any(np.diff(thresholds.astype(np.int64)) < 0):
+        raise ModelFormatError("hyperprior thresholds must be ascending int32")
+    _check_tables(prior.side, prior.side_channels, "hyperprior side tables")
+    _check_tables(prior.scales, len(thresholds) + 1, "hyperprior scale tables")
+    return -(-macs // 16)
 
 
 MAX_TABLE_WIDTH = 4096
 
 
 def _check_entropy_model(network: model_pb2.Network) -> None:
-    """Checks the integer tables: one row per latent, each a valid frequency table."""
-    table = network.entropy_model
+    """Checks a vector decoder's integer tables: one row per latent."""
     if network.role != model_pb2.ROLE_DECODER or len(network.input_shape) != 1:
         raise ModelFormatError("only a decoder of latent vectors may carry an entropy model")
+    _check_tables(network.entropy_model, network.input_shape[0], "entropy model")
+
+
+def _check_tables(table: model_pb2.EntropyModel, rows: int, where: str) -> None:
+    """Checks integer frequency tables: `rows` rows, each a valid frequency table."""
     if len(UnknownFieldSet(table)) or not 8 <= table.precision <= 24:
-        raise ModelFormatError(f"entropy model: precision {table.precision} outside 8..24 or unknown fields")
-    offsets = tensor_to_array(table.offsets, "entropy model offsets")
-    lengths = tensor_to_array(table.lengths, "entropy model lengths")
-    pmfs = tensor_to_array(table.pmfs, "entropy model pmfs")
-    latent = network.input_shape[0]
+        raise ModelFormatError(f"{where}: precision {table.precision} outside 8..24 or unknown fields")
+    offsets = tensor_to_array(table.offsets, f"{where} offsets")
+    lengths = tensor_to_array(table.lengths, f"{where} lengths")
+    pmfs = tensor_to_array(table.pmfs, f"{where} pmfs")
     if any(a.dtype != np.int32 for a in (offsets, lengths, pmfs)):
-        raise ModelFormatError("entropy model tables must be int32")
-    if offsets.shape != (latent,) or lengths.shape != (latent,) or pmfs.ndim != 2 or pmfs.shape[0] != latent:
-        raise ModelFormatError(f"entropy model tables do not have one row per latent ({latent})")
+        raise ModelFormatError(f"{where}: tables must be int32")
+    if offsets.shape != (rows,) or lengths.shape != (rows,) or pmfs.ndim != 2 or pmfs.shape[0] != rows:
+        raise ModelFormatError(f"{where}: tables do not have one row per latent ({rows})")
     width = pmfs.shape[1]
     if width > MAX_TABLE_WIDTH or lengths.min() < 2 or lengths.max() > width:
-        raise ModelFormatError(f"entropy model rows must have 2..{min(width, MAX_TABLE_WIDTH)} entries")
+        raise ModelFormatError(f"{where}: rows must have 2..{min(width, MAX_TABLE_WIDTH)} entries")
     used = np.arange(width)[None, :] < lengths[:, None]
     if np.any(pmfs[used] < 1) or np.any(pmfs[~used] != 0):
-        raise ModelFormatError("entropy model frequencies must be >= 1 where used and 0 past each row")
+        raise ModelFormatError(f"{where}: frequencies must be >= 1 where used and 0 past each row")
     if np.any(pmfs.sum(axis=1, dtype=np.int64) != 1 << table.precision):
-        raise ModelFormatError(f"entropy model rows must sum to 2^{table.precision}")
+        raise ModelFormatError(f"{where}: rows must sum to 2^{table.precision}")
     if np.abs(offsets.astype(np.int64)).max() > 1 << 20:
-        raise ModelFormatError("entropy model offsets out of range")
+        raise ModelFormatError(f"{where}: offsets out of range")
 
 
 def _output_shape(kind: str, spec, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
@@ -215,6 +307,12 @@ def _output_shape(kind: str, spec, shape: tuple[int, ...], where: str) -> tuple[
         if math.prod(target) != math.prod(shape):
             raise ModelFormatError(f"{where}: cannot reshape {list(shape)} to {list(target)}")
         return target
+    if kind == "affine":
+        if not (math.isfinite(spec.scale) and math.isfinite(spec.offset)):
+            raise ModelFormatError(f"{where}: scale and offset must be finite")
+        return shape
+    if kind == "gdn":
+        return _check_gdn(spec, shape, where)
     if spec.activation not in _ACTIVATIONS:
         raise ModelFormatError(f"{where}: unknown activation code {spec.activation}")
     kernel = tensor_to_array(spec.kernel, f"{where} kernel")
@@ -238,6 +336,19 @@ def _output_shape(kind: str, spec, shape: tuple[int, ...], where: str) -> tuple[
     if bias.shape != (out_channels,):
         raise ModelFormatError(f"{where}: bias shape {list(bias.shape)}, expected [{out_channels}]")
     return result
+
+
+def _check_gdn(spec: model_pb2.GDN, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+    beta = tensor_to_array(spec.beta, f"{where} beta")
+    gamma = tensor_to_array(spec.gamma, f"{where} gamma")
+    channels = shape[-1]
+    if len(shape) != 3 or beta.shape != (channels,) or gamma.shape != (channels, channels):
+        raise ModelFormatError(f"{where}: beta [C] and gamma [C, C] must fit {channels} channels")
+    if beta.dtype != np.float32 or gamma.dtype != np.float32:
+        raise ModelFormatError(f"{where}: weights must be float32")
+    if not (np.all(np.isfinite(beta)) and np.all(np.isfinite(gamma)) and beta.min() > 0 and gamma.min() >= 0):
+        raise ModelFormatError(f"{where}: beta must be > 0 and gamma >= 0, all finite")
+    return shape
 
 
 def _spatial(kind: str, spec, size: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[int, int]:

@@ -38,7 +38,7 @@ class CompiledNetwork:
         self.device = resolve_device(device)
         with tf.device(self.device):
             self.model = keras_from_network(info)
-        spec = tf.TensorSpec([None, *info.input_shape], tf.float32)
+        spec = tf.TensorSpec([None, *(d or None for d in info.input_shape)], tf.float32)  # 0: any height/width
         # Traced once, here, for every batch size: calls never retrace, even from several threads at once.
         self.function = tf.function(self._forward, input_signature=[spec])
         self._run = self.function.get_concrete_function()
@@ -50,7 +50,9 @@ class CompiledNetwork:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Runs a float32 batch of shape (n, *input_shape) through the network."""
         batch = np.asarray(batch, np.float32)
-        if batch.shape[1:] != self.info.input_shape:
+        if len(batch.shape) != len(self.info.input_shape) + 1 or any(
+            d and d != n for d, n in zip(self.info.input_shape, batch.shape[1:], strict=True)
+        ):
             raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.info.input_shape}")
         return self._run(tensorflow().constant(batch)).numpy()
 

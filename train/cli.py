@@ -1,4 +1,4 @@
-"""latentlink-train: trains an autoencoder on MNIST and writes a portable model folder."""
+"""latentlink-train: trains an autoencoder on MNIST or on a folder of images and writes a portable model folder."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.train.photo_training import PhotoConfig
 
 __all__ = ["TrainConfig", "build_parser", "main", "train_autoencoder", "evaluate"]
 
@@ -89,10 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="latentlink-train",
-        description="Train an autoencoder on MNIST and write a portable model folder.",
+        description="Train an autoencoder on MNIST, or a photo codec on a folder of images, "
+        "and write a portable model folder.",
         formatter_class=HelpFormatter,
-        epilog="example: latentlink-train --family rd --latent-dim 32 --beta 3e-5 --epochs 36 --out my-model",
+        epilog="examples:\n"
+        "  latentlink-train --family rd --latent-dim 32 --beta 3e-5 --epochs 36 --out my-model\n"
+        "  latentlink-train --images my-photos/ --lambda 0.0067 --steps 20000 --out my-photo-model",
     )
+    photo = parser.add_argument_group("photo codec (--images)")
+    photo.add_argument("--images", type=Path, help="train the photo codec on this folder of images (any sizes)")
+    photo.add_argument(
+        "--lambda",
+        dest="lmbda",
+        type=float,
+        default=PhotoConfig.lmbda,
+        help="weight of 255^2*MSE against bits per pixel (higher: better and bigger)",
+    )
+    photo.add_argument("--steps", type=int, default=PhotoConfig.steps, help="training steps")
+    photo.add_argument("--crop", type=int, default=PhotoConfig.crop, help="random square crop size")
+    photo.add_argument("--photo-batch", type=int, default=PhotoConfig.batch_size, help="crops per step")
+    photo.add_argument(
+        "--val-fraction", type=float, default=PhotoConfig.val_fraction, help="images held out for validation"
+    )
+    photo.add_argument("--width", type=int, default=PhotoConfig.channels, help="transform channels N")
+    photo.add_argument("--latent-channels", type=int, default=PhotoConfig.latent, help="latent channels M")
+    photo.add_argument("--grey", action="store_true", help="train on greyscale images (default: colour)")
+    photo.add_argument("--init", type=Path, help="start from this checkpoint (fine-tuning)")
+    photo.add_argument("--checkpoint", type=Path, help="save the weights here as training goes")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--name", help="model name (default: the output folder's name)")
     parser.add_argument(
@@ -106,7 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="latent width k")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="peak rate (cosine decay)")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        help=f"peak rate (MNIST: {defaults.learning_rate}, cosine decay; photos: {PhotoConfig.learning_rate}, "
+        "a tenfold drop for the last 15%% of steps)",
+    )
     parser.add_argument("--optimizer", choices=("adam", "rmsprop"), default=defaults.optimizer)
     parser.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss, help="training loss")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed")
@@ -120,12 +149,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
     args = build_parser().parse_args(argv)
+    if args.images is not None:
+        from latentlink.train.photo_cli import train_photo_command
+
+        return train_photo_command(args, argv)
     config = TrainConfig(
         family=args.family,
         latent_dim=args.latent_dim,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate or TrainConfig.learning_rate,
         optimizer=args.optimizer,
         loss=args.loss,
         seed=args.seed,

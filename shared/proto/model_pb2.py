@@ -24,21 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#latentlink/shared/proto/model.proto\x12\rlatentlink.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.latentlink.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x82\x01\n\x05\x44\x65nse\x12-\n\nactivation\x18\x01 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xbc\x01\n\x06\x43onv2D\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xc5\x01\n\x0f\x43onv2DTranspose\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\x18\n\x07Reshape\x12\r\n\x05shape\x18\x01 \x03(\r\"\t\n\x07\x46latten\"\xf1\x01\n\x05Layer\x12%\n\x05\x64\x65nse\x18\x01 \x01(\x0b\x32\x14.latentlink.v1.DenseH\x00\x12\'\n\x06\x63onv2d\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Conv2DH\x00\x12:\n\x10\x63onv2d_transpose\x18\x03 \x01(\x0b\x32\x1e.latentlink.v1.Conv2DTransposeH\x00\x12)\n\x07reshape\x18\x04 \x01(\x0b\x32\x16.latentlink.v1.ReshapeH\x00\x12)\n\x07\x66latten\x18\x05 \x01(\x0b\x32\x16.latentlink.v1.FlattenH\x00\x42\x06\n\x04kind\"\x96\x01\n\x0c\x45ntropyModel\x12\x11\n\tprecision\x18\x01 \x01(\r\x12&\n\x07offsets\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12&\n\x07lengths\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04pmfs\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xdd\x01\n\x07Network\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.latentlink.v1.Role\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\r\x12\x14\n\x0coutput_shape\x18\x05 \x03(\r\x12$\n\x06layers\x18\x06 \x03(\x0b\x32\x14.latentlink.v1.Layer\x12\x32\n\rentropy_model\x18\x07 \x01(\x0b\x32\x1b.latentlink.v1.EntropyModel*U\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT32\x10\x03*\x9c\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TIVATION_LINEAR\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x02\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x03\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x04\x12\x19\n\x15\x41\x43TIVATION_LEAKY_RELU\x10\x05*G\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPADDING_SAME\x10\x01\x12\x11\n\rPADDING_VALID\x10\x02*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_ENCODER\x10\x01\x12\x10\n\x0cROLE_DECODER\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#latentlink/shared/proto/model.proto\x12\rlatentlink.v1\"J\n\x06Tensor\x12#\n\x05\x64type\x18\x01 \x01(\x0e\x32\x14.latentlink.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x82\x01\n\x05\x44\x65nse\x12-\n\nactivation\x18\x01 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xbc\x01\n\x06\x43onv2D\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xc5\x01\n\x0f\x43onv2DTranspose\x12\x0e\n\x06stride\x18\x01 \x01(\r\x12\'\n\x07padding\x18\x02 \x01(\x0e\x32\x16.latentlink.v1.Padding\x12-\n\nactivation\x18\x03 \x01(\x0e\x32\x19.latentlink.v1.Activation\x12%\n\x06kernel\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x05 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\x18\n\x07Reshape\x12\r\n\x05shape\x18\x01 \x03(\r\"\t\n\x07\x46latten\"\'\n\x06\x41\x66\x66ine\x12\r\n\x05scale\x18\x01 \x01(\x02\x12\x0e\n\x06offset\x18\x02 \x01(\x02\"a\n\x03GDN\x12\x0f\n\x07inverse\x18\x01 \x01(\x08\x12#\n\x04\x62\x65ta\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12$\n\x05gamma\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xbd\x02\n\x05Layer\x12%\n\x05\x64\x65nse\x18\x01 \x01(\x0b\x32\x14.latentlink.v1.DenseH\x00\x12\'\n\x06\x63onv2d\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Conv2DH\x00\x12:\n\x10\x63onv2d_transpose\x18\x03 \x01(\x0b\x32\x1e.latentlink.v1.Conv2DTransposeH\x00\x12)\n\x07reshape\x18\x04 \x01(\x0b\x32\x16.latentlink.v1.ReshapeH\x00\x12)\n\x07\x66latten\x18\x05 \x01(\x0b\x32\x16.latentlink.v1.FlattenH\x00\x12\'\n\x06\x61\x66\x66ine\x18\x06 \x01(\x0b\x32\x15.latentlink.v1.AffineH\x00\x12!\n\x03gdn\x18\x07 \x01(\x0b\x32\x12.latentlink.v1.GDNH\x00\x42\x06\n\x04kind\"\x99\x01\n\x0bIntegerConv\x12\x11\n\ttranspose\x18\x01 \x01(\x08\x12\x0e\n\x06stride\x18\x02 \x01(\r\x12%\n\x06kernel\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04\x62ias\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12\r\n\x05shift\x18\x05 \x01(\r\x12\x0c\n\x04relu\x18\x06 \x01(\x08\"\xd2\x01\n\nHyperPrior\x12\x15\n\rside_channels\x18\x01 \x01(\r\x12*\n\x06layers\x18\x02 \x03(\x0b\x32\x1a.latentlink.v1.IntegerConv\x12)\n\nthresholds\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12)\n\x04side\x18\x04 \x01(\x0b\x32\x1b.latentlink.v1.EntropyModel\x12+\n\x06scales\x18\x05 \x01(\x0b\x32\x1b.latentlink.v1.EntropyModel\"\x96\x01\n\x0c\x45ntropyModel\x12\x11\n\tprecision\x18\x01 \x01(\r\x12&\n\x07offsets\x18\x02 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12&\n\x07lengths\x18\x03 \x01(\x0b\x32\x15.latentlink.v1.Tensor\x12#\n\x04pmfs\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Tensor\"\xba\x02\n\x07Network\x12\x16\n\x0e\x66ormat_version\x18\x01 \x01(\r\x12!\n\x04role\x18\x02 \x01(\x0e\x32\x13.latentlink.v1.Role\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\x13\n\x0binput_shape\x18\x04 \x03(\r\x12\x14\n\x0coutput_shape\x18\x05 \x03(\r\x12$\n\x06layers\x18\x06 \x03(\x0b\x32\x14.latentlink.v1.Layer\x12\x32\n\rentropy_model\x18\x07 \x01(\x0b\x32\x1b.latentlink.v1.EntropyModel\x12-\n\nhyperprior\x18\x08 \x01(\x0b\x32\x19.latentlink.v1.HyperPrior\x12,\n\x0ehyper_analysis\x18\t \x03(\x0b\x32\x14.latentlink.v1.Layer*U\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44TYPE_INT32\x10\x03*\x9c\x01\n\nActivation\x12\x1a\n\x16\x41\x43TIVATION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TIVATION_LINEAR\x10\x01\x12\x13\n\x0f\x41\x43TIVATION_RELU\x10\x02\x12\x16\n\x12\x41\x43TIVATION_SIGMOID\x10\x03\x12\x13\n\x0f\x41\x43TIVATION_TANH\x10\x04\x12\x19\n\x15\x41\x43TIVATION_LEAKY_RELU\x10\x05*G\n\x07Padding\x12\x17\n\x13PADDING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPADDING_SAME\x10\x01\x12\x11\n\rPADDING_VALID\x10\x02*@\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n\x0cROLE_ENCODER\x10\x01\x12\x10\n\x0cROLE_DECODER\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'latentlink.shared.proto.model_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=1312
-  _globals['_DTYPE']._serialized_end=1397
-  _globals['_ACTIVATION']._serialized_start=1400
-  _globals['_ACTIVATION']._serialized_end=1556
-  _globals['_PADDING']._serialized_start=1558
-  _globals['_PADDING']._serialized_end=1629
-  _globals['_ROLE']._serialized_start=1631
-  _globals['_ROLE']._serialized_end=1695
+  _globals['_DTYPE']._serialized_start=1990
+  _globals['_DTYPE']._serialized_end=2075
+  _globals['_ACTIVATION']._serialized_start=2078
+  _globals['_ACTIVATION']._serialized_end=2234
+  _globals['_PADDING']._serialized_start=2236
+  _globals['_PADDING']._serialized_end=2307
+  _globals['_ROLE']._serialized_start=2309
+  _globals['_ROLE']._serialized_end=2373
   _globals['_TENSOR']._serialized_start=54
   _globals['_TENSOR']._serialized_end=128
   _globals['_DENSE']._serialized_start=131
@@ -51,10 +51,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESHAPE']._serialized_end=678
   _globals['_FLATTEN']._serialized_start=680
   _globals['_FLATTEN']._serialized_end=689
-  _globals['_LAYER']._serialized_start=692
-  _globals['_LAYER']._serialized_end=933
-  _globals['_ENTROPYMODEL']._serialized_start=936
-  _globals['_ENTROPYMODEL']._serialized_end=1086
-  _globals['_NETWORK']._serialized_start=1089
-  _globals['_NETWORK']._serialized_end=1310
+  _globals['_AFFINE']._serialized_start=691
+  _globals['_AFFINE']._serialized_end=730
+  _globals['_GDN']._serialized_start=732
+  _globals['_GDN']._serialized_end=829
+  _globals['_LAYER']._serialized_start=832
+  _globals['_LAYER']._serialized_end=1149
+  _globals['_INTEGERCONV']._serialized_start=1152
+  _globals['_INTEGERCONV']._serialized_end=1305
+  _globals['_HYPERPRIOR']._serialized_start=1308
+  _globals['_HYPERPRIOR']._serialized_end=1518
+  _globals['_ENTROPYMODEL']._serialized_start=1521
+  _globals['_ENTROPYMODEL']._serialized_end=1671
+  _globals['_NETWORK']._serialized_start=1674
+  _globals['_NETWORK']._serialized_end=1988
 # @@protoc_insertion_point(module_scope)

@@ -109,19 +109,71 @@ class Flatten(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class Affine(_message.Message):
+    __slots__ = ("scale", "offset")
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    scale: float
+    offset: float
+    def __init__(self, scale: _Optional[float] = ..., offset: _Optional[float] = ...) -> None: ...
+
+class GDN(_message.Message):
+    __slots__ = ("inverse", "beta", "gamma")
+    INVERSE_FIELD_NUMBER: _ClassVar[int]
+    BETA_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    inverse: bool
+    beta: Tensor
+    gamma: Tensor
+    def __init__(self, inverse: _Optional[bool] = ..., beta: _Optional[_Union[Tensor, _Mapping]] = ..., gamma: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+
 class Layer(_message.Message):
-    __slots__ = ("dense", "conv2d", "conv2d_transpose", "reshape", "flatten")
+    __slots__ = ("dense", "conv2d", "conv2d_transpose", "reshape", "flatten", "affine", "gdn")
     DENSE_FIELD_NUMBER: _ClassVar[int]
     CONV2D_FIELD_NUMBER: _ClassVar[int]
     CONV2D_TRANSPOSE_FIELD_NUMBER: _ClassVar[int]
     RESHAPE_FIELD_NUMBER: _ClassVar[int]
     FLATTEN_FIELD_NUMBER: _ClassVar[int]
+    AFFINE_FIELD_NUMBER: _ClassVar[int]
+    GDN_FIELD_NUMBER: _ClassVar[int]
     dense: Dense
     conv2d: Conv2D
     conv2d_transpose: Conv2DTranspose
     reshape: Reshape
     flatten: Flatten
-    def __init__(self, dense: _Optional[_Union[Dense, _Mapping]] = ..., conv2d: _Optional[_Union[Conv2D, _Mapping]] = ..., conv2d_transpose: _Optional[_Union[Conv2DTranspose, _Mapping]] = ..., reshape: _Optional[_Union[Reshape, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ...) -> None: ...
+    affine: Affine
+    gdn: GDN
+    def __init__(self, dense: _Optional[_Union[Dense, _Mapping]] = ..., conv2d: _Optional[_Union[Conv2D, _Mapping]] = ..., conv2d_transpose: _Optional[_Union[Conv2DTranspose, _Mapping]] = ..., reshape: _Optional[_Union[Reshape, _Mapping]] = ..., flatten: _Optional[_Union[Flatten, _Mapping]] = ..., affine: _Optional[_Union[Affine, _Mapping]] = ..., gdn: _Optional[_Union[GDN, _Mapping]] = ...) -> None: ...
+
+class IntegerConv(_message.Message):
+    __slots__ = ("transpose", "stride", "kernel", "bias", "shift", "relu")
+    TRANSPOSE_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    SHIFT_FIELD_NUMBER: _ClassVar[int]
+    RELU_FIELD_NUMBER: _ClassVar[int]
+    transpose: bool
+    stride: int
+    kernel: Tensor
+    bias: Tensor
+    shift: int
+    relu: bool
+    def __init__(self, transpose: _Optional[bool] = ..., stride: _Optional[int] = ..., kernel: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., shift: _Optional[int] = ..., relu: _Optional[bool] = ...) -> None: ...
+
+class HyperPrior(_message.Message):
+    __slots__ = ("side_channels", "layers", "thresholds", "side", "scales")
+    SIDE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    SIDE_FIELD_NUMBER: _ClassVar[int]
+    SCALES_FIELD_NUMBER: _ClassVar[int]
+    side_channels: int
+    layers: _containers.RepeatedCompositeFieldContainer[IntegerConv]
+    thresholds: Tensor
+    side: EntropyModel
+    scales: EntropyModel
+    def __init__(self, side_channels: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[IntegerConv, _Mapping]]] = ..., thresholds: _Optional[_Union[Tensor, _Mapping]] = ..., side: _Optional[_Union[EntropyModel, _Mapping]] = ..., scales: _Optional[_Union[EntropyModel, _Mapping]] = ...) -> None: ...
 
 class EntropyModel(_message.Message):
     __slots__ = ("precision", "offsets", "lengths", "pmfs")
@@ -136,7 +188,7 @@ class EntropyModel(_message.Message):
     def __init__(self, precision: _Optional[int] = ..., offsets: _Optional[_Union[Tensor, _Mapping]] = ..., lengths: _Optional[_Union[Tensor, _Mapping]] = ..., pmfs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class Network(_message.Message):
-    __slots__ = ("format_version", "role", "model_name", "input_shape", "output_shape", "layers", "entropy_model")
+    __slots__ = ("format_version", "role", "model_name", "input_shape", "output_shape", "layers", "entropy_model", "hyperprior", "hyper_analysis")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +196,8 @@ class Network(_message.Message):
     OUTPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     ENTROPY_MODEL_FIELD_NUMBER: _ClassVar[int]
+    HYPERPRIOR_FIELD_NUMBER: _ClassVar[int]
+    HYPER_ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     role: Role
     model_name: str
@@ -151,4 +205,6 @@ class Network(_message.Message):
     output_shape: _containers.RepeatedScalarFieldContainer[int]
     layers: _containers.RepeatedCompositeFieldContainer[Layer]
     entropy_model: EntropyModel
-    def __init__(self, format_version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., model_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., entropy_model: _Optional[_Union[EntropyModel, _Mapping]] = ...) -> None: ...
+    hyperprior: HyperPrior
+    hyper_analysis: _containers.RepeatedCompositeFieldContainer[Layer]
+    def __init__(self, format_version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., model_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., entropy_model: _Optional[_Union[EntropyModel, _Mapping]] = ..., hyperprior: _Optional[_Union[HyperPrior, _Mapping]] = ..., hyper_analysis: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...

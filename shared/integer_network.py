@@ -1,0 +1,99 @@
+"""Runs a hyperprior's integer network exactly, the same on every machine (see IntegerConv in model.proto).
+
+Activations and weights are integers, and the loader has checked that no
+sum can reach 2^53; so float64 holds every partial sum exactly, and BLAS may
+add them in any order, with or without fused multiply-adds, and still give
+the same integers on any machine. Division by 2^shift is exact too, and floor
+is then exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from latentlink.shared.model_format import INTEGER_BOUND, tensor_to_array
+from latentlink.shared.proto import model_pb2
+
+__all__ = ["IntegerLayer", "IntegerNetwork", "conv2d_same", "conv2d_transpose_same"]
+
+
+def conv2d_same(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """Conv2D with PADDING_SAME on one (h, w, in) array; kernel [kh, kw, in, out]; float64 sums."""
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[:2]
+    out_h, out_w = -(-h // stride), -(-w // stride)
+    pad_h = max((out_h - 1) * stride + kh - h, 0)
+    pad_w = max((out_w - 1) * stride + kw - w, 0)
+    padded = np.pad(x, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    out = np.zeros((out_h, out_w, kernel.shape[3]))
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[i : i + (out_h - 1) * stride + 1 : stride, j : j + (out_w - 1) * stride + 1 : stride]
+            out += window @ kernel[i, j]
+    return out
+
+
+def conv2d_transpose_same(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
+    """Conv2DTranspose with PADDING_SAME on one (h, w, in) array; kernel [kh, kw, out, in]; float64 sums."""
+    kh, kw = kernel.shape[:2]
+    h, w = x.shape[:2]
+    full = np.zeros(((h - 1) * stride + kh, (w - 1) * stride + kw, kernel.shape[2]))
+    for i in range(kh):
+        for j in range(kw):
+            full[i : i + (h - 1) * stride + 1 : stride, j : j + (w - 1) * stride + 1 : stride] += x @ kernel[i, j].T
+    top, left = max(kh - stride, 0) // 2, max(kw - stride, 0) // 2
+    return full[top : top + h * stride, left : left + w * stride]
+
+
+@dataclass(frozen=True)
+class IntegerLayer:
+    transpose: bool
+    stride: int
+    kernel: np.ndarray  # float64 holding int32 values
+    bias: np.ndarray
+    shift: int
+    relu: bool
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        conv = conv2d_transpose_same if self.transpose else conv2d_same
+        out = np.floor((conv(x, self.kernel, self.stride) + self.bias) / float(1 << self.shift))
+        if self.relu:
+            out = np.maximum(out, 0.0)
+        return np.clip(out, -INTEGER_BOUND, INTEGER_BOUND)
+
+
+@dataclass(frozen=True)
+class IntegerNetwork:
+    """The hyper-synthesis: rounded z (h, w, Z) -> the table row of every element of y (4h, 4w, M)."""
+
+    layers: tuple[IntegerLayer, ...]
+    thresholds: np.ndarray  # int64, ascending
+
+    @classmethod
+    def from_proto(cls, prior: model_pb2.HyperPrior) -> IntegerNetwork:
+        """Reads a validated hyperprior's network."""
+        layers = tuple(
+            IntegerLayer(
+                layer.transpose,
+                layer.stride,
+                tensor_to_array(layer.kernel).astype(np.float64),
+                tensor_to_array(layer.bias).astype(np.float64),
+                layer.shift,
+                layer.relu,
+            )
+            for layer in prior.layers
+        )
+        return cls(layers, tensor_to_array(prior.thresholds).astype(np.int64))
+
+    def outputs(self, z: np.ndarray) -> np.ndarray:
+        """The network's integer output for integer z, as float64."""
+        x = np.clip(np.asarray(z, np.float64), -INTEGER_BOUND, INTEGER_BOUND)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def rows(self, z: np.ndarray) -> np.ndarray:
+        """The scale-table row of every element of y: how many thresholds lie at or below its output."""
+        return np.searchsorted(self.thresholds, self.outputs(z).astype(np.int64), side="right")

@@ -1,0 +1,161 @@
+"""Codes images of any size with a hyperprior model: image <-> (z, y) <-> one bitstream per image.
+
+An image of height h and width w (1 or 3 channels) is padded, by repeating its
+edge pixels, to a multiple of 64 each way; grey images go through a colour
+model as three equal channels and come back as the rounded mean. Its latents
+are y (h'/16 x w'/16 x M) and z (h'/64 x w'/64 x Z), rounded to integers. The
+bitstream is one ANS stream: z coded with the per-channel tables, then y, each
+element with the scale-table row the integer hyper-synthesis picks from z.
+The receiver needs only the bitstream and (h, w, channels).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+from latentlink.shared.entropy_coding import BitstreamError, EntropyTables, ans_coder
+from latentlink.shared.integer_network import IntegerNetwork
+from latentlink.shared.model_format import NetworkInfo
+
+__all__ = [
+    "PAD",
+    "MAX_IMAGE_PIXELS",
+    "PhotoLatents",
+    "PhotoTables",
+    "latent_sizes",
+    "pad_image",
+    "to_image",
+]
+
+PAD = 64  # the models' total downsampling of z: images are padded to a multiple of it
+MAX_IMAGE_PIXELS = 1 << 24  # the largest image (16 M pixels) either end codes; a receiver may set less
+
+
+def latent_sizes(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The (height, width) of y and of z for an image of this size."""
+    zh, zw = -(-height // PAD), -(-width // PAD)
+    return (4 * zh, 4 * zw), (zh, zw)
+
+
+def pad_image(image: np.ndarray, channels: int) -> np.ndarray:
+    """An (h, w) or (h, w, c) uint8 image as float32 in [0, 1], edge-padded to a multiple of PAD, `channels` deep."""
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] != channels:
+        image = np.repeat(image[:, :, :1], channels, axis=2)
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((0, -h % PAD), (0, -w % PAD), (0, 0)), mode="edge")
+    return padded.astype(np.float32) / 255.0
+
+
+def to_image(decoded: np.ndarray, height: int, width: int, channels: int) -> np.ndarray:
+    """Crops a decoded (h', w', c) float image to uint8 (height, width) for grey or (height, width, 3) for colour."""
+    from latentlink.shared.metrics import to_uint8
+
+    pixels = to_uint8(decoded[:height, :width])
+    if channels == 1:
+        return np.round(pixels.mean(axis=2)).astype(np.uint8) if pixels.shape[2] > 1 else pixels[:, :, 0]
+    return pixels
+
+
+@dataclass(frozen=True)
+class PhotoLatents:
+    """The rounded latents of one image: z then y, integers held as int64."""
+
+    z: np.ndarray  # (zh, zw, Z)
+    y: np.ndarray  # (yh, yw, M)
+
+    def vector(self) -> np.ndarray:
+        """The logical latents as one float64 vector (z, then y, row-major): what image keys and checksums hash."""
+        return np.concatenate([self.z.ravel(), self.y.ravel()]).astype(np.float64)
+
+
+class PhotoTables:
+    """A hyperprior decoder's exact coding machinery: tables for z and y and the integer hyper-synthesis."""
+
+    def __init__(self, decoder: NetworkInfo) -> None:
+        prior = decoder.network.hyperprior
+        self.side = EntropyTables.from_proto(prior.side)
+        self.scales = EntropyTables.from_proto(prior.scales)
+        self.network = IntegerNetwork.from_proto(prior)
+        self.side_channels = prior.side_channels
+        self.latent_channels = decoder.input_shape[-1]
+
+    def shapes(self, height: int, width: int) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+        """The shapes of z and y for an image of this size."""
+        (yh, yw), (zh, zw) = latent_sizes(height, width)
+        return (zh, zw, self.side_channels), (yh, yw, self.latent_channels)
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one instance per decoder, few image sizes
+    def _side_rows(self, shape: tuple[int, int, int]) -> np.ndarray:
+        return np.broadcast_to(np.arange(shape[2]), shape)
+
+    def encode(self, latents: PhotoLatents, height: int, width: int) -> bytes:
+        """Codes one image's rounded latents (shapes must fit the image size)."""
+        z_shape, y_shape = self.shapes(height, width)
+        if latents.z.shape != z_shape or latents.y.shape != y_shape:
+            raise ValueError(f"latents {latents.z.shape}/{latents.y.shape} do not fit a {height}x{width} image")
+        coder = constriction.stream.stack.AnsCoder()
+        self.scales.push(coder, latents.y, self.network.rows(latents.z))
+        self.side.push(coder, latents.z, self._side_rows(z_shape))
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, data: bytes, height: int, width: int) -> PhotoLatents:
+        """Decodes one image's latents; raises BitstreamError when the bitstream does not fit."""
+        z_shape, _ = self.shapes(height, width)
+        coder = ans_coder(data)
+        try:
+            z = self.side.pop(coder, self._side_rows(z_shape))
+            y = self.scales.pop(coder, self.network.rows(z))
+        except (ValueError, RuntimeError, AssertionError) as exc:
+            raise BitstreamError(f"corrupt bitstream: {exc}") from None
+        if not coder.is_empty():
+            raise BitstreamError("corrupt bitstream: data left over after the image's latents")
+        return PhotoLatents(z, y)
+
+
+class PhotoEncoder:
+    """Encodes images with a hyperprior model's encoder (TensorFlow, CPU or GPU) and its decoder's tables."""
+
+    def __init__(self, encoder: NetworkInfo, decoder: NetworkInfo, device: str = "auto") -> None:
+        from latentlink.shared.keras_bridge import hyper_analysis_from_network
+        from latentlink.shared.network_runtime import CompiledNetwork
+
+        self.analysis = CompiledNetwork(encoder, device)
+        self.hyper_analysis = hyper_analysis_from_network(encoder)
+        self.tables = PhotoTables(decoder)
+        self.channels = encoder.input_shape[-1]
+
+    def latents(self, image: np.ndarray) -> PhotoLatents:
+        """The rounded latents of one uint8 image, (h, w) or (h, w, c)."""
+        y = np.round(self.analysis(pad_image(image, self.channels)[None]))
+        z = np.round(self.hyper_analysis(y, training=False).numpy())
+        return PhotoLatents(z[0].astype(np.int64), y[0].astype(np.int64))
+
+    def encode(self, image: np.ndarray) -> tuple[PhotoLatents, bytes]:
+        """The latents of one image and their bitstream."""
+        latents = self.latents(image)
+        return latents, self.tables.encode(latents, *image.shape[:2])
+
+
+class PhotoDecoder:
+    """Decodes bitstreams to images with a hyperprior model's decoder."""
+
+    def __init__(self, decoder: NetworkInfo, device: str = "cpu") -> None:
+        from latentlink.shared.network_runtime import CompiledNetwork
+
+        self.synthesis = CompiledNetwork(decoder, device)
+        self.tables = PhotoTables(decoder)
+
+    def image(self, latents: PhotoLatents, height: int, width: int, channels: int) -> np.ndarray:
+        """The uint8 image (grey: (h, w); colour: (h, w, 3)) that these latents decode to."""
+        return to_image(self.synthesis(latents.y[None].astype(np.float32))[0], height, width, channels)
+
+    def decode(self, data: bytes, height: int, width: int, channels: int) -> tuple[PhotoLatents, np.ndarray]:
+        """Decodes one bitstream; returns its latents and image. Raises BitstreamError on a corrupt one."""
+        latents = self.tables.decode(data, height, width)
+        return latents, self.image(latents, height, width, channels)
