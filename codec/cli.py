@@ -88,20 +88,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from latentlink.codec.library import compress, decompress, read_model
+    from latentlink.codec.library import compress, decompress
     from latentlink.sender.cli import out_of_domain_warning
     from latentlink.sender.encode import QualityMeter, out_of_domain_psnr
     from latentlink.sender.parallel import name_clashes
     from latentlink.sender.read_ahead import load_batch
     from latentlink.shared.failures import format_failures
-    from latentlink.shared.image_io import FitResize, find_sources, summarize_skipped
-    from latentlink.shared.model_dir import quality_model_dir
+    from latentlink.shared.image_io import FitResize, summarize_skipped
+    from latentlink.shared.model_choice import choose_model
 
     if args.model and args.quality:
         return _fail("give --model or --quality, not both", EXIT_USAGE)
-    model = read_model(args.model or quality_model_dir(args.quality or DEFAULT_QUALITY))
     resizer, skipped = FitResize() if args.resize else None, {}
-    sources = [s for path in args.inputs for s in find_sources(path, model.image_shape, resizer, skipped)]
+    model, sources, chosen = choose_model(args.inputs, args.model, args.quality, resizer, skipped)
+    if chosen:
+        print(f"latentlink: {chosen}", file=sys.stderr)
     failed = name_clashes(sources)
     loaded = load_batch([s for s in sources if s.name not in failed])
     failed.update(loaded.failed)
@@ -160,8 +161,11 @@ def _info(args: argparse.Namespace) -> int:
     data = _read(args.file)
     container = unpack_container(data)
     count = max(container.image_count, 1)
-    height, width = container.image_shape
-    print(f"{args.file}: latentlink container, {container.image_count} images of {height}x{width} (greyscale)")
+    if container.image_shape[:2] == (0, 0):
+        kind = "of any size (grey or colour)"
+    else:
+        kind = "of {1}x{0} (greyscale)".format(*container.image_shape)
+    print(f"{args.file}: latentlink container, {container.image_count} images {kind}")
     print(f"  model {container.model_name or '?'}, decoder {container.decoder_digest}")
     print(f"  latents: {container.encoding_name}, {len(data):,} bytes in all, {len(data) / count:.1f} B per image")
     return EXIT_OK

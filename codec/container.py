@@ -93,13 +93,15 @@ def unpack_container(data: bytes) -> Container:
 
 
 def _check_consistent(container: Container, image_count: int) -> None:
-    if len(container.image_shape) != 2 or not all(container.image_shape):
-        raise ContainerError(f"image shape {list(container.image_shape)} is not height, width")
+    shape = container.image_shape
+    any_size = len(shape) == 3 and shape[:2] == (0, 0) and shape[2] > 0  # shapes travel in each batch
+    if not any_size and (len(shape) != 2 or not all(shape)):
+        raise ContainerError(f"image shape {list(shape)} is neither height, width nor [0, 0, channels]")
     expected_seq = 0
     for batch in container.batches:
         if batch.decoder_digest != container.decoder_digest or batch.encoding != container.encoding:
             raise ContainerError("a batch names another decoder or encoding than its container")
-        if batch.first_seq != expected_seq or tuple(batch.image_shape) != container.image_shape:
+        if batch.first_seq != expected_seq or tuple(batch.image_shape) != (() if any_size else shape):
             raise ContainerError(f"batch at image {batch.first_seq} is out of order or of another shape")
         expected_seq += batch.count
     if expected_seq != image_count:

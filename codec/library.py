@@ -17,19 +17,26 @@ from latentlink.codec.container import (
     pack_container,
     unpack_container,
 )
-from latentlink.shared.entropy_coding import EntropyTables
+from latentlink.shared.model_choice import looks_like_digits
 from latentlink.shared.model_dir import (
     DECODER_FILE,
-    DEFAULT_QUALITY,
     ModelFiles,
     load_model_dir,
     quality_model_dir,
     shipped_model_dirs,
 )
 from latentlink.shared.model_format import NetworkInfo, parse_network
+from latentlink.shared.photo_codec import CodedImage, PhotoBatcher
 from latentlink.shared.proto import model_pb2
-from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
-from latentlink.shared.serde import LatentCodecError, latents_from_batch, latents_to_batch, supported_encodings
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_PIXELS, MAX_MESSAGE_BYTES
+from latentlink.shared.serde import (
+    LatentCodecError,
+    coding_tables,
+    latents_from_batch,
+    latents_to_batch,
+    photo_batch,
+    supported_encodings,
+)
 
 __all__ = ["compress", "decompress", "decompress_named", "find_decoder", "read_model"]
 
@@ -45,22 +52,31 @@ def compress(
     names: Sequence[str] | None = None,
     device: str = "auto",
 ) -> bytes:
-    """Compresses uint8 images (an (N, H, W) array or a list of (H, W) arrays) into a self-describing container.
+    """Compresses uint8 images into a self-describing container.
 
-    `quality` picks a shipped model of the ladder (1..5, default 4); `model` is
-    any model folder instead. `names` (default image_000000.png, ...) are kept
-    in the container for `latentlink decompress`. Raises ValueError for images
-    the model cannot take.
+    `images`: an (N, H, W) array, or a list of images, each (H, W) grey or
+    (H, W, 3) colour, of any sizes. By default 28x28 grey digits take the
+    MNIST ladder (`quality` 1..5, default 4) and anything else the photo
+    ladder (`quality` 1..3, default 2); `model` is any model folder instead.
+    `names` (default image_000000.png, ...) are kept in the container for
+    `latentlink decompress`. Raises ValueError for images the model cannot take.
     """
     if quality is not None and model is not None:
         raise ValueError("give quality or model, not both")
-    files = read_model(model if model is not None else quality_model_dir(quality or DEFAULT_QUALITY))
-    pixels = _as_image_stack(images, files.image_shape)
-    names = list(names) if names is not None else [f"image_{i:06d}.png" for i in range(len(pixels))]
-    if len(names) != len(pixels):
-        raise ValueError(f"{len(names)} names for {len(pixels)} images")
+    images = list(images) if not isinstance(images, np.ndarray) or images.ndim != 2 else [images]
+    if model is None:
+        model = quality_model_dir(quality, photos=not looks_like_digits(images))
+    files = read_model(model)
+    names = list(names) if names is not None else [f"image_{i:06d}.png" for i in range(len(images))]
+    if len(names) != len(images):
+        raise ValueError(f"{len(names)} names for {len(images)} images")
     encoder = _encoder(files, device)
     encoding = supported_encodings(encoder.tables)[0]
+    if files.encoder.any_size:
+        batches = _photo_batches(encoder, files, images, names)
+        container = Container(files.decoder.digest, files.name, files.image_shape, encoding, tuple(batches))
+        return pack_container(container)
+    pixels = _as_image_stack(images, files.image_shape)
     batches = []
     for first in range(0, len(pixels), DEFAULT_BATCH_IMAGES):  # the batches a sender would send
         chunk = slice(first, first + DEFAULT_BATCH_IMAGES)
@@ -74,8 +90,34 @@ def compress(
     return pack_container(container)
 
 
-def decompress(data: bytes, model: ModelLike = None, *, device: str = "auto") -> np.ndarray:
-    """Decodes a container to uint8 images (N, H, W): pixel for pixel what a receiver writes.
+def _photo_batches(encoder, files: ModelFiles, images: list[np.ndarray], names: list[str]) -> list:
+    """Codes images of any size one by one, in the batches a sender would send."""
+    batcher = PhotoBatcher(MAX_BATCH_PIXELS, MAX_MESSAGE_BYTES // 2)
+    groups = []
+    for index, (name, image) in enumerate(zip(names, images, strict=True)):
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise ValueError(f"image {index} is {image.dtype}{list(image.shape)}; (H, W) or (H, W, 3) uint8 expected")
+        if image.shape[0] * image.shape[1] > MAX_BATCH_PIXELS or min(image.shape[:2]) < 1:
+            raise ValueError(f"image {index} is {image.shape[1]}x{image.shape[0]}: 1 to {MAX_BATCH_PIXELS} pixels")
+        latents, data = encoder.encode_photo(image)
+        shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
+        if full := batcher.add(CodedImage(name, shape, latents, data)):
+            groups.append(full)
+    if last := batcher.flush():
+        groups.append(last)
+    first, batches = 0, []
+    for group in groups:
+        batches.append(photo_batch(files.decoder.digest, first, group, files.latent_dim))
+        first += len(group)
+    return batches
+
+
+def decompress(data: bytes, model: ModelLike = None, *, device: str = "auto") -> np.ndarray | list[np.ndarray]:
+    """Decodes a container to uint8 images: pixel for pixel what a receiver writes.
+
+    Images of one shape come as one array (N, H, W) or (N, H, W, 3); images of
+    different shapes (a photo model's) as a list of arrays.
 
     The decoder is found by the digest the container names, among the shipped
     models or in `model` (a model folder or a decoder .lln file). Raises
@@ -85,9 +127,11 @@ def decompress(data: bytes, model: ModelLike = None, *, device: str = "auto") ->
     return decompress_named(data, model, device=device)[1]
 
 
-def decompress_named(data: bytes, model: ModelLike = None, *, device: str = "auto") -> tuple[list[str], np.ndarray]:
+def decompress_named(
+    data: bytes, model: ModelLike = None, *, device: str = "auto"
+) -> tuple[list[str], np.ndarray | list[np.ndarray]]:
     """Like `decompress`, and also returns the images' names."""
-    from latentlink.shared.network_runtime import decode_images
+    from latentlink.shared.network_runtime import decode_images, decode_photo
 
     container = unpack_container(data)
     decoder = find_decoder(container.decoder_digest, model)
@@ -96,19 +140,24 @@ def decompress_named(data: bytes, model: ModelLike = None, *, device: str = "aut
             f"decoder makes {list(decoder.output_shape)} images, the container holds {list(container.image_shape)}"
         )
     network = _decoder_network(decoder, device)
-    tables = EntropyTables.from_network(decoder.network)
+    tables = coding_tables(decoder.network)
     names: list[str] = []
-    images = [np.zeros((0, *container.image_shape), np.uint8)]
+    images: list[np.ndarray] = []
     for batch in container.batches:
         try:
-            decoded = latents_from_batch(batch, decoder.input_shape[0], tables)
+            decoded = latents_from_batch(batch, decoder.input_shape[-1], tables)
         except LatentCodecError as exc:
             raise ContainerError(f"batch at image {batch.first_seq}: {exc}") from None
+        names += decoded.names
+        if decoded.shapes:
+            images += [decode_photo(network, *pair) for pair in zip(decoded.latents, decoded.shapes, strict=True)]
+            continue
         if not np.all(np.isfinite(decoded.latents)):
             raise ContainerError(f"batch at image {batch.first_seq} has non-finite latents")
-        names += decoded.names
-        images.append(decode_images(network, decoded.latents))
-    return names, np.concatenate(images)
+        images += list(decode_images(network, decoded.latents))
+    if not images:
+        return names, np.zeros((0, *container.image_shape), np.uint8)
+    return names, np.stack(images) if len({image.shape for image in images}) == 1 else images
 
 
 def read_model(model: str | PathLike | ModelFiles) -> ModelFiles:

@@ -23,12 +23,12 @@ from latentlink.receiver.model_store import DecoderTooCostly, ModelStore
 from latentlink.receiver.model_upload import ModelUpload
 from latentlink.receiver.output import remove_stale_temporaries
 from latentlink.receiver.session import ReceiverSession, check_request, pick_encoding
-from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.model_format import ModelFormatError
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.protocol import (
     BUSY_METADATA,
     MAX_BATCH_IMAGES,
+    MAX_BATCH_PIXELS,
     MAX_DECODER_ACTIVATIONS,
     MAX_DECODER_MACS,
     MAX_MESSAGE_BYTES,
@@ -49,6 +49,8 @@ from latentlink.shared.serde import (
     SessionRequest,
     SessionTerms,
     batch_from_proto,
+    coding_tables,
+    decodable_encodings,
     durable_messages,
     handshake_to_proto,
     hello_from_proto,
@@ -68,6 +70,7 @@ LIMITS = Limits(
     max_chunk_bytes=MODEL_CHUNK_BYTES,
     max_decoder_activations=MAX_DECODER_ACTIVATIONS,
     max_decoder_macs=MAX_DECODER_MACS,
+    max_batch_pixels=MAX_BATCH_PIXELS,
 )
 # How long a reconnecting sender waits for its abandoned stream to finish the batch it is writing.
 TAKEOVER_WAIT_S = 30.0
@@ -176,9 +179,11 @@ class LatentLinkServicer:
             decoder = self.store.decoder(digest)
         except (ModelFormatError, OSError) as exc:
             raise ProtocolError("FAILED_PRECONDITION", f"cached decoder {digest[:12]} is unusable: {exc}") from None
-        tables = EntropyTables.from_network(decoder.info.network)
-        if encoding == Encoding.ANS and tables is None:
-            raise ProtocolError("FAILED_PRECONDITION", "decoder has no entropy model, so ANS is impossible")
+        tables = coding_tables(decoder.info.network)
+        if encoding not in decodable_encodings(tables is not None, decoder.info.any_size):
+            raise ProtocolError(
+                "FAILED_PRECONDITION", f"the decoder cannot decode the {encoding.label} encoding its hello asked for"
+            )
         session = ReceiverSession(request.session, folder, self.output_format, digest, decoder, tables, journal)
         # One writer per session: PNG encoding and the group-commit write of batch k overlap
         # the decoding of batch k+1, and a session's files never contend for their folder's lock.
@@ -208,7 +213,7 @@ class LatentLinkServicer:
     def _serve_batches(self, session: ReceiverSession, writer, events, inbox: Inbox, context, peer, request, encoding):
         """Decodes latent batches as they come and acknowledges each the moment its files are durable."""
         writing: deque[Future] = deque()  # outcomes in the order the batches came
-        latent_dim = session.decoder.info.input_shape[0]
+        latent_dim = session.decoder.info.input_shape[-1]
         for event in events:
             if not isinstance(event, Notice):
                 kind = event.WhichOneof("kind")
@@ -229,7 +234,9 @@ class LatentLinkServicer:
                 if kind != "latent_batch":
                     raise ProtocolError("INVALID_ARGUMENT", f'unexpected "{kind}" message after the handshake')
                 session.bytes_in += event.latent_batch.ByteSize()
-                batch = batch_from_proto(event.latent_batch, session.digest, encoding, latent_dim, session.tables)
+                batch = batch_from_proto(
+                    event.latent_batch, session.digest, encoding, latent_dim, session.tables, LIMITS.max_batch_pixels
+                )
                 if isinstance(batch, CorruptBatch):
                     writing.append(_done(session.corrupt(batch)))
                 else:

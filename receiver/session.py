@@ -14,9 +14,8 @@ from latentlink.receiver.journal import SessionJournal
 from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import is_digest
 from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably
-from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.image_io import batch_file_name, encode_png
-from latentlink.shared.network_runtime import CompiledNetwork, decode_images
+from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo
 from latentlink.shared.protocol import MAX_MODEL_BYTES, PROTOCOL_VERSION, SENDER_ID, SESSION_NAME
 from latentlink.shared.serde import (
     BatchOutcome,
@@ -26,6 +25,7 @@ from latentlink.shared.serde import (
     OutputFormat,
     ProtocolError,
     SessionRequest,
+    Tables,
     decodable_encodings,
     image_keys,
 )
@@ -59,7 +59,7 @@ def check_request(request: SessionRequest) -> None:
 
 def pick_encoding(request: SessionRequest) -> Encoding:
     """Takes the sender's most preferred encoding that this receiver can decode."""
-    possible = decodable_encodings(request.has_entropy_model)
+    possible = decodable_encodings(request.has_entropy_model, request.image_shape[:2] == (0, 0))
     for encoding in request.encodings:
         if encoding in possible:
             return Encoding(encoding)
@@ -86,7 +86,7 @@ class ReceiverSession:
     output_format: OutputFormat
     digest: str
     decoder: CompiledNetwork
-    tables: EntropyTables | None
+    tables: Tables
     journal: SessionJournal
     written: int = 0
     failed: int = 0
@@ -112,10 +112,11 @@ class ReceiverSession:
         failures: dict[int, str] = {}
         targets: dict[int, tuple[str, Path]] = {}
         seen: set[Path] = set()
-        finite = np.all(np.isfinite(batch.latents), axis=1)
+        photos = bool(batch.shapes)  # images of any size: integer latents, shapes checked on arrival
+        finite = np.ones(len(batch.names), bool) if photos else np.all(np.isfinite(batch.latents), axis=1)
         for row, name in enumerate(batch.names):
             try:
-                if batch.image_shape != self.decoder.info.output_shape:
+                if not photos and batch.image_shape != self.decoder.info.output_shape:
                     raise ValueError(
                         f"image shape {list(batch.image_shape)} differs from the decoder's "
                         f"{list(self.decoder.info.output_shape)}"
@@ -130,8 +131,11 @@ class ReceiverSession:
             except (UnsafeNameError, ValueError) as exc:
                 failures[batch.first_seq + row] = str(exc)
         rows = sorted(targets)
-        pixels = decode_images(self.decoder, batch.latents[rows]) if rows else []
-        keys = image_keys(self.digest, [targets[row][0] for row in rows], batch.latents[rows])
+        if photos:
+            pixels = [decode_photo(self.decoder, batch.latents[row], batch.shapes[row]) for row in rows]
+        else:
+            pixels = decode_images(self.decoder, batch.latents[rows]) if rows else []
+        keys = image_keys(self.digest, [targets[row][0] for row in rows], batch.vectors(rows))
         self.decode_s += time.perf_counter() - started
         files = {batch.first_seq + row: (*targets[row], image) for row, image in zip(rows, pixels, strict=True)}
         seqs = [batch.first_seq + row for row in rows]
@@ -143,7 +147,7 @@ class ReceiverSession:
         seqs = list(images.files)
         if self.output_format == OutputFormat.NPZ and seqs:
             names = [target.relative_to(self.folder).as_posix() for _, target, _ in images.files.values()]
-            pixels = np.stack([image for _, _, image in images.files.values()])
+            pixels = [image for _, _, image in images.files.values()]
             failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(names, pixels))])
             errors = {i: failed[0] for i in range(len(seqs))} if failed else {}
         else:
@@ -175,7 +179,12 @@ class ReceiverSession:
         }
 
 
-def _npz(names: list[str], pixels: np.ndarray) -> bytes:
+def _npz(names: list[str], pixels: list[np.ndarray]) -> bytes:
+    """A batch's .npz: `images` stacked when they share a shape, else `image_0`, `image_1`, ... (see protos)."""
     buffer = io.BytesIO()
-    np.savez(buffer, images=pixels, names=np.array(names, dtype=str))
+    if len({image.shape for image in pixels}) == 1:
+        arrays = {"images": np.stack(pixels)}
+    else:
+        arrays = {f"image_{i}": image for i, image in enumerate(pixels)}
+    np.savez(buffer, names=np.array(names, dtype=str), **arrays)
     return buffer.getvalue()

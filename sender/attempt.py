@@ -22,8 +22,15 @@ from latentlink.sender.read_ahead import LoadedBatch, ReadAhead
 from latentlink.sender.report import SendReport
 from latentlink.shared.image_io import SourceImage, batch_file_name, output_name
 from latentlink.shared.model_format import network_to_bytes
+from latentlink.shared.photo_codec import CodedImage, PhotoBatcher
 from latentlink.shared.proto import latentlink_pb2 as pb
-from latentlink.shared.protocol import MODEL_CHUNK_BYTES, PROTOCOL_VERSION, STREAM_METHOD
+from latentlink.shared.protocol import (
+    MAX_BATCH_PIXELS,
+    MAX_MESSAGE_BYTES,
+    MODEL_CHUNK_BYTES,
+    PROTOCOL_VERSION,
+    STREAM_METHOD,
+)
 from latentlink.shared.serde import (
     BatchOutcome,
     Encoding,
@@ -37,6 +44,7 @@ from latentlink.shared.serde import (
     latents_to_batch,
     outcome_from_proto,
     parse_receiver_message,
+    photo_batch,
     wire_latents,
 )
 
@@ -108,6 +116,8 @@ class Attempt:
         self.model_bytes_held = 0  # what the receiver held of the decoder at the handshake
         self.encoding = Encoding.FLOAT32
         self.output_format = OutputFormat.PNG
+        self.max_batch_pixels = MAX_BATCH_PIXELS
+        self.max_payload_bytes = MAX_MESSAGE_BYTES // 2
         self.durable: set[bytes] = set()  # keys of the session's images already on the receiver's disk
         self.producer_error: BaseException | None = None
         self._outgoing: queue.SimpleQueue = queue.SimpleQueue()
@@ -212,6 +222,9 @@ class Attempt:
         if terms.encoding not in self.options.offered:
             raise SessionError(f"receiver picked latent encoding {terms.encoding}, which was not offered")
         self.encoding, self.output_format = Encoding(terms.encoding), OutputFormat(terms.output_format)
+        self.max_batch_pixels = terms.limits.max_batch_pixels or MAX_BATCH_PIXELS
+        # Names, shapes and framing take the rest of a message: a photo batch's bitstreams stay under half of it.
+        self.max_payload_bytes = (terms.limits.max_message_bytes or MAX_MESSAGE_BYTES) // 2
         self.report.session_dir = terms.session_dir
         self.report.encoding = self.encoding.label
 
@@ -262,36 +275,87 @@ class Attempt:
             reader.close()
 
     def _send_batch(self, loaded: LoadedBatch) -> None:
-        report = self.report
-        report.failed.update(loaded.failed)
-        self.options.on_progress(len(loaded.failed), 0)
+        self._fail(loaded.failed)
+        if self.encoder.any_size:
+            self._send_photos(loaded)
+            return
         names, pixels = loaded.names, loaded.pixels
         if not names:
             return
         latents = wire_latents(self.encoding, self.encoder.encode(pixels))  # what the receiver will decode
         if self.options.min_psnr is not None or self.quality.wants(len(names)):
             reconstructed = self.encoder.reconstruct(latents)
-            if rejected := self.quality.gate(names, pixels, reconstructed, self.options.min_psnr):
-                report.failed.update(rejected)
-                self.options.on_progress(len(rejected), 0)
-                names, latents = drop_images(names, latents, rejected)
-        digest = self.encoder.model.decoder.digest
-        if self.durable and names:  # the same name with the same latents is on the receiver's disk already
-            keys = image_keys(digest, names, latents)
-            in_place = {name for name, key in zip(names, keys, strict=True) if key in self.durable}
-            for name in in_place:
-                report.written[name] = f"{report.session_dir}/{output_name(name)}"
-            report.already_in_place += sum(name not in report.sent_names for name in in_place)  # not acks lost
-            self.options.on_progress(len(in_place), 0)
-            if in_place:
-                self._advanced()
-            names, latents = drop_images(names, latents, in_place)
+            rejected = self._fail(self.quality.gate(names, pixels, reconstructed, self.options.min_psnr))
+            names, latents = drop_images(names, latents, rejected)
+        names, latents = drop_images(names, latents, self._in_place(names, latents))
         if not names:
             return
-        first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
+        first_seq = self.next_seq
         batch = latents_to_batch(
-            digest, self.encoding, first_seq, names, self.encoder.model.image_shape, latents, self.encoder.tables
+            self.encoder.model.decoder.digest,
+            self.encoding,
+            first_seq,
+            names,
+            self.encoder.model.image_shape,
+            latents,
+            self.encoder.tables,
         )
+        self._emit(names, batch)
+
+    def _send_photos(self, loaded: LoadedBatch) -> None:
+        """Images of any size: coded one by one, sent in batches within the receiver's pixel and message limits."""
+        batcher = PhotoBatcher(self.max_batch_pixels, self.max_payload_bytes)
+        for name, image in zip(loaded.names, loaded.pixels, strict=True):
+            shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
+            if shape[0] * shape[1] > self.max_batch_pixels:
+                self._fail({name: f"{shape[1]}x{shape[0]} image is over the receiver's {self.max_batch_pixels} pixels"})
+                continue
+            latents, data = self.encoder.encode_photo(image)
+            if len(data) > self.max_payload_bytes:
+                self._fail({name: f"its {len(data)}-byte bitstream is over the receiver's message limit"})
+                continue
+            if self.options.min_psnr is not None or self.quality.wants(1):
+                reconstructed = self.encoder.reconstruct_photo(latents, shape)
+                if self._fail(self.quality.gate([name], image[None], reconstructed[None], self.options.min_psnr)):
+                    continue
+            if not self._in_place([name], [latents.vector()]) and (
+                full := batcher.add(CodedImage(name, shape, latents, data))
+            ):
+                self._emit_photos(full)
+        if last := batcher.flush():
+            self._emit_photos(last)
+
+    def _emit_photos(self, images: list[CodedImage]) -> None:
+        model = self.encoder.model
+        batch = photo_batch(model.decoder.digest, self.next_seq, images, model.latent_dim)
+        self._emit([image.name for image in images], batch)
+
+    def _fail(self, failures: dict[str, str]) -> dict[str, str]:
+        """Records images that will not be sent, and why; returns them."""
+        if failures:
+            self.report.failed.update(failures)
+            self.options.on_progress(len(failures), 0)
+        return failures
+
+    def _in_place(self, names: list[str], vectors) -> set[str]:
+        """The images whose name and latents are on the receiver's disk already (reported written, not sent)."""
+        if not self.durable or not names:
+            return set()
+        report = self.report
+        keys = image_keys(self.encoder.model.decoder.digest, names, vectors)
+        in_place = {name for name, key in zip(names, keys, strict=True) if key in self.durable}
+        for name in in_place:
+            report.written[name] = f"{report.session_dir}/{output_name(name)}"
+        report.already_in_place += sum(name not in report.sent_names for name in in_place)  # not acks lost
+        self.options.on_progress(len(in_place), 0)
+        if in_place:
+            self._advanced()
+        return in_place
+
+    def _emit(self, names: list[str], batch: pb.LatentBatch) -> None:
+        """Sends a batch of images numbered from `next_seq`, within the window of unacknowledged images."""
+        report = self.report
+        first_seq, self.next_seq = self.next_seq, self.next_seq + len(names)
         message = pb.SenderMessage(latent_batch=batch)
         with self._window:  # flow control: memory stays bounded however slow the receiver
             while self._in_flight and self._in_flight_images + len(names) > self._window_images:

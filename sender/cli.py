@@ -12,7 +12,7 @@ from pathlib import Path
 
 from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
 from latentlink.shared.failures import format_failures
-from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES
+from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, MAX_SESSIONS, SESSION_NAME
 from latentlink.shared.serde import ENCODING_NAMES
 
@@ -65,8 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         choices=QUALITIES,
         default=None,
-        help=f"shipped model of the rate-distortion ladder, 1 (smallest) to {QUALITIES[-1]} (best); "
-        f"default {DEFAULT_QUALITY}",
+        help=f"shipped model of a rate-distortion ladder, 1 (smallest) to {QUALITIES[-1]} (best) for 28x28 digits "
+        f"(default {DEFAULT_QUALITY}), 1 to {PHOTO_QUALITIES[-1]} for photos (default {DEFAULT_PHOTO_QUALITY}); "
+        "the inputs pick the ladder",
     )
     parser.add_argument("--model", type=Path, default=None, help="model folder (instead of --quality)")
     parser.add_argument(
@@ -345,16 +346,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
         except (OSError, ValueError) as exc:
             return _fail(str(exc))
-    from latentlink.shared.image_io import FitResize, ImageError, find_sources
-    from latentlink.shared.model_dir import load_model_dir, quality_model_dir
+    from latentlink.shared.image_io import FitResize, ImageError
+    from latentlink.shared.model_choice import choose_model
     from latentlink.shared.model_format import ModelFormatError
 
     resizer, skipped = FitResize() if args.resize else None, {}
     try:
-        model = load_model_dir(args.model or quality_model_dir(args.quality or DEFAULT_QUALITY))
-        sources = find_sources(args.images, model.image_shape, resize=resizer, skipped=skipped)
-    except (OSError, ImageError, ModelFormatError) as exc:
+        model, sources, chosen = choose_model([args.images], args.model, args.quality, resizer, skipped)
+    except (OSError, ImageError, ModelFormatError, ValueError) as exc:
         return _fail(str(exc))
+    if chosen and not (args.quiet or args.json):
+        print(f"sender: {chosen}", file=sys.stderr)
 
     from tqdm import tqdm
 

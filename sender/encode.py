@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.metrics import Quality
 from latentlink.shared.model_dir import ModelFiles
-from latentlink.shared.network_runtime import CompiledNetwork, decode_images, resolve_device
+from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo, resolve_device
+from latentlink.shared.photo_codec import PhotoEncoder, PhotoLatents
+from latentlink.shared.serde import coding_tables
 from latentlink.shared.tf_import import freeze_heap
 
 __all__ = ["OUT_OF_DOMAIN_DB", "BatchEncoder", "QualityMeter", "below_min_psnr", "drop_images", "out_of_domain_psnr"]
@@ -34,15 +35,20 @@ class BatchEncoder:
     def __init__(self, model: ModelFiles, device: str = "auto") -> None:
         self.model = model
         # A decoder with entropy-coding tables was trained on integer latents.
-        self.tables = EntropyTables.from_network(model.decoder.network)
+        self.tables = coding_tables(model.decoder.network)
+        self.any_size = model.encoder.any_size  # a photo model: images of any size, one bitstream each
         if device == "gpu":
             resolve_device(device)  # raises RuntimeError now rather than at the first batch
-        self._networks: Future[tuple[CompiledNetwork, CompiledNetwork]] = Future()
+        self._networks: Future[tuple[CompiledNetwork | PhotoEncoder, CompiledNetwork]] = Future()
         threading.Thread(target=self._build, args=(device,), daemon=True, name="build-networks").start()
 
     def _build(self, device: str) -> None:
         try:
-            networks = (CompiledNetwork(self.model.encoder, device), CompiledNetwork(self.model.decoder, device))
+            if self.any_size:
+                encoder = PhotoEncoder(self.model.encoder, self.model.decoder, device)
+            else:
+                encoder = CompiledNetwork(self.model.encoder, device)
+            networks = (encoder, CompiledNetwork(self.model.decoder, device))
             freeze_heap()  # the sender keeps these for good: exempt them from every garbage collection
             self._networks.set_result(networks)
         except BaseException as exc:  # re-raised by the first encode
@@ -58,6 +64,14 @@ class BatchEncoder:
         latents = self._networks.result()[0](images.astype(np.float32) / 255.0)
         # + 0.0 turns the -0.0 that rounding gives small negatives into the 0 the receiver decodes.
         return np.round(latents) + 0.0 if self.tables is not None else latents
+
+    def encode_photo(self, image: np.ndarray) -> tuple[PhotoLatents, bytes]:
+        """A photo model: one uint8 image of any size, (h, w) or (h, w, 3), to its latents and bitstream."""
+        return self._networks.result()[0].encode(image)
+
+    def reconstruct_photo(self, latents: PhotoLatents, shape: tuple[int, int, int]) -> np.ndarray:
+        """Decodes one image's latents to the uint8 image a receiver will write."""
+        return decode_photo(self.decoder_network, latents, shape)
 
     @property
     def decoder_network(self) -> CompiledNetwork:
@@ -97,12 +111,20 @@ class QualityMeter:
         """How many images the prediction covers."""
         return len(self.per_image)
 
-    def add(self, names: list[str], original: np.ndarray, reconstructed: np.ndarray) -> np.ndarray:
-        """Records each image's squared error; returns each one's PSNR in dB."""
-        diff = (original.astype(np.float64) - reconstructed.astype(np.float64)) / 255.0
-        errors = np.sum(diff * diff, axis=tuple(range(1, diff.ndim)))
-        pixels = int(np.prod(diff.shape[1:]))
-        self.per_image.update((name, (float(e), pixels)) for name, e in zip(names, errors, strict=True))
+    def add(self, names: list[str], original, reconstructed) -> np.ndarray:
+        """Records each image's squared error (stacks, or lists of images of any shapes); returns each one's PSNR."""
+        if isinstance(original, np.ndarray) and isinstance(reconstructed, np.ndarray):
+            diff = (original.astype(np.float64) - reconstructed.astype(np.float64)) / 255.0
+            errors = np.sum(diff * diff, axis=tuple(range(1, diff.ndim)))
+            pixels = np.full(len(errors), int(np.prod(diff.shape[1:])))
+        else:
+            diffs = [
+                (a.astype(np.float64) - b.astype(np.float64)) / 255.0
+                for a, b in zip(original, reconstructed, strict=True)
+            ]
+            errors = np.array([np.sum(d * d) for d in diffs])
+            pixels = np.array([d.size for d in diffs])
+        self.per_image.update((name, (float(e), int(n))) for name, e, n in zip(names, errors, pixels, strict=True))
         with np.errstate(divide="ignore"):
             return 10.0 * np.log10(pixels / errors)
 

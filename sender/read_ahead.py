@@ -19,7 +19,8 @@ _END = object()
 @dataclass(frozen=True)
 class LoadedBatch:
     names: list[str]
-    pixels: np.ndarray | None  # (len(names), height, width) uint8
+    # (len(names), height, width) uint8; a list when images of any size differ in shape
+    pixels: np.ndarray | list[np.ndarray] | None
     failed: dict[str, str]  # name -> why it could not be read
 
 
@@ -32,7 +33,10 @@ def load_batch(batch: Sequence[SourceImage]) -> LoadedBatch:
             names.append(source.name)
         except ImageError as exc:
             failed[source.name] = str(exc)
-    return LoadedBatch(names, np.stack(images) if images else None, failed)
+    if not images:
+        return LoadedBatch(names, None, failed)
+    same = len({image.shape for image in images}) == 1
+    return LoadedBatch(names, np.stack(images) if same else images, failed)
 
 
 class ReadAhead:

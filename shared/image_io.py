@@ -1,9 +1,10 @@
-"""Finds, reads and writes greyscale images (Pillow) and image arrays (.npy/.npz)."""
+"""Finds, reads and writes images, greyscale or colour (Pillow), and image arrays (.npy/.npz)."""
 
 from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import struct
 import threading
@@ -19,12 +20,14 @@ from PIL import Image, UnidentifiedImageError
 from latentlink.shared.failures import examples, group_by_reason
 
 __all__ = [
+    "ANY_SIZE",
     "FitResize",
     "ImageError",
     "SourceImage",
     "batch_file_name",
     "encode_png",
     "find_sources",
+    "is_any_size",
     "output_name",
     "read_image",
     "scale_to_uint8",
@@ -111,8 +114,10 @@ def batch_file_name(first_seq: int) -> str:
     return f"batch-{first_seq:012d}.npz"
 
 
-def read_image(path: Path, shape: tuple[int, int], resize: FitResize | bool | None = None) -> np.ndarray:
+def read_image(path: Path, shape: tuple[int, ...], resize: FitResize | bool | None = None) -> np.ndarray:
     """Reads any Pillow-readable image as uint8 greyscale of `shape` (fitting other sizes only if asked).
+
+    `shape` ANY_SIZE: any size, grey (h, w) or colour (h, w, 3) as the file is.
 
     8-bit greyscale PNGs of the right size, the common case, take a fast path
     (libpng through imagecodecs, without the GIL); everything else goes through
@@ -125,20 +130,14 @@ def read_image(path: Path, shape: tuple[int, int], resize: FitResize | bool | No
         raise ImageError(f"cannot read the file ({type(exc).__name__}: {exc})") from None
     if len(data) > MAX_FILE_BYTES:
         raise ImageError(f"file is larger than {MAX_FILE_BYTES // 2**20} MiB; not an image this model can take")
+    if is_any_size(shape):
+        return _read_any(data)
     if _is_grey8_png(data, shape):
         try:
             return imagecodecs.png_decode(data)
         except Exception as exc:  # PngError, or whatever libpng's message turns into (UnicodeDecodeError seen)
             raise ImageError(f"not a readable image (corrupt PNG: {type(exc).__name__})") from None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            grey = _to_grey8(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, ImageError):
-            raise
-        reason = "not a recognised image format" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise ImageError(f"not a readable image ({type(exc).__name__}: {reason})") from None
+    grey = _decode(data, _to_grey8)
     want = (shape[1], shape[0])  # Pillow sizes are (width, height)
     if grey.size != want:
         if not resize:
@@ -147,6 +146,35 @@ def read_image(path: Path, shape: tuple[int, int], resize: FitResize | bool | No
             )
         grey = (FitResize() if resize is True else resize)(grey, shape)
     return np.asarray(grey, dtype=np.uint8)
+
+
+ANY_SIZE = (0, 0)  # the image shape of a model that takes images of any size
+_GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def is_any_size(shape: tuple[int, ...]) -> bool:
+    """Whether a model's image shape means any size (a photo model's [0, 0, channels])."""
+    return tuple(shape[:2]) == ANY_SIZE
+
+
+def _read_any(data: bytes) -> np.ndarray:
+    """Any image as uint8: grey files as (h, w), everything else as RGB (h, w, 3); alpha is dropped."""
+    return np.asarray(
+        _decode(data, lambda image: _to_grey8(image) if image.mode in _GREY_MODES else image.convert("RGB"))
+    )
+
+
+def _decode(data: bytes, convert: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """Decodes an image file's bytes with Pillow and converts it; raises ImageError for anything unreadable."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return convert(image)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        reason = "not a recognised image format" if isinstance(exc, UnidentifiedImageError) else str(exc)
+        raise ImageError(f"not a readable image ({type(exc).__name__}: {reason})") from None
 
 
 class FitResize:
@@ -257,9 +285,12 @@ def _array_sources(path: Path, shape: tuple[int, int]) -> Iterator[SourceImage]:
             array, stem = np.load(path, allow_pickle=False, mmap_mode="r"), path.stem
     except (OSError, ValueError, IndexError) as exc:
         raise ImageError(f'"{path}" is not a readable image array: {exc}') from None
-    if array.ndim == 2:
+    if array.ndim == 2 or (is_any_size(shape) and array.ndim == 3 and array.shape[-1] == 3):
         array = array[None]
-    if array.ndim != 3 or array.shape[1:] != shape or array.dtype not in _ARRAY_DTYPES:
+    fits = array.ndim == 3 and array.shape[1:] == tuple(shape)
+    if is_any_size(shape):
+        fits = array.ndim == 3 or (array.ndim == 4 and array.shape[3] == 3)
+    if not fits or array.dtype not in _ARRAY_DTYPES:
         raise ImageError(
             f'"{path}" holds {array.dtype}{list(array.shape)}; expected [N, {shape[0]}, {shape[1]}] of '
             "uint8, uint16 (0..65535) or float ([0, 1])"
@@ -269,7 +300,7 @@ def _array_sources(path: Path, shape: tuple[int, int]) -> Iterator[SourceImage]:
     width = len(str(len(array) - 1))
     reader = functools.partial(_array_row, array)
     for index in range(len(array)):
-        yield SourceImage(f"{stem}_{index:0{width}d}.png", shape[0] * shape[1] * array.itemsize, reader, index)
+        yield SourceImage(f"{stem}_{index:0{width}d}.png", math.prod(array.shape[1:]) * array.itemsize, reader, index)
 
 
 def _array_row(array: np.ndarray, index: int) -> np.ndarray:

@@ -14,7 +14,9 @@ from latentlink.shared.resources import package_folder
 __all__ = [
     "CARD_FILE",
     "DECODER_FILE",
+    "DEFAULT_PHOTO_QUALITY",
     "DEFAULT_QUALITY",
+    "PHOTO_QUALITIES",
     "ENCODER_FILE",
     "QUALITIES",
     "ModelFiles",
@@ -54,16 +56,30 @@ class ModelFiles:
         return self.decoder.output_shape
 
 
-# The rate-distortion ladder ships as models/q1 .. q5; q4 is the balanced default.
+# The MNIST rate-distortion ladder ships as models/q1 .. q5; q4 is the balanced default.
 QUALITIES = (1, 2, 3, 4, 5)
 DEFAULT_QUALITY = 4
+# The photo ladder (colour or grey images of any size) ships as models/photo-q1 .. photo-q3.
+PHOTO_QUALITIES = (1, 2, 3)
+DEFAULT_PHOTO_QUALITY = 2
 
 
-def quality_model_dir(quality: int) -> Path:
-    """Returns the folder of a shipped ladder model."""
-    if quality not in QUALITIES:
-        raise ValueError(f"quality {quality} is not one of {QUALITIES}")
-    return shipped_model_dir(f"q{quality}")
+def quality_model_dir(quality: int | None, photos: bool = False) -> Path:
+    """Returns the folder of a shipped ladder model: MNIST digits' (q1..q5) or photos' (photo-q1..photo-q3)."""
+    qualities, default, prefix = (
+        (PHOTO_QUALITIES, DEFAULT_PHOTO_QUALITY, "photo-q")
+        if photos
+        else (
+            QUALITIES,
+            DEFAULT_QUALITY,
+            "q",
+        )
+    )
+    quality = default if quality is None else quality
+    if quality not in qualities:
+        ladder = "photo" if photos else "MNIST"
+        raise ValueError(f"quality {quality} is not one of the {ladder} ladder's {qualities}")
+    return shipped_model_dir(f"{prefix}{quality}")
 
 
 def shipped_model_dir(name: str) -> Path:

@@ -9,7 +9,7 @@ from latentlink.shared.model_format import NetworkInfo
 from latentlink.shared.protocol import DECODE_BUDGET_ELEMENTS
 from latentlink.shared.tf_import import tensorflow
 
-__all__ = ["DEVICES", "CompiledNetwork", "decode_images", "resolve_device"]
+__all__ = ["DEVICES", "CompiledNetwork", "decode_images", "decode_photo", "resolve_device"]
 
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -68,3 +68,10 @@ def decode_images(decoder: CompiledNetwork, latents: np.ndarray) -> np.ndarray:
     if len(latents) <= step:
         return to_uint8(decoder(latents))
     return np.concatenate([to_uint8(decoder(latents[i : i + step])) for i in range(0, len(latents), step)])
+
+
+def decode_photo(decoder: CompiledNetwork, latents, shape: tuple[int, int, int]) -> np.ndarray:
+    """Decodes one image of any size from its PhotoLatents to the uint8 image a receiver writes (the one place)."""
+    from latentlink.shared.photo_codec import to_image
+
+    return to_image(decoder(latents.y[None].astype(np.float32))[0], *shape)

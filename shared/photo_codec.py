@@ -12,7 +12,7 @@ The receiver needs only the bitstream and (h, w, channels).
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import constriction
 import numpy as np
@@ -20,10 +20,14 @@ import numpy as np
 from latentlink.shared.entropy_coding import BitstreamError, EntropyTables, ans_coder
 from latentlink.shared.integer_network import IntegerNetwork
 from latentlink.shared.model_format import NetworkInfo
+from latentlink.shared.proto import model_pb2
 
 __all__ = [
     "PAD",
-    "MAX_IMAGE_PIXELS",
+    "CodedImage",
+    "PhotoBatcher",
+    "PhotoDecoder",
+    "PhotoEncoder",
     "PhotoLatents",
     "PhotoTables",
     "latent_sizes",
@@ -32,7 +36,6 @@ __all__ = [
 ]
 
 PAD = 64  # the models' total downsampling of z: images are padded to a multiple of it
-MAX_IMAGE_PIXELS = 1 << 24  # the largest image (16 M pixels) either end codes; a receiver may set less
 
 
 def latent_sizes(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -77,8 +80,8 @@ class PhotoLatents:
 class PhotoTables:
     """A hyperprior decoder's exact coding machinery: tables for z and y and the integer hyper-synthesis."""
 
-    def __init__(self, decoder: NetworkInfo) -> None:
-        prior = decoder.network.hyperprior
+    def __init__(self, decoder: model_pb2.Network) -> None:
+        prior = decoder.hyperprior
         self.side = EntropyTables.from_proto(prior.side)
         self.scales = EntropyTables.from_proto(prior.scales)
         self.network = IntegerNetwork.from_proto(prior)
@@ -127,7 +130,7 @@ class PhotoEncoder:
 
         self.analysis = CompiledNetwork(encoder, device)
         self.hyper_analysis = hyper_analysis_from_network(encoder)
-        self.tables = PhotoTables(decoder)
+        self.tables = PhotoTables(decoder.network)
         self.channels = encoder.input_shape[-1]
 
     def latents(self, image: np.ndarray) -> PhotoLatents:
@@ -149,13 +152,49 @@ class PhotoDecoder:
         from latentlink.shared.network_runtime import CompiledNetwork
 
         self.synthesis = CompiledNetwork(decoder, device)
-        self.tables = PhotoTables(decoder)
+        self.tables = PhotoTables(decoder.network)
 
     def image(self, latents: PhotoLatents, height: int, width: int, channels: int) -> np.ndarray:
         """The uint8 image (grey: (h, w); colour: (h, w, 3)) that these latents decode to."""
-        return to_image(self.synthesis(latents.y[None].astype(np.float32))[0], height, width, channels)
+        from latentlink.shared.network_runtime import decode_photo
+
+        return decode_photo(self.synthesis, latents, (height, width, channels))
 
     def decode(self, data: bytes, height: int, width: int, channels: int) -> tuple[PhotoLatents, np.ndarray]:
         """Decodes one bitstream; returns its latents and image. Raises BitstreamError on a corrupt one."""
         latents = self.tables.decode(data, height, width)
         return latents, self.image(latents, height, width, channels)
+
+
+@dataclass
+class CodedImage:
+    """One image ready to send: its name, (height, width, channels), latents and bitstream."""
+
+    name: str
+    shape: tuple[int, int, int]
+    latents: PhotoLatents
+    bitstream: bytes
+
+
+@dataclass
+class PhotoBatcher:
+    """Groups coded images into batches of at most `max_pixels` pixels and `max_bytes` of bitstreams."""
+
+    max_pixels: int
+    max_bytes: int
+    pending: list[CodedImage] = field(default_factory=list)
+
+    def add(self, item: CodedImage) -> list[CodedImage] | None:
+        """Takes one image (which must fit a batch alone); returns the batch it closed, if any."""
+        pixels = sum(i.shape[0] * i.shape[1] for i in self.pending) + item.shape[0] * item.shape[1]
+        size = sum(len(i.bitstream) for i in self.pending) + len(item.bitstream)
+        full = None
+        if self.pending and (pixels > self.max_pixels or size > self.max_bytes):
+            full, self.pending = self.pending, []
+        self.pending.append(item)
+        return full
+
+    def flush(self) -> list[CodedImage] | None:
+        """The last, partly filled batch, if any."""
+        full, self.pending = self.pending or None, []
+        return full

@@ -17,6 +17,7 @@ __all__ = [
     "MAX_MODEL_BYTES",
     "MAX_DECODER_ACTIVATIONS",
     "MAX_DECODER_MACS",
+    "MAX_BATCH_PIXELS",
     "DECODE_BUDGET_ELEMENTS",
     "MAX_NAME_BYTES",
     "MAX_SESSIONS",
@@ -28,7 +29,7 @@ __all__ = [
     "split_host_port",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 # The stream's full method name, and the trailing metadata of a receiver refusing for want of a free
 # session slot (UNAVAILABLE, worth trying again later, unlike every other refusal before a handshake).
 STREAM_METHOD = "/latentlink.v1.LatentLink/Stream"
@@ -48,6 +49,9 @@ MAX_MODEL_BYTES = 16 * 1024 * 1024
 # The most work a decoder may ask for per image (a 28x28 ladder decoder: 27k activations, 1.9 M multiply-adds).
 MAX_DECODER_ACTIVATIONS = 1 << 20
 MAX_DECODER_MACS = 256 * 1024 * 1024
+# Images of any size: the most pixels a batch may hold in all, the largest image a receiver decodes (4 MP,
+# e.g. 2560 x 1600; its decoding holds about 0.8 GB of activations with the shipped photo models).
+MAX_BATCH_PIXELS = 1 << 22
 # Activation elements one decoder call may hold (128 MiB of float32): larger batches are decoded in slices.
 DECODE_BUDGET_ELEMENTS = 1 << 25
 MAX_NAME_BYTES = 1024

@@ -18,8 +18,10 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from latentlink.shared.entropy_coding import BitstreamError, EntropyTables
+from latentlink.shared.model_format import MAX_DIM
+from latentlink.shared.photo_codec import CodedImage, PhotoLatents, PhotoTables
 from latentlink.shared.proto import latentlink_pb2 as pb
-from latentlink.shared.protocol import MAX_BATCH_IMAGES, MAX_NAME_BYTES, MAX_SEQUENCE
+from latentlink.shared.protocol import MAX_BATCH_IMAGES, MAX_BATCH_PIXELS, MAX_NAME_BYTES, MAX_SEQUENCE
 
 __all__ = [
     "ENCODING_NAMES",
@@ -51,6 +53,8 @@ __all__ = [
     "parse_sender_message",
     "latents_from_batch",
     "latents_to_batch",
+    "coding_tables",
+    "photo_batch",
     "supported_encodings",
     "wire_latents",
 ]
@@ -60,6 +64,7 @@ ENCODING_NAMES = {
     "float32": pb.LATENT_ENCODING_FLOAT32,
     "float16": pb.LATENT_ENCODING_FLOAT16,
     "ans": pb.LATENT_ENCODING_ANS,
+    "hyperprior": pb.LATENT_ENCODING_HYPERPRIOR,
 }
 _RAW_DTYPES = {pb.LATENT_ENCODING_FLOAT32: np.dtype("<f4"), pb.LATENT_ENCODING_FLOAT16: np.dtype("<f2")}
 
@@ -68,24 +73,50 @@ class LatentCodecError(ValueError):
     """A latent batch is inconsistent with itself or with the decoder."""
 
 
+Tables = EntropyTables | PhotoTables | None
+Shape = tuple[int, int, int]  # height, width, channels
+
+
 @dataclass(frozen=True)
 class DecodedBatch:
-    """A batch as the receiver sees it: sequence numbers, names, image shape and float64 latents."""
+    """A batch as the receiver sees it: sequence numbers, names, image shapes and latents.
+
+    Fixed-shape decoders: `image_shape` and an (n, latent_dim) float64 array.
+    Decoders of any size: `shapes` (one per image) and one PhotoLatents per image.
+    """
 
     first_seq: int
     names: list[str]
     image_shape: tuple[int, ...]
-    latents: np.ndarray
+    latents: np.ndarray | list[PhotoLatents]
+    shapes: tuple[Shape, ...] = ()
+
+    def vectors(self, rows: Sequence[int]) -> list[np.ndarray]:
+        """The logical latent vectors of these images (what image keys hash)."""
+        if self.shapes:
+            return [self.latents[row].vector() for row in rows]
+        return list(self.latents[list(rows)])
 
 
-def decodable_encodings(has_entropy_model: bool) -> set[int]:
-    """Every encoding a receiver decodes, for a decoder with or without entropy tables."""
+def coding_tables(network) -> Tables:
+    """The exact coding tables of a validated decoder network: a vector model's, a photo model's, or none."""
+    if network.HasField("hyperprior"):
+        return PhotoTables(network)
+    return EntropyTables.from_network(network)
+
+
+def decodable_encodings(has_entropy_model: bool, any_size: bool = False) -> set[int]:
+    """Every encoding a receiver decodes, for a decoder with or without entropy tables (or of any size)."""
+    if any_size:
+        return {pb.LATENT_ENCODING_HYPERPRIOR}
     exact = {pb.LATENT_ENCODING_FLOAT64, pb.LATENT_ENCODING_FLOAT32, pb.LATENT_ENCODING_FLOAT16}
     return exact | ({pb.LATENT_ENCODING_ANS} if has_entropy_model else set())
 
 
-def supported_encodings(tables: EntropyTables | None) -> list[int]:
+def supported_encodings(tables: Tables) -> list[int]:
     """Encodings a model allows, most compact first; float16 is lossy and only used when asked for."""
+    if isinstance(tables, PhotoTables):
+        return [pb.LATENT_ENCODING_HYPERPRIOR]
     exact = [pb.LATENT_ENCODING_FLOAT32, pb.LATENT_ENCODING_FLOAT64]
     return ([pb.LATENT_ENCODING_ANS] if tables is not None else []) + exact
 
@@ -132,18 +163,75 @@ def latents_to_batch(
     return batch
 
 
-def latents_from_batch(batch: pb.LatentBatch, latent_dim: int, tables: EntropyTables | None = None) -> DecodedBatch:
+def photo_batch(decoder_digest: str, first_seq: int, images: Sequence[CodedImage], latent_dim: int) -> pb.LatentBatch:
+    """Packs images of any size, already entropy-coded one by one, into one message."""
+    names = [image.name for image in images]
+    shapes = [image.shape for image in images]
+    same = len(set(shapes)) == 1
+    return pb.LatentBatch(
+        decoder_digest=decoder_digest,
+        encoding=pb.LATENT_ENCODING_HYPERPRIOR,
+        latent_dim=latent_dim,
+        first_seq=first_seq,
+        count=len(names),
+        names=zlib.compress("\0".join(names).encode(), 9),
+        checksum=_checksum_of([image.latents.vector() for image in images]),
+        shapes=[pb.ImageShape(height=h, width=w, channels=c) for h, w, c in (shapes[:1] if same else shapes)],
+        sizes=[len(image.bitstream) for image in images],
+        payload=b"".join(image.bitstream for image in images),
+    )
+
+
+def latents_from_batch(
+    batch: pb.LatentBatch, latent_dim: int, tables: Tables = None, max_pixels: int = MAX_BATCH_PIXELS
+) -> DecodedBatch:
     """Unpacks and checks a batch; raises LatentCodecError (bitstream faults included)."""
     n = batch.count
     if not 0 < n <= MAX_BATCH_IMAGES:
         raise LatentCodecError(f"batch of {n} images (1..{MAX_BATCH_IMAGES} allowed)")
     if batch.latent_dim != latent_dim:
         raise LatentCodecError(f"batch latent width {batch.latent_dim}, decoder expects {latent_dim}")
+    if isinstance(tables, PhotoTables) != (batch.encoding == pb.LATENT_ENCODING_HYPERPRIOR):
+        raise LatentCodecError(f"latent encoding {batch.encoding} does not fit this decoder")
     names = _names(batch.names, n)
+    if isinstance(tables, PhotoTables):
+        shapes = _photo_shapes(batch, max_pixels)
+        latents = _photo_latents(batch, shapes, tables)
+        if _checksum_of([item.vector() for item in latents]) != batch.checksum:
+            raise LatentCodecError("latents fail their checksum: corrupt payload")
+        return DecodedBatch(batch.first_seq, names, (), latents, shapes)
     latents = _latents(batch, n, latent_dim, tables)
     if _checksum(latents) != batch.checksum:
         raise LatentCodecError("latents fail their checksum: corrupt payload")
     return DecodedBatch(batch.first_seq, names, tuple(batch.image_shape), latents)
+
+
+def _photo_shapes(batch: pb.LatentBatch, max_pixels: int) -> tuple[Shape, ...]:
+    """Each image's (height, width, channels), checked before anything is allocated for them."""
+    n = batch.count
+    if len(batch.shapes) not in (1, n):
+        raise LatentCodecError(f"{len(batch.shapes)} image shapes for {n} images (1 or {n} expected)")
+    shapes = [(s.height, s.width, s.channels) for s in batch.shapes]
+    for h, w, c in shapes:
+        if not (0 < h <= MAX_DIM and 0 < w <= MAX_DIM and c in (1, 3)):
+            raise LatentCodecError(f"image shape {h}x{w}x{c} is not 1..{MAX_DIM} pixels each way, 1 or 3 channels")
+    pixels = sum(h * w for h, w, _ in shapes) * (n if len(shapes) == 1 else 1)
+    if pixels > max_pixels:
+        raise LatentCodecError(f"batch of {pixels} pixels; this receiver takes at most {max_pixels} per batch")
+    return tuple(shapes * n if len(shapes) == 1 else shapes)
+
+
+def _photo_latents(batch: pb.LatentBatch, shapes: tuple[Shape, ...], tables: PhotoTables) -> list[PhotoLatents]:
+    if len(batch.sizes) != batch.count or sum(batch.sizes) != len(batch.payload):
+        raise LatentCodecError(f"{len(batch.sizes)} bitstream sizes for {batch.count} images and the payload")
+    latents, start = [], 0
+    for size, (h, w, _) in zip(batch.sizes, shapes, strict=True):
+        try:
+            latents.append(tables.decode(batch.payload[start : start + size], h, w))
+        except BitstreamError as exc:
+            raise LatentCodecError(str(exc)) from None
+        start += size
+    return latents
 
 
 def _latents(batch: pb.LatentBatch, n: int, latent_dim: int, tables: EntropyTables | None) -> np.ndarray:
@@ -188,6 +276,14 @@ def _checksum(latents: np.ndarray) -> int:
     return zlib.crc32((np.ascontiguousarray(latents, dtype="<f8") + 0.0).tobytes())
 
 
+def _checksum_of(vectors: Sequence[np.ndarray]) -> int:
+    """The CRC-32 of several images' latent vectors, one after the other."""
+    crc = 0
+    for vector in vectors:
+        crc = zlib.crc32((np.ascontiguousarray(vector, dtype="<f8") + 0.0).tobytes(), crc)
+    return crc
+
+
 class Encoding(IntEnum):
     """Latent wire encodings (protos: LatentEncoding)."""
 
@@ -195,6 +291,7 @@ class Encoding(IntEnum):
     FLOAT32 = pb.LATENT_ENCODING_FLOAT32
     FLOAT16 = pb.LATENT_ENCODING_FLOAT16
     ANS = pb.LATENT_ENCODING_ANS
+    HYPERPRIOR = pb.LATENT_ENCODING_HYPERPRIOR
 
     @property
     def label(self) -> str:
@@ -226,6 +323,7 @@ class Limits:
     max_chunk_bytes: int
     max_decoder_activations: int
     max_decoder_macs: int
+    max_batch_pixels: int
 
 
 @dataclass(frozen=True)
@@ -278,7 +376,12 @@ class CorruptBatch:
 
 
 def batch_from_proto(
-    batch: pb.LatentBatch, decoder_digest: str, encoding: int, latent_dim: int, tables: EntropyTables | None
+    batch: pb.LatentBatch,
+    decoder_digest: str,
+    encoding: int,
+    latent_dim: int,
+    tables: Tables,
+    max_pixels: int = MAX_BATCH_PIXELS,
 ) -> DecodedBatch | CorruptBatch:
     """Checks a batch against its session and unpacks it; raises ProtocolError for one that breaks the protocol."""
     if batch.decoder_digest != decoder_digest:
@@ -292,7 +395,7 @@ def batch_from_proto(
     if batch.first_seq + batch.count > MAX_SEQUENCE:
         raise ProtocolError("INVALID_ARGUMENT", f"sequence numbers must stay below {MAX_SEQUENCE}")
     try:
-        return latents_from_batch(batch, latent_dim, tables)
+        return latents_from_batch(batch, latent_dim, tables, max_pixels)
     except LatentCodecError as exc:
         return CorruptBatch(batch.first_seq, batch.count, str(exc))
 
@@ -421,13 +524,18 @@ KEY_BYTES = 8
 KEYS_PER_MESSAGE = 65536
 
 
-def image_keys(decoder_digest: str, names: Sequence[str], latents: np.ndarray) -> list[bytes]:
-    """Each image's key: BLAKE2b-64 of name, 0, decoder digest, 0, latents as little-endian float64 (see protos)."""
-    rows = np.ascontiguousarray(np.asarray(latents, dtype="<f8") + 0.0)  # + 0.0: negative zero counts as zero
+def image_keys(decoder_digest: str, names: Sequence[str], latents: np.ndarray | Sequence[np.ndarray]) -> list[bytes]:
+    """Each image's key: BLAKE2b-64 of name, 0, decoder digest, 0, latents as little-endian float64 (see protos).
+
+    `latents`: one latent vector per image (the rows of an array, or vectors of different lengths).
+    """
     prefix = b"\0" + decoder_digest.encode("ascii") + b"\0"
     return [
-        hashlib.blake2b(name.encode() + prefix + row.tobytes(), digest_size=KEY_BYTES).digest()
-        for name, row in zip(names, rows, strict=True)
+        hashlib.blake2b(
+            name.encode() + prefix + (np.ascontiguousarray(row, dtype="<f8") + 0.0).tobytes(),  # -0.0 counts as 0
+            digest_size=KEY_BYTES,
+        ).digest()
+        for name, row in zip(names, latents, strict=True)
     ]
 
 

@@ -28,6 +28,7 @@ class PhotoConfig:
     crop: int = 128
     learning_rate: float = 1e-3
     decay_from: float = 0.85  # the learning rate drops tenfold for the last 15% of steps
+    clip_norm: float = 1.0  # gradients are clipped to this global norm (as CompressAI trains): GDN can diverge
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -142,7 +143,7 @@ def train_photo(
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         [decay_step], [config.learning_rate, config.learning_rate / 10]
     )
-    optimizer = keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.Adam(schedule, global_clipnorm=config.clip_norm)
     variables = model.trainable_variables()
     lmbda = tf.constant(config.lmbda * 255.0**2, tf.float32)
     shape = [config.batch_size, config.crop, config.crop, training[0].shape[2]]

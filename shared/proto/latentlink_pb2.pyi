@@ -14,6 +14,7 @@ class LatentEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LATENT_ENCODING_FLOAT32: _ClassVar[LatentEncoding]
     LATENT_ENCODING_FLOAT16: _ClassVar[LatentEncoding]
     LATENT_ENCODING_ANS: _ClassVar[LatentEncoding]
+    LATENT_ENCODING_HYPERPRIOR: _ClassVar[LatentEncoding]
 
 class OutputFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -24,8 +25,19 @@ LATENT_ENCODING_FLOAT64: LatentEncoding
 LATENT_ENCODING_FLOAT32: LatentEncoding
 LATENT_ENCODING_FLOAT16: LatentEncoding
 LATENT_ENCODING_ANS: LatentEncoding
+LATENT_ENCODING_HYPERPRIOR: LatentEncoding
 OUTPUT_FORMAT_PNG: OutputFormat
 OUTPUT_FORMAT_NPZ: OutputFormat
+
+class ImageShape(_message.Message):
+    __slots__ = ("height", "width", "channels")
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    height: int
+    width: int
+    channels: int
+    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., channels: _Optional[int] = ...) -> None: ...
 
 class DecoderSummary(_message.Message):
     __slots__ = ("image_shape", "latent_dim", "size_bytes", "model_name", "has_entropy_model")
@@ -58,20 +70,22 @@ class Hello(_message.Message):
     def __init__(self, protocol_version: _Optional[int] = ..., decoder_digest: _Optional[str] = ..., decoder: _Optional[_Union[DecoderSummary, _Mapping]] = ..., encodings: _Optional[_Iterable[_Union[LatentEncoding, str]]] = ..., session: _Optional[str] = ..., sender_id: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_batch_images", "max_model_bytes", "max_chunk_bytes", "max_decoder_activations", "max_decoder_macs")
+    __slots__ = ("max_message_bytes", "max_batch_images", "max_model_bytes", "max_chunk_bytes", "max_decoder_activations", "max_decoder_macs", "max_batch_pixels")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MAX_MODEL_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_DECODER_ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_DECODER_MACS_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_PIXELS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_batch_images: int
     max_model_bytes: int
     max_chunk_bytes: int
     max_decoder_activations: int
     max_decoder_macs: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., max_decoder_activations: _Optional[int] = ..., max_decoder_macs: _Optional[int] = ...) -> None: ...
+    max_batch_pixels: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., max_decoder_activations: _Optional[int] = ..., max_decoder_macs: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ...) -> None: ...
 
 class Handshake(_message.Message):
     __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir", "output_format", "durable_images", "model_bytes_held")
@@ -118,7 +132,7 @@ class ModelAccepted(_message.Message):
     def __init__(self, decoder_digest: _Optional[str] = ..., received_bytes: _Optional[int] = ...) -> None: ...
 
 class LatentBatch(_message.Message):
-    __slots__ = ("decoder_digest", "encoding", "latent_dim", "first_seq", "count", "image_shape", "names", "values", "payload", "checksum")
+    __slots__ = ("decoder_digest", "encoding", "latent_dim", "first_seq", "count", "image_shape", "names", "values", "payload", "checksum", "shapes", "sizes")
     DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +143,8 @@ class LatentBatch(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
+    SHAPES_FIELD_NUMBER: _ClassVar[int]
+    SIZES_FIELD_NUMBER: _ClassVar[int]
     decoder_digest: str
     encoding: LatentEncoding
     latent_dim: int
@@ -139,7 +155,9 @@ class LatentBatch(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     payload: bytes
     checksum: int
-    def __init__(self, decoder_digest: _Optional[str] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., latent_dim: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., names: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ..., payload: _Optional[bytes] = ..., checksum: _Optional[int] = ...) -> None: ...
+    shapes: _containers.RepeatedCompositeFieldContainer[ImageShape]
+    sizes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, decoder_digest: _Optional[str] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., latent_dim: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., names: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ..., payload: _Optional[bytes] = ..., checksum: _Optional[int] = ..., shapes: _Optional[_Iterable[_Union[ImageShape, _Mapping]]] = ..., sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ImageFailure(_message.Message):
     __slots__ = ("seq", "error")

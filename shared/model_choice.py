@@ -1,0 +1,60 @@
+"""Which shipped model suits a set of inputs: the MNIST ladder for 28x28 grey digits, the photo ladder otherwise."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from latentlink.shared.image_io import ANY_SIZE, FitResize, ImageError, SourceImage, find_sources
+from latentlink.shared.model_dir import ModelFiles, load_model_dir, quality_model_dir
+
+__all__ = ["DIGIT_SHAPE", "choose_model", "looks_like_digits"]
+
+DIGIT_SHAPE = (28, 28)
+SAMPLE_IMAGES = 32  # inputs looked at, spread over the list, to decide
+
+
+def looks_like_digits(images: Sequence[np.ndarray]) -> bool:
+    """Whether every image is a 28x28 greyscale image, what the MNIST ladder was made for."""
+    return all(np.ndim(image) == 2 and np.shape(image) == DIGIT_SHAPE for image in images)
+
+
+def choose_model(
+    paths: Sequence[Path],
+    model: Path | None,
+    quality: int | None,
+    resize: FitResize | None,
+    skipped: dict[str, str],
+) -> tuple[ModelFiles, list[SourceImage], str | None]:
+    """The model to use, the inputs under `paths` it will read, and a note saying why when it was chosen here.
+
+    With `model`, that model. Otherwise a sample of the inputs decides: 28x28
+    grey digits (or `resize`, which fits images to digits) take the MNIST
+    ladder at `quality`, anything else the photo ladder. Raises what
+    find_sources and load_model_dir raise, and ValueError for a quality the
+    ladder lacks.
+    """
+    if model is not None:
+        files = load_model_dir(model)
+        return files, _sources(paths, files.image_shape, resize, skipped), None
+    anything = _sources(paths, ANY_SIZE, None, skipped)
+    picks = np.unique(np.linspace(0, len(anything) - 1, min(SAMPLE_IMAGES, len(anything))).astype(int))
+    sample = []
+    for index in picks:
+        try:
+            sample.append(anything[index].load())
+        except ImageError:
+            continue  # reported when it is sent
+    digits = resize is not None or looks_like_digits(sample)
+    files = load_model_dir(quality_model_dir(quality, photos=not digits))
+    kind = "28x28 grey digits" if digits else "photos (any size, grey or colour)"
+    note = f"model {files.name}: the inputs are {kind}; --quality or --model chooses another"
+    if not digits:
+        return files, anything, note
+    return files, _sources(paths, files.image_shape, resize, skipped), note
+
+
+def _sources(paths: Sequence[Path], shape: tuple[int, ...], resize, skipped: dict[str, str]) -> list[SourceImage]:
+    return [source for path in paths for source in find_sources(path, shape, resize=resize, skipped=skipped)]
