@@ -101,8 +101,7 @@ def _compress(args: argparse.Namespace) -> int:
         return _fail("give --model or --quality, not both", EXIT_USAGE)
     resizer, skipped = FitResize() if args.resize else None, {}
     model, sources, chosen = choose_model(args.inputs, args.model, args.quality, resizer, skipped)
-    if chosen:
-        print(f"latentlink: {chosen}", file=sys.stderr)
+
     failed = name_clashes(sources)
     loaded = load_batch([s for s in sources if s.name not in failed])
     failed.update(loaded.failed)
@@ -119,6 +118,8 @@ def _compress(args: argparse.Namespace) -> int:
         f"(input files: {sum(s.size_bytes for s in sources) / len(sources):.0f} B per image), model {model.name}\n"
         f"  quality of the reconstructions: {quality.result()}"
     )
+    if chosen:
+        print(f"  {chosen}")
     if skipped:
         print(f"  skipped {len(skipped)} files: {summarize_skipped(skipped)}")
     if resizer and resizer.count:

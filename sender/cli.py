@@ -355,8 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, sources, chosen = choose_model([args.images], args.model, args.quality, resizer, skipped)
     except (OSError, ImageError, ModelFormatError, ValueError) as exc:
         return _fail(str(exc))
-    if chosen and not (args.quiet or args.json):
-        print(f"sender: {chosen}", file=sys.stderr)
 
     from tqdm import tqdm
 
@@ -407,7 +405,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     def explain(failure) -> str:
         return explain_failure(failure, args.target, credentials is not None)
 
-    notes = input_notes(report, resizer.count if resizer else 0, model.image_shape)
+    notes = input_notes(report, resizer.count if resizer else 0, model.image_shape) + (
+        [f"  {chosen}"] if chosen else []
+    )
     warning = out_of_domain_warning(report.out_of_domain, model)
     if args.dry_run:
         print(_report_json(report, None, model) if args.json else "\n".join([format_dry_run(report, model), *notes]))

@@ -191,7 +191,10 @@ def train_photo(
         return {"val_bpp": float(np.mean(bpps)), "val_psnr_db": float(np.mean(psnrs))}
 
     start = time.perf_counter()
-    totals, every = tf.zeros(3), 100
+    totals, every = (
+        tf.zeros(3),
+        max(1, min(100, config.steps // 10)),
+    )  # a log line every 100 steps (10 in all, if fewer)
     history: dict[str, float] = {}
     with tqdm(total=config.steps, unit="step", disable=not progress, file=sys.stderr) as bar:
         for i in range(1, config.steps + 1):
@@ -207,7 +210,7 @@ def train_photo(
                     "train_psnr_db": 10 * math.log10(1 / max(float(mse), 1e-12)),
                 }
                 bar.set_postfix(bpp=f"{bpp:.3f}", psnr=f"{history['train_psnr_db']:.2f}")
-                if i % (every * 10) == 0 or i == config.steps:
+                if i % 1000 == 0 or i == config.steps:
                     history.update(validate())
                     if checkpoint is not None:
                         save_checkpoint(model, checkpoint)

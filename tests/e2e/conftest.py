@@ -10,6 +10,7 @@ import pytest
 from latentlink.receiver.server import create_server
 from latentlink.sender.encode import BatchEncoder
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
+from latentlink.shared.serde import OutputFormat
 
 
 @dataclass
@@ -23,9 +24,19 @@ class RunningReceiver:
         self.server.stop(None).wait()
 
 
-def start_receiver(out: Path, models: Path, token: str | None = None, max_sessions: int = 32) -> RunningReceiver:
+def start_receiver(
+    out: Path, models: Path, token: str | None = None, max_sessions: int = 32, output_format: int = OutputFormat.PNG
+) -> RunningReceiver:
     """Starts an in-process receiver on a free 127.0.0.1 port."""
-    server, port = create_server("127.0.0.1:0", out, models, device="cpu", token=token, max_sessions=max_sessions)
+    server, port = create_server(
+        "127.0.0.1:0",
+        out,
+        models,
+        device="cpu",
+        token=token,
+        max_sessions=max_sessions,
+        output_format=output_format,
+    )
     server.start()
     return RunningReceiver(f"127.0.0.1:{port}", out, models, server)
 

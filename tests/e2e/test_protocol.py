@@ -55,11 +55,12 @@ def _decoder_bytes() -> bytes:
     return (default_model_dir() / "decoder.lln").read_bytes()
 
 
-def test_protocol_version_mismatch_ends_the_stream_with_both_versions(receiver, default_model):
+@pytest.mark.parametrize("version", [1, 99])  # 1: a sender from before images of any size
+def test_protocol_version_mismatch_ends_the_stream_with_both_versions(receiver, default_model, version):
     with pytest.raises(grpc.RpcError) as failure:
-        _stream(receiver.address, [_hello(default_model, version=99)])
+        _stream(receiver.address, [_hello(default_model, version=version)])
     assert failure.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "sender speaks 99, receiver speaks 1" in failure.value.details()
+    assert f"sender speaks {version}, receiver speaks 2" in failure.value.details()
 
 
 def test_tampered_model_chunk_is_rejected_and_not_cached(receiver, default_model):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pytest
 
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.train.cli import TrainConfig, main, train_autoencoder
@@ -54,3 +57,49 @@ def test_missing_data_file_is_a_clear_error(tmp_path, capsys):
     code = main(["--data", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "m"), "--quiet"])
     assert code == 2
     assert "cannot load MNIST" in capsys.readouterr().err
+
+
+def _photo_folder(folder, count: int = 4):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        h, w = 80 + 8 * i, 96
+        y, x = np.mgrid[:h, :w]
+        image = 128 + 100 * np.sin(x / (5.0 + i)) * np.cos(y / 6.0)
+        pixels = np.clip(image[:, :, None] + rng.normal(0, 5, (h, w, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"\x89PNG truncated")
+    return folder
+
+
+def test_photo_training_on_a_tiny_folder_lowers_the_loss_and_writes_a_photo_model(tmp_path, capsys):
+    folder = _photo_folder(tmp_path / "photos")
+    out = tmp_path / "model"
+    args = ["--images", str(folder), "--steps", "60", "--crop", "64", "--photo-batch", "2", "--width", "8"]
+    code = main(
+        [*args, "--latent-channels", "8", "--learning-rate", "3e-3", "--val-fraction", "0.25", "--out", str(out)]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "skipped broken.png" in err
+    losses = [float(m) for m in re.findall(r" loss=([0-9.e+-]+)", err)]
+    assert len(losses) == 10 and losses[-1] < losses[0]
+    model = load_model_dir(out)
+    assert model.encoder.any_size and model.card["validation"]["images"] == 1
+    assert model.card["train_command"].startswith("latentlink-train --images")
+
+
+@pytest.mark.parametrize("content", ["empty", "unreadable", "missing"])
+def test_a_folder_without_usable_images_is_a_clear_error(tmp_path, capsys, content):
+    folder = tmp_path / "photos"
+    if content != "missing":
+        folder.mkdir()
+    if content == "unreadable":
+        (folder / "a.png").write_bytes(b"not a png")
+    code = main(["--images", str(folder), "--out", str(tmp_path / "m"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "latentlink-train: error:" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()

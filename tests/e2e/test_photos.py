@@ -1,0 +1,109 @@
+"""Images of any size through the real commands: odd sizes, grey and colour, a mixed folder, both output formats."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from latentlink import compress, decompress
+from latentlink.shared.serde import OutputFormat
+from tests.conftest import SAMPLES
+from tests.e2e.conftest import start_receiver
+from tests.e2e.test_cli import _send, receiver_process  # noqa: F401  (a fixture)
+
+# (height, width, channels): a single pixel, a strip, odd sizes, a full Kodak-sized frame, grey and colour.
+SHAPES = {"dot": (1, 1, 3), "strip": (17, 300, 3), "odd": (333, 517, 1), "frame": (512, 768, 3), "grey": (40, 90, 1)}
+
+
+def _picture(shape: tuple[int, int, int], seed: int) -> np.ndarray:
+    """A smooth picture with texture: something like a photo, not noise."""
+    h, w, c = shape
+    y, x = np.mgrid[:h, :w]
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 6, c)
+    layers = [120 + 90 * np.sin(x / (11.0 + k) + phase[k]) * np.cos(y / (7.0 + 2 * k)) for k in range(c)]
+    image = np.clip(np.stack(layers, axis=2) + rng.normal(0, 6, (h, w, c)), 0, 255).astype(np.uint8)
+    return image[:, :, 0] if c == 1 else image
+
+
+@pytest.fixture
+def mixed_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    for seed, (name, shape) in enumerate(SHAPES.items()):
+        Image.fromarray(_picture(shape, seed)).save(folder / f"{name}.png")
+    Image.fromarray(_picture((60, 80, 3), 9)).save(folder / "sub" / "photo.jpg", quality=92)
+    shutil.copy(SAMPLES / "test_00000.png", folder / "digit.png")  # a 28x28 digit among photos
+    return folder
+
+
+def _originals(folder: Path) -> dict[str, np.ndarray]:
+    found = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        with Image.open(path) as image:
+            found[path.relative_to(folder).with_suffix(".png").as_posix()] = np.asarray(image)
+    return found
+
+
+def test_a_mixed_folder_comes_back_at_its_sizes_and_modes_pixel_identical_to_decompress(
+    receiver_process,  # noqa: F811
+    mixed_folder,
+):
+    address, out, _ = receiver_process
+    result = _send("--target", address, "--json", str(mixed_folder))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["model"].startswith("photo-") and summary["encoding"] == "hyperprior"
+    originals = _originals(mixed_folder)
+    assert summary["written"] == len(originals) and not summary["failed"]
+    written = {}
+    for name in originals:
+        with Image.open(out / summary["session_dir"] / name) as image:
+            assert image.mode == ("L" if originals[name].ndim == 2 else "RGB"), name
+            written[name] = np.asarray(image)
+        assert written[name].shape == originals[name].shape, name
+    # The library, given the same images, codes the same latents: its decoding is the receiver's, pixel for pixel.
+    names = list(originals)
+    local = decompress(compress([originals[n] for n in names], model=summary["model"]))
+    for name, image in zip(names, local, strict=True):
+        np.testing.assert_array_equal(written[name], image, err_msg=name)
+        psnr = 10 * np.log10(255**2 / np.mean((image.astype(float) - originals[name]) ** 2))
+        assert psnr > 12, f"{name}: {psnr:.1f} dB"  # a picture of it, not noise (quality: bench/photo_rd.py)
+
+
+def test_npz_output_keeps_each_shape(tmp_path, mixed_folder):
+    running = start_receiver(tmp_path / "out", tmp_path / "models", output_format=OutputFormat.NPZ)
+    try:
+        result = _send("--target", running.address, "--json", str(mixed_folder))
+    finally:
+        running.stop()
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    originals = _originals(mixed_folder)
+    shapes = {}
+    for batch in sorted((running.out / summary["session_dir"]).glob("batch-*.npz")):
+        with np.load(batch, allow_pickle=False) as data:
+            names = list(data["names"])
+            images = [data["images"][i] for i in range(len(names))] if "images" in data else None
+            images = images or [data[f"image_{i}"] for i in range(len(names))]
+            shapes.update((n, image.shape) for n, image in zip(names, images, strict=True))
+    assert shapes == {name: image.shape for name, image in originals.items()}
+
+
+def test_the_sender_says_which_model_it_chose(receiver_process, mixed_folder):  # noqa: F811
+    address, _, _ = receiver_process
+    result = _send("--target", address, str(mixed_folder))
+    assert result.returncode == 0, result.stderr
+    assert "model photo-q2: the inputs are photos" in result.stdout
+    digits = _send("--target", address, str(SAMPLES))
+    assert "model rd-q4: the inputs are 28x28 grey digits" in digits.stdout
+
+
+def test_a_quality_the_photo_ladder_lacks_is_a_clear_error(mixed_folder):
+    result = _send("--target", "127.0.0.1:9", "--quality", "5", str(mixed_folder))
+    assert result.returncode == 2 and "photo ladder" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,208 @@
+"""The photo codec's pieces: export, exact integer hyper-synthesis, bitstreams of any size, hostile files and shapes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import zlib
+
+import numpy as np
+import pytest
+
+from latentlink.shared.integer_network import conv2d_same, conv2d_transpose_same
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network, tensor_from_array
+from latentlink.shared.photo_codec import PhotoDecoder, PhotoEncoder, PhotoLatents, PhotoTables, latent_sizes
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.proto import model_pb2
+from latentlink.shared.serde import LatentCodecError, latents_from_batch
+from latentlink.train.photo_export import scale_tables, write_photo_model
+from latentlink.train.photo_model import build_photo_model
+from latentlink.train.photo_training import PhotoConfig
+
+SIZES = [(1, 1, 3), (17, 300, 3), (333, 517, 1), (64, 64, 3)]
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """An untrained photo model, small enough to build in a second: what matters here is the plumbing."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    config = PhotoConfig(channels=8, latent=8, hyper=8, side=4)
+    model = build_photo_model(config.channels, config.latent, config.hyper, config.side)
+    folder = tmp_path_factory.mktemp("tiny")
+    write_photo_model(model, config, {}, folder, "tiny", "test")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_folder):
+    return load_model_dir(tiny_folder)
+
+
+def _image(shape, seed=0) -> np.ndarray:
+    h, w, c = shape
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:h, :w]
+    base = (127 + 100 * np.sin(x / 9.0) * np.cos(y / 7.0))[:, :, None] + rng.normal(0, 8, (h, w, c))
+    image = np.clip(base, 0, 255).astype(np.uint8)
+    return image[:, :, 0] if c == 1 else image
+
+
+@pytest.mark.parametrize("shape", SIZES)
+def test_any_size_round_trips_in_shape_and_mode(tiny, shape):
+    encoder, decoder = PhotoEncoder(tiny.encoder, tiny.decoder, "cpu"), PhotoDecoder(tiny.decoder)
+    image = _image(shape)
+    latents, data = encoder.encode(image)
+    again_latents, again = encoder.encode(image)
+    assert data == again  # deterministic
+    (yh, yw), (zh, zw) = latent_sizes(*shape[:2])
+    assert latents.y.shape == (yh, yw, 8) and latents.z.shape == (zh, zw, 4)
+    decoded_latents, pixels = decoder.decode(data, *shape)
+    np.testing.assert_array_equal(decoded_latents.y, latents.y)
+    np.testing.assert_array_equal(decoded_latents.z, latents.z)
+    assert pixels.shape == image.shape and pixels.dtype == np.uint8
+
+
+def test_exported_files_are_canonical_and_bounded(tiny):
+    assert tiny.encoder.any_size and tiny.decoder.any_size
+    assert tiny.encoder.block == 16 and tiny.decoder.block == 1
+    assert tiny.decoder.input_shape == (0, 0, 8) and tiny.decoder.output_shape == (0, 0, 3)
+    assert parse_network(network_to_bytes(tiny.decoder.network)).digest == tiny.decoder.digest
+    assert tiny.decoder.macs > 0 and tiny.decoder.activations > 0
+
+
+@pytest.mark.parametrize(("kernel", "stride", "size"), [(5, 2, (5, 7)), (3, 1, (4, 9)), (5, 2, (1, 1))])
+def test_integer_convolutions_match_tensorflow(kernel, stride, size):
+    """Integer inputs and weights small enough that float32 TensorFlow is exact too: the two must agree."""
+    import keras
+
+    rng = np.random.default_rng(kernel * 10 + stride)
+    x = rng.integers(-8, 9, (1, *size, 3)).astype(np.float32)
+    conv = keras.layers.Conv2D(4, kernel, strides=stride, padding="same", use_bias=False)
+    deconv = keras.layers.Conv2DTranspose(4, kernel, strides=stride, padding="same", use_bias=False)
+    for layer, ours in ((conv, conv2d_same), (deconv, conv2d_transpose_same)):
+        layer.build(x.shape)
+        weights = rng.integers(-8, 9, layer.kernel.shape).astype(np.float32)
+        layer.set_weights([weights])
+        expected = np.asarray(layer(x))[0]
+        np.testing.assert_array_equal(ours(x[0].astype(np.float64), weights.astype(np.float64), stride), expected)
+
+
+def test_tables_are_identical_when_computed_twice(tiny):
+    first, second = scale_tables(), scale_tables()
+    for name in ("offsets", "lengths", "pmfs"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
+    assert network_to_bytes(parse_network(network_to_bytes(tiny.decoder.network)).network) == network_to_bytes(
+        tiny.decoder.network
+    )
+
+
+_ROWS_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.photo_codec import PhotoTables
+tables = PhotoTables(load_model_dir(sys.argv[1]).decoder.network)
+z = np.random.default_rng(7).integers(-6, 7, (9, 13, tables.side_channels))
+print(hashlib.sha256(tables.network.outputs(z).tobytes()).hexdigest())
+"""
+
+
+def test_hyper_synthesis_is_the_same_under_any_thread_count(tiny_folder):
+    """BLAS splits sums differently across threads; the integer network must not care."""
+    digests = set()
+    for threads in ("1", "2", "4"):
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        result = subprocess.run(
+            [sys.executable, "-c", _ROWS_SCRIPT, str(tiny_folder)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1
+
+
+def test_an_integer_network_that_could_leave_the_exact_range_is_refused(tiny):
+    network = model_pb2.Network()
+    network.CopyFrom(tiny.decoder.network)
+    layer = network.hyperprior.layers[0]
+    kernel = np.full(tuple(layer.kernel.shape), 2**30, np.int32)
+    layer.kernel.CopyFrom(tensor_from_array(kernel))
+    with pytest.raises(ModelFormatError, match="exact range"):
+        parse_network(network_to_bytes(network))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda n: n.layers[1].gdn.beta.CopyFrom(tensor_from_array(-np.ones(8, np.float32))), "beta must be > 0"),
+        (lambda n: n.ClearField("hyperprior"), "carries a hyperprior"),
+        (lambda n: n.layers.add().flatten.SetInParent(), "cannot take images of any size"),
+        (lambda n: n.hyperprior.thresholds.CopyFrom(tensor_from_array(np.array([3, 1], np.int32))), "ascending"),
+    ],
+)
+def test_malformed_photo_decoders_are_refused(tiny, edit, message):
+    network = model_pb2.Network()
+    network.CopyFrom(tiny.decoder.network)
+    edit(network)
+    with pytest.raises(ModelFormatError, match=message):
+        parse_network(network_to_bytes(network))
+
+
+def _batch(tiny, shapes, sizes=None, payload=b"") -> pb.LatentBatch:
+    return pb.LatentBatch(
+        encoding=pb.LATENT_ENCODING_HYPERPRIOR,
+        latent_dim=8,
+        count=len(sizes) if sizes is not None else len(shapes),
+        names=zlib.compress("\0".join(f"i{k}" for k in range(len(sizes or shapes))).encode()),
+        shapes=[pb.ImageShape(height=h, width=w, channels=c) for h, w, c in shapes],
+        sizes=sizes if sizes is not None else [0] * len(shapes),
+        payload=payload,
+    )
+
+
+@pytest.mark.parametrize(
+    ("shapes", "message"),
+    [
+        ([(0, 5, 3)], "not 1..65536 pixels"),
+        ([(70000, 5, 3)], "not 1..65536 pixels"),
+        ([(5, 5, 2)], "1 or 3 channels"),
+        ([(60000, 60000, 3)], "at most"),
+        ([(5, 5, 3), (5, 5, 3)], "2 image shapes for 3 images"),
+    ],
+)
+def test_hostile_shapes_are_refused_before_decoding(tiny, shapes, message):
+    tables = PhotoTables(tiny.decoder.network)
+    sizes = [0, 0, 0] if len(shapes) == 2 else None
+    with pytest.raises(LatentCodecError, match=message):
+        latents_from_batch(_batch(tiny, shapes, sizes), 8, tables)
+
+
+def test_shapes_that_do_not_fit_the_bitstream_fail_the_batch(tiny):
+    encoder = PhotoEncoder(tiny.encoder, tiny.decoder, "cpu")
+    _, data = encoder.encode(_image((64, 64, 3)))
+    tables = PhotoTables(tiny.decoder.network)
+    with pytest.raises(LatentCodecError):
+        latents_from_batch(_batch(tiny, [(256, 256, 3)], [len(data)], data), 8, tables)
+
+
+def test_golden_photo_bitstream():
+    """Seeded integer latents coded with the shipped photo-q1 decoder: these exact bytes, on any machine."""
+    model = load_model_dir("photo-q1")
+    tables = PhotoTables(model.decoder.network)
+    z_shape, y_shape = tables.shapes(100, 150)
+    rng = np.random.default_rng(2026)
+    latents = PhotoLatents(rng.integers(-3, 4, z_shape), np.round(rng.laplace(0, 1.5, y_shape)).astype(np.int64))
+    data = tables.encode(latents, 100, 150)
+    decoded = tables.decode(data, 100, 150)
+    np.testing.assert_array_equal(decoded.y, latents.y)
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_PHOTO_SHA256, f"{len(data)} bytes; decoder {model.decoder.digest}"
+
+
+GOLDEN_PHOTO_SHA256 = "to be pinned once photo-q1 ships"
