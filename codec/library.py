@@ -26,15 +26,15 @@ from latentlink.shared.model_dir import (
     shipped_model_dirs,
 )
 from latentlink.shared.model_format import NetworkInfo, parse_network
-from latentlink.shared.photo_codec import CodedImage, PhotoBatcher
+from latentlink.shared.photo_codec import CodedImage
 from latentlink.shared.proto import model_pb2
-from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_PIXELS, MAX_MESSAGE_BYTES
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_PIXELS
 from latentlink.shared.serde import (
     LatentCodecError,
     coding_tables,
     latents_from_batch,
     latents_to_batch,
-    photo_batch,
+    photo_batches,
     supported_encodings,
 )
 
@@ -92,8 +92,7 @@ def compress(
 
 def _photo_batches(encoder, files: ModelFiles, images: list[np.ndarray], names: list[str]) -> list:
     """Codes images of any size one by one, in the batches a sender would send."""
-    batcher = PhotoBatcher(MAX_BATCH_PIXELS, MAX_MESSAGE_BYTES // 2)
-    groups = []
+    coded = []
     for index, (name, image) in enumerate(zip(names, images, strict=True)):
         image = np.asarray(image)
         if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
@@ -102,15 +101,8 @@ def _photo_batches(encoder, files: ModelFiles, images: list[np.ndarray], names: 
             raise ValueError(f"image {index} is {image.shape[1]}x{image.shape[0]}: 1 to {MAX_BATCH_PIXELS} pixels")
         latents, data = encoder.encode_photo(image)
         shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
-        if full := batcher.add(CodedImage(name, shape, latents, data)):
-            groups.append(full)
-    if last := batcher.flush():
-        groups.append(last)
-    first, batches = 0, []
-    for group in groups:
-        batches.append(photo_batch(files.decoder.digest, first, group, files.latent_dim))
-        first += len(group)
-    return batches
+        coded.append(CodedImage(name, shape, latents, data))
+    return list(photo_batches(files.decoder.digest, coded, files.latent_dim))
 
 
 def decompress(data: bytes, model: ModelLike = None, *, device: str = "auto") -> np.ndarray | list[np.ndarray]:

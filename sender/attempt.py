@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from latentlink.sender.encode import BatchEncoder, QualityMeter, drop_images
+from latentlink.sender.encode import BatchEncoder, QualityMeter, code_photos, drop_images
 from latentlink.sender.read_ahead import LoadedBatch, ReadAhead
 from latentlink.sender.report import SendReport
 from latentlink.shared.image_io import SourceImage, batch_file_name, output_name
@@ -305,22 +305,19 @@ class Attempt:
     def _send_photos(self, loaded: LoadedBatch) -> None:
         """Images of any size: coded one by one, sent in batches within the receiver's pixel and message limits."""
         batcher = PhotoBatcher(self.max_batch_pixels, self.max_payload_bytes)
-        for name, image in zip(loaded.names, loaded.pixels, strict=True):
-            shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
-            if shape[0] * shape[1] > self.max_batch_pixels:
-                self._fail({name: f"{shape[1]}x{shape[0]} image is over the receiver's {self.max_batch_pixels} pixels"})
-                continue
-            latents, data = self.encoder.encode_photo(image)
-            if len(data) > self.max_payload_bytes:
-                self._fail({name: f"its {len(data)}-byte bitstream is over the receiver's message limit"})
-                continue
-            if self.options.min_psnr is not None or self.quality.wants(1):
-                reconstructed = self.encoder.reconstruct_photo(latents, shape)
-                if self._fail(self.quality.gate([name], image[None], reconstructed[None], self.options.min_psnr)):
-                    continue
-            if not self._in_place([name], [latents.vector()]) and (
-                full := batcher.add(CodedImage(name, shape, latents, data))
-            ):
+        options = self.options
+        for item in code_photos(
+            self.encoder,
+            loaded.names,
+            loaded.pixels,
+            self.quality,
+            options.min_psnr,
+            self.max_batch_pixels,
+            self.max_payload_bytes,
+        ):
+            if not isinstance(item, CodedImage):
+                self._fail(dict([item]))
+            elif not self._in_place([item.name], [item.latents.vector()]) and (full := batcher.add(item)):
                 self._emit_photos(full)
         if last := batcher.flush():
             self._emit_photos(last)

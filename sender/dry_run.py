@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from latentlink.sender.encode import BatchEncoder, QualityMeter, drop_images, out_of_domain_psnr
+from latentlink.sender.encode import BatchEncoder, QualityMeter, code_photos, drop_images, out_of_domain_psnr
 from latentlink.sender.parallel import name_clashes
 from latentlink.sender.read_ahead import load_batch
 from latentlink.sender.report import SendReport
 from latentlink.shared.image_io import SourceImage
 from latentlink.shared.model_format import network_to_bytes
+from latentlink.shared.photo_codec import CodedImage
 from latentlink.shared.proto import latentlink_pb2 as pb
-from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
-from latentlink.shared.serde import latents_to_batch, wire_latents
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_PIXELS, MAX_MESSAGE_BYTES
+from latentlink.shared.serde import latents_to_batch, photo_batches, wire_latents
 
 __all__ = ["dry_run"]
 
@@ -43,6 +44,10 @@ def dry_run(
         loaded = load_batch(sources[first : first + batch_size])
         report.failed.update(loaded.failed)
         names, pixels, wire_bytes = loaded.names, loaded.pixels, 0
+        if encoder.any_size:
+            wire_bytes = _photo_batches(encoder, loaded, quality, min_psnr, report, first)
+            on_progress(min(batch_size, len(sources) - first), wire_bytes)
+            continue
         if names:
             latents = encoder.encode(pixels)
             reconstructed = encoder.reconstruct(wire_latents(encoding, latents))
@@ -53,13 +58,35 @@ def dry_run(
             batch = latents_to_batch(
                 model.decoder.digest, encoding, first, names, model.image_shape, latents, encoder.tables
             )
-            acks = pb.ReceiverMessage(acks=pb.AckBatch(first_seq=first, count=len(names)))
-            report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
-            wire_bytes = 5 + pb.SenderMessage(latent_batch=batch).ByteSize() + 5 + acks.ByteSize()
-            report.wire_bytes += wire_bytes
-            report.sent += len(names)
+            wire_bytes = _count(report, batch)
         on_progress(min(batch_size, len(sources) - first), wire_bytes)
     report.expected_quality = quality.result()
     report.quality_images = quality.sampled
     report.out_of_domain = quality.below(out_of_domain_psnr(model))
     return report
+
+
+def _photo_batches(
+    encoder: BatchEncoder, loaded, quality: QualityMeter, min_psnr, report: SendReport, first: int
+) -> int:
+    """Codes a loaded batch of images of any size as a send would, within the default limits; returns wire bytes."""
+    coded = []
+    for item in code_photos(
+        encoder, loaded.names, loaded.pixels, quality, min_psnr, MAX_BATCH_PIXELS, MAX_MESSAGE_BYTES // 2
+    ):
+        if isinstance(item, CodedImage):
+            coded.append(item)
+        else:
+            report.failed[item[0]] = item[1]
+    model = encoder.model
+    return sum(_count(report, batch) for batch in photo_batches(model.decoder.digest, coded, model.latent_dim, first))
+
+
+def _count(report: SendReport, batch: pb.LatentBatch) -> int:
+    """Adds a batch that would be sent, and its acknowledgement, to the report; returns their wire bytes."""
+    acks = pb.ReceiverMessage(acks=pb.AckBatch(first_seq=batch.first_seq, count=batch.count))
+    report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
+    wire_bytes = 5 + pb.SenderMessage(latent_batch=batch).ByteSize() + 5 + acks.ByteSize()
+    report.wire_bytes += wire_bytes
+    report.sent += batch.count
+    return wire_bytes

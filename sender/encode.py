@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -13,11 +13,19 @@ import numpy as np
 from latentlink.shared.metrics import Quality
 from latentlink.shared.model_dir import ModelFiles
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo, resolve_device
-from latentlink.shared.photo_codec import PhotoEncoder, PhotoLatents
+from latentlink.shared.photo_codec import CodedImage, PhotoEncoder, PhotoLatents
 from latentlink.shared.serde import coding_tables
 from latentlink.shared.tf_import import freeze_heap
 
-__all__ = ["OUT_OF_DOMAIN_DB", "BatchEncoder", "QualityMeter", "below_min_psnr", "drop_images", "out_of_domain_psnr"]
+__all__ = [
+    "OUT_OF_DOMAIN_DB",
+    "BatchEncoder",
+    "code_photos",
+    "QualityMeter",
+    "below_min_psnr",
+    "drop_images",
+    "out_of_domain_psnr",
+]
 
 # An image predicted this far under the model's test PSNR is unlike anything it learned: on the MNIST test
 # set no image of the shipped models falls more than 9.3 dB under (q4), while photos squeezed to 28x28 fall 13-16.
@@ -168,6 +176,37 @@ def drop_images(names: list[str], latents: np.ndarray, drop: Container[str]) -> 
     """The names and latent rows of a batch without the images named in `drop`."""
     rows = [i for i, name in enumerate(names) if name not in drop]
     return [names[i] for i in rows], latents[rows]
+
+
+def code_photos(
+    encoder: BatchEncoder,
+    names: list[str],
+    images,
+    quality: QualityMeter,
+    min_psnr: float | None,
+    max_pixels: int,
+    max_bytes: int,
+) -> Iterator[CodedImage | tuple[str, str]]:
+    """Codes images of any size one by one: each becomes a CodedImage, or (name, why) when it cannot be sent.
+
+    An image over `max_pixels` or whose bitstream is over `max_bytes` cannot
+    travel; with `min_psnr`, one predicted under it is not sent.
+    """
+    for name, image in zip(names, images, strict=True):
+        shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
+        if shape[0] * shape[1] > max_pixels:
+            yield name, f"{shape[1]}x{shape[0]} image is over the receiver's {max_pixels} pixels"
+            continue
+        latents, data = encoder.encode_photo(image)
+        if len(data) > max_bytes:
+            yield name, f"its {len(data)}-byte bitstream is over the receiver's message limit"
+            continue
+        if min_psnr is not None or quality.wants(1):
+            reconstructed = encoder.reconstruct_photo(latents, shape)
+            if rejected := quality.gate([name], image[None], reconstructed[None], min_psnr):
+                yield name, rejected[name]
+                continue
+        yield CodedImage(name, shape, latents, data)
 
 
 def below_min_psnr(names: list[str], psnr: np.ndarray, min_psnr: float) -> dict[str, str]:

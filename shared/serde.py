@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -19,9 +19,15 @@ from google.protobuf.message import DecodeError
 
 from latentlink.shared.entropy_coding import BitstreamError, EntropyTables
 from latentlink.shared.model_format import MAX_DIM
-from latentlink.shared.photo_codec import CodedImage, PhotoLatents, PhotoTables
+from latentlink.shared.photo_codec import CodedImage, PhotoBatcher, PhotoLatents, PhotoTables
 from latentlink.shared.proto import latentlink_pb2 as pb
-from latentlink.shared.protocol import MAX_BATCH_IMAGES, MAX_BATCH_PIXELS, MAX_NAME_BYTES, MAX_SEQUENCE
+from latentlink.shared.protocol import (
+    MAX_BATCH_IMAGES,
+    MAX_BATCH_PIXELS,
+    MAX_MESSAGE_BYTES,
+    MAX_NAME_BYTES,
+    MAX_SEQUENCE,
+)
 
 __all__ = [
     "ENCODING_NAMES",
@@ -55,6 +61,7 @@ __all__ = [
     "latents_to_batch",
     "coding_tables",
     "photo_batch",
+    "photo_batches",
     "supported_encodings",
     "wire_latents",
 ]
@@ -180,6 +187,22 @@ def photo_batch(decoder_digest: str, first_seq: int, images: Sequence[CodedImage
         sizes=[len(image.bitstream) for image in images],
         payload=b"".join(image.bitstream for image in images),
     )
+
+
+def photo_batches(
+    decoder_digest: str,
+    images: Iterable[CodedImage],
+    latent_dim: int,
+    first_seq: int = 0,
+    max_pixels: int = MAX_BATCH_PIXELS,
+    max_bytes: int = MAX_MESSAGE_BYTES // 2,
+) -> Iterator[pb.LatentBatch]:
+    """Packs coded images of any size into the batches a sender sends: within the pixel and byte limits."""
+    batcher = PhotoBatcher(max_pixels, max_bytes)
+    for group in (*(batcher.add(image) for image in images), batcher.flush()):
+        if group:
+            yield photo_batch(decoder_digest, first_seq, group, latent_dim)
+            first_seq += len(group)
 
 
 def latents_from_batch(

@@ -133,8 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--learning-rate",
         type=float,
-        help=f"peak rate (MNIST: {defaults.learning_rate}, cosine decay; photos: {PhotoConfig.learning_rate}, "
-        "a tenfold drop for the last 15%% of steps)",
+        help=f"peak rate, cosine decay (default: MNIST {defaults.learning_rate}, photos {PhotoConfig.learning_rate})",
     )
     parser.add_argument("--optimizer", choices=("adam", "rmsprop"), default=defaults.optimizer)
     parser.add_argument("--loss", choices=("mse", "bce"), default=defaults.loss, help="training loss")

@@ -27,7 +27,7 @@ class PhotoConfig:
     batch_size: int = 8
     crop: int = 128
     learning_rate: float = 1e-3
-    decay_from: float = 0.85  # the learning rate drops tenfold for the last 15% of steps
+    final_rate: float = 0.02  # cosine decay of the learning rate to this fraction: a constant 1e-3 stalls 2 dB short
     clip_norm: float = 1.0  # gradients are clipped to this global norm (as CompressAI trains): GDN can diverge
     val_fraction: float = 0.1
     seed: int = 0
@@ -139,10 +139,7 @@ def train_photo(
     model = build_photo_model(config.channels, config.latent, config.hyper, config.side, training[0].shape[2])
     if init is not None:
         load_checkpoint(model, init)
-    decay_step = int(config.steps * config.decay_from)
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [decay_step], [config.learning_rate, config.learning_rate / 10]
-    )
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, config.steps), config.final_rate)
     optimizer = keras.optimizers.Adam(schedule, global_clipnorm=config.clip_norm)
     variables = model.trainable_variables()
     lmbda = tf.constant(config.lmbda * 255.0**2, tf.float32)

@@ -56,14 +56,14 @@ def test_a_list_of_images_names_and_other_models(digits):
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        (np.zeros((2, 32, 32), np.uint8), r"the model takes \(N, 28, 28\)"),
+        (np.zeros((2, 32, 32), np.uint8), r"the model takes \[28, 28\]"),
         (np.zeros((2, 28, 28), np.float32), "must be uint8"),
         ([np.zeros((28, 28), np.uint8), np.zeros((28, 29), np.uint8)], "image 1 is"),
     ],
 )
 def test_images_the_model_cannot_take_are_refused(images, message):
     with pytest.raises(ValueError, match=message):
-        compress(images, quality=4)  # the MNIST ladder, chosen explicitly: 28x28 only
+        compress(images, model="q4")  # an MNIST model, chosen explicitly: 28x28 only
 
 
 def _repacked(data: bytes, edit) -> bytes:
