@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
-from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES
+from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
 
 __all__ = ["build_parser", "main"]
 
@@ -41,7 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     compress.add_argument("inputs", nargs="+", type=Path, metavar="IN", help="folder, image or .npy/.npz array")
     compress.add_argument("-o", "--output", type=Path, required=True, metavar="FILE", help="the file to write")
     compress.add_argument(
-        "--quality", type=int, choices=QUALITIES, default=None, help=f"shipped ladder model (default {DEFAULT_QUALITY})"
+        "--quality",
+        type=int,
+        choices=QUALITIES,
+        default=None,
+        help=f"shipped ladder model: digits 1..{QUALITIES[-1]} (default {DEFAULT_QUALITY}), photos "
+        f"1..{PHOTO_QUALITIES[-1]} (default {DEFAULT_PHOTO_QUALITY}); the inputs pick the ladder",
     )
     compress.add_argument("--model", type=Path, default=None, help="model folder (instead of --quality)")
     compress.add_argument(
@@ -175,16 +180,26 @@ def _info(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from latentlink.shared.model_dir import load_model_dir, shipped_model_dirs
 
-    header = ("model", "use with", "family", "latent", "test MSE", "PSNR", "B/image", "decoder")
+    header = ("model", "use with", "family", "latent", "test MSE", "PSNR", "size", "decoder")
     rows = []
     for folder in shipped_model_dirs():
         model = load_model_dir(folder)
-        card, test = model.card, model.card.get("test", {})
-        bits = test.get("table_bits_per_image")
-        per_image = f"{bits / 8:.1f}" if bits else f"{4 * model.latent_dim}"  # entropy-coded, else float32
-        quality = folder.name[1:] if folder.name in {f"q{q}" for q in QUALITIES} else None
+        card = model.card
+        if model.encoder.any_size:  # photos: measured on held-out training photos, in bits per pixel
+            test = card.get("validation", {})
+            mse = 10 ** (-test["psnr_db"] / 10) if "psnr_db" in test else float("nan")
+            size = f"{test['bpp']:.3f} bpp" if "bpp" in test else "?"
+            latent = f"{model.latent_dim} ch"
+            ladder, default = {f"photo-q{q}": q for q in PHOTO_QUALITIES}, DEFAULT_PHOTO_QUALITY
+        else:
+            test = card.get("test", {})
+            mse, bits = test.get("mse", float("nan")), test.get("table_bits_per_image")
+            size = f"{bits / 8:.1f} B/image" if bits else f"{4 * model.latent_dim} B/image"  # coded, else float32
+            latent = str(model.latent_dim)
+            ladder, default = {f"q{q}": q for q in QUALITIES}, DEFAULT_QUALITY
+        quality = ladder.get(folder.name)
         use = (
-            f"--quality {quality}" + (" (default)" if quality == str(DEFAULT_QUALITY) else "")
+            f"--quality {quality}" + (" (default)" if quality == default else "")
             if quality
             else f"--model {folder.name}"
         )
@@ -193,10 +208,10 @@ def _models(args: argparse.Namespace) -> int:
                 model.name,
                 use,
                 card.get("family", "?"),
-                str(model.latent_dim),
-                f"{test.get('mse', float('nan')):.5f}",
+                latent,
+                f"{mse:.5f}",
                 f"{test.get('psnr_db', float('nan')):.2f} dB",
-                per_image,
+                size,
                 f"{model.decoder.size_bytes:,} B",
             )
         )
@@ -204,6 +219,7 @@ def _models(args: argparse.Namespace) -> int:
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     print("test MSE and PSNR: the 10,000 MNIST test digits as a receiver writes them; B/image: latents only")
+    print("photo models: RGB PSNR and bitstream bits per pixel on the photos held out of their training")
     return EXIT_OK
 
 

@@ -37,6 +37,7 @@ from latentlink.shared.serde import (
     OutputFormat,
     ProtocolError,
     SessionRequest,
+    batch_pixels,
     handshake_from_proto,
     hello_to_proto,
     image_keys,
@@ -364,6 +365,7 @@ class Attempt:
             self._in_flight[first_seq] = _Sent(names, message)
             self._in_flight_images += len(names)
         report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
+        report.pixels_sent += batch_pixels(batch)
         report.sent += len(names)
         report.sent_names.update(names)
         report.wire_bytes += _framed(message)

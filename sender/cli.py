@@ -139,7 +139,7 @@ def format_report(report, target: str, model) -> str:
         f"  wire ({report.encoding or 'no'} latents): {report.payload_bytes / sent:.1f} B of latents "
         "per image, "
         f"{report.wire_bytes / sent:.1f} B per image with names, framing and acks "
-        f"(input files: {report.input_bytes / n:.0f} B per image)",
+        f"(input files: {report.input_bytes / n:.0f} B per image)" + _bits_per_pixel(report, model),
     ]
     for index, stream in enumerate(report.streams, 1):
         lines.append(
@@ -235,6 +235,12 @@ def progress_meter(bar) -> Callable[[int, int], None]:
     return advance
 
 
+def _bits_per_pixel(report, model) -> str:
+    """For images of any size, what image codecs are compared by: bits on the wire per pixel."""
+    bpp = report.wire_bits_per_pixel
+    return f"; {bpp:.3f} bits per pixel" if bpp is not None and model.encoder.any_size else ""
+
+
 def format_dry_run(report, model) -> str:
     """Renders what `--dry-run` predicts."""
     readable = max(report.sent, 1)
@@ -245,7 +251,8 @@ def format_dry_run(report, model) -> str:
         f"receives {_size(report.model_bytes)} once",
         f"  wire ({report.encoding} latents): {report.payload_bytes / readable:.1f} B of latents per image, "
         f"{report.wire_bytes / readable:.1f} B per image with names, framing and acks, "
-        f"{_size(report.wire_bytes)} in all (input files: {_size(report.input_bytes)})",
+        f"{_size(report.wire_bytes)} in all (input files: {_size(report.input_bytes)})"
+        + _bits_per_pixel(report, model),
     ]
     if report.expected_quality is not None:
         lines.append(f"  expected quality of the reconstructions: {report.expected_quality}")
@@ -278,6 +285,7 @@ def _report_json(report, target: str | None, model) -> str:
             "encoding": report.encoding,
             "payload_bytes": report.payload_bytes,
             "wire_bytes": report.wire_bytes,
+            "wire_bits_per_pixel": report.wire_bits_per_pixel,
             "input_bytes": report.input_bytes,
             "skipped": report.skipped,
             "out_of_domain": report.out_of_domain,

@@ -13,7 +13,7 @@ from latentlink.shared.model_format import network_to_bytes
 from latentlink.shared.photo_codec import CodedImage
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_PIXELS, MAX_MESSAGE_BYTES
-from latentlink.shared.serde import latents_to_batch, photo_batches, wire_latents
+from latentlink.shared.serde import batch_pixels, latents_to_batch, photo_batches, wire_latents
 
 __all__ = ["dry_run"]
 
@@ -86,6 +86,7 @@ def _count(report: SendReport, batch: pb.LatentBatch) -> int:
     """Adds a batch that would be sent, and its acknowledgement, to the report; returns their wire bytes."""
     acks = pb.ReceiverMessage(acks=pb.AckBatch(first_seq=batch.first_seq, count=batch.count))
     report.payload_bytes += len(batch.payload) + 8 * len(batch.values)
+    report.pixels_sent += batch_pixels(batch)
     wire_bytes = 5 + pb.SenderMessage(latent_batch=batch).ByteSize() + 5 + acks.ByteSize()
     report.wire_bytes += wire_bytes
     report.sent += batch.count

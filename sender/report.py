@@ -35,6 +35,7 @@ class SendReport:
     model_bytes: int = 0  # decoder bytes this run uploaded (each once, however often the link broke)
     model_bytes_base: int | None = field(default=None, repr=False)  # of it, what the receiver held already
     payload_bytes: int = 0  # the latents alone (bitstream or raw values)
+    pixels_sent: int = 0  # height x width of every image sent
     wire_bytes: int = 0  # everything both ways after the handshake, gRPC message framing included
     input_bytes: int = 0
     encoding: str = ""
@@ -54,6 +55,11 @@ class SendReport:
     sent_names: set[str] = field(default_factory=set, repr=False)  # every image this run put on the wire
 
     @property
+    def wire_bits_per_pixel(self) -> float | None:
+        """Bits on the wire per pixel sent (images of any size), or None when nothing was sent."""
+        return 8 * self.wire_bytes / self.pixels_sent if self.pixels_sent else None
+
+    @property
     def error(self) -> str | None:
         return None if self.failure is None else str(self.failure)
 
@@ -68,7 +74,7 @@ def merge_reports(reports: Sequence[SendReport], session: str) -> SendReport:
     for report in reports:
         for name in ("images", "sent", "already_in_place", "model_bytes", "payload_bytes", "wire_bytes"):
             setattr(merged, name, getattr(merged, name) + getattr(report, name))
-        for name in ("input_bytes", "reconnects", "resent_batches", "quality_images"):
+        for name in ("input_bytes", "reconnects", "resent_batches", "quality_images", "pixels_sent"):
             setattr(merged, name, getattr(merged, name) + getattr(report, name))
         merged.written.update(report.written)
         merged.failed.update(report.failed)

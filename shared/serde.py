@@ -8,6 +8,7 @@ the edge of the stream.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,6 +61,7 @@ __all__ = [
     "latents_from_batch",
     "latents_to_batch",
     "coding_tables",
+    "batch_pixels",
     "photo_batch",
     "photo_batches",
     "supported_encodings",
@@ -203,6 +205,14 @@ def photo_batches(
         if group:
             yield photo_batch(decoder_digest, first_seq, group, latent_dim)
             first_seq += len(group)
+
+
+def batch_pixels(batch: pb.LatentBatch) -> int:
+    """Height x width summed over a batch's images."""
+    if batch.shapes:
+        pixels = [shape.height * shape.width for shape in batch.shapes]
+        return pixels[0] * batch.count if len(pixels) == 1 else sum(pixels)
+    return math.prod(batch.image_shape) * batch.count
 
 
 def latents_from_batch(

@@ -66,13 +66,21 @@ def _import_environment():
     Keras writes ~/.keras/keras.json when it is first imported; pointed at a
     folder that cannot exist, it writes nothing and uses its defaults (which
     also keeps a user's keras.json, e.g. another backend, from changing us).
+    Keras also imports matplotlib when it is installed, for its plotting
+    helpers, and matplotlib writes ~/.config and ~/.cache: unless the program
+    has imported matplotlib itself, Keras is told it is absent.
     """
     saved = {name: os.environ.get(name) for name in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_HOME")}
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read once by TensorFlow's C++ logging
     os.environ["KERAS_HOME"] = os.path.join(os.devnull, "keras")
+    hidden = "matplotlib" not in sys.modules
+    if hidden:
+        sys.modules["matplotlib"] = None  # `import matplotlib` raises ImportError, which Keras expects
     try:
         yield
     finally:
+        if hidden and sys.modules.get("matplotlib", 0) is None:
+            del sys.modules["matplotlib"]
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

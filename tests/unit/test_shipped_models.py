@@ -7,7 +7,14 @@ import pytest
 
 from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.metrics import quality, to_uint8
-from latentlink.shared.model_dir import DEFAULT_QUALITY, QUALITIES, default_model_dir, load_model_dir, quality_model_dir
+from latentlink.shared.model_dir import (
+    DEFAULT_QUALITY,
+    PHOTO_QUALITIES,
+    QUALITIES,
+    default_model_dir,
+    load_model_dir,
+    quality_model_dir,
+)
 from latentlink.shared.network_runtime import CompiledNetwork
 from tests.conftest import MODELS
 
@@ -86,5 +93,23 @@ def test_shipped_models_load_by_name_and_unknown_names_list_them():
 
     by_name, by_folder = load_model_dir(Path("conv-k64")), load_model_dir(shipped_model_dir("conv-k64"))
     assert by_name.decoder.digest == by_folder.decoder.digest
-    with pytest.raises(FileNotFoundError, match="shipped models, usable by name: conv-k64, q1"):
+    with pytest.raises(FileNotFoundError, match="shipped models, usable by name: conv-k64, photo-q1"):
         load_model_dir(Path("no-such-model"))
+
+
+PHOTO_LADDER = [f"photo-q{q}" for q in PHOTO_QUALITIES]
+
+
+def test_photo_ladder_trades_bits_for_quality_and_each_model_is_what_its_card_says():
+    from latentlink.shared.photo_codec import PhotoTables
+
+    models = [load_model_dir(quality_model_dir(q, photos=True)) for q in PHOTO_QUALITIES]
+    assert [m.name for m in models] == PHOTO_LADDER
+    cards = [m.card["validation"] for m in models]
+    assert [c["bpp"] for c in cards] == sorted(c["bpp"] for c in cards)
+    assert [c["psnr_db"] for c in cards] == sorted(c["psnr_db"] for c in cards)
+    for model in models:
+        assert model.encoder.any_size and model.decoder.any_size
+        assert model.card["train_command"].startswith("latentlink-train --images")
+        assert PhotoTables(model.decoder.network).side_channels > 0
+        assert model.decoder.size_bytes <= 4_000_000
