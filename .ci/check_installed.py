@@ -29,7 +29,13 @@ def check_wheel_contents(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     top = {name.split("/")[0] for name in names}
     assert top == {"latentlink", f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info"}, top
-    shipped = ("models/q4/decoder.lln", "samples/mnist/test_00000.png", "protos/container.proto", "py.typed")
+    shipped = (
+        "models/q4/decoder.lln",
+        "models/photo-q2/decoder.lln",
+        "samples/mnist/test_00000.png",
+        "protos/container.proto",
+        "py.typed",
+    )
     for needed in (f"latentlink/{path}" for path in shipped):
         assert needed in names, f"{needed} is not in the wheel"
     license_files = [name for name in names if name.endswith("/LICENSE")]
@@ -86,6 +92,23 @@ def main() -> None:
         sent = run(command("sender"), "--target", f"127.0.0.1:{match.group(1)}", "--session", "ci", "images",
                    cwd=work, env=env)  # fmt: skip
         assert "5 written, 0 failed" in sent.stdout, sent.stdout
+        # Photos: a colour and a grey image of odd sizes pick the photo ladder and come back as they were.
+        make = (
+            "import numpy as np; from PIL import Image; import os; os.mkdir('photos'); "
+            "y, x = np.mgrid[:70, :90]; rgb = np.stack([(x * 2) % 256, (y * 3) % 256, (x + y) % 256], 2); "
+            "Image.fromarray(rgb.astype(np.uint8)).save('photos/colour.png'); "
+            "Image.fromarray(((x * y) % 256).astype(np.uint8)[:33, :51]).save('photos/grey.png')"
+        )
+        run(sys.executable, "-c", make, cwd=work, env=env)
+        sent = run(command("sender"), "--target", f"127.0.0.1:{match.group(1)}", "--session", "ci-photos",
+                   "photos", cwd=work, env=env)  # fmt: skip
+        assert "2 written, 0 failed" in sent.stdout and "model photo-q2" in sent.stdout, sent.stdout
+        check = (
+            "from PIL import Image; "
+            "a, b = Image.open('received/ci-photos/colour.png'), Image.open('received/ci-photos/grey.png'); "
+            "assert (a.size, a.mode, b.size, b.mode) == ((90, 70), 'RGB', (51, 33), 'L'), (a, b)"
+        )
+        run(sys.executable, "-c", check, cwd=work, env=env)
     finally:
         receiver.terminate()
         receiver.wait(timeout=60)

@@ -8,6 +8,7 @@ from latentlink.shared.model_dir import load_model_dir
 
 REPO = Path(__file__).resolve().parent.parent
 ORDER = ["q1", "q2", "q3", "q4", "q5", "conv-k64", "seed-k64"]
+PHOTOS = ["photo-q1", "photo-q2", "photo-q3"]
 
 
 def main() -> None:
@@ -28,7 +29,21 @@ def main() -> None:
             f"{model.decoder.size_bytes:,} B | {card['train_seconds']:.0f} s |"
         )
     print()
-    for name in ORDER:
+    print(
+        "| folder | λ | latent | validation bpp | validation PSNR (RGB) | encoder + decoder on disk | decoder "
+        "| steps | train time |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in PHOTOS:
+        model = load_model_dir(REPO / "models" / name)
+        card, validation = model.card, model.card["validation"]
+        print(
+            f"| `{name}` | {card['config']['lmbda']:g} | {model.latent_dim} ch | {validation['bpp']:.3f} | "
+            f"{validation['psnr_db']:.2f} dB | {model.encoder.size_bytes + model.decoder.size_bytes:,} B | "
+            f"{model.decoder.size_bytes:,} B | {card['config']['steps']} | {card['training']['train_seconds']:.0f} s |"
+        )
+    print()
+    for name in ORDER + PHOTOS:
         print(load_model_dir(REPO / "models" / name).card["train_command"])
 
 

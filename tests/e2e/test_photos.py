@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,14 @@ import pytest
 from PIL import Image
 
 from latentlink import compress, decompress
+from latentlink.shared.model_dir import load_model_dir, quality_model_dir
+from latentlink.shared.proto import latentlink_pb2 as pb
+from latentlink.shared.protocol import PROTOCOL_VERSION
 from latentlink.shared.serde import OutputFormat
 from tests.conftest import SAMPLES
-from tests.e2e.conftest import start_receiver
+from tests.e2e.conftest import start_receiver, visible_files
 from tests.e2e.test_cli import _send, receiver_process  # noqa: F401  (a fixture)
+from tests.e2e.test_protocol import _chunks, _stream
 
 # (height, width, channels): a single pixel, a strip, odd sizes, a full Kodak-sized frame, grey and colour.
 SHAPES = {"dot": (1, 1, 3), "strip": (17, 300, 3), "odd": (333, 517, 1), "frame": (512, 768, 3), "grey": (40, 90, 1)}
@@ -107,3 +112,50 @@ def test_the_sender_says_which_model_it_chose(receiver_process, mixed_folder):  
 def test_a_quality_the_photo_ladder_lacks_is_a_clear_error(mixed_folder):
     result = _send("--target", "127.0.0.1:9", "--quality", "5", str(mixed_folder))
     assert result.returncode == 2 and "photo ladder" in result.stderr and "Traceback" not in result.stderr
+
+
+def _photo_hello(model) -> pb.SenderMessage:
+    return pb.SenderMessage(
+        hello=pb.Hello(
+            protocol_version=PROTOCOL_VERSION,
+            decoder_digest=model.decoder.digest,
+            decoder=pb.DecoderSummary(
+                image_shape=model.image_shape,
+                latent_dim=model.latent_dim,
+                size_bytes=model.decoder.size_bytes,
+                model_name=model.name,
+                has_entropy_model=True,
+            ),
+            encodings=[pb.LATENT_ENCODING_HYPERPRIOR],
+            session="hostile",
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape", "why"),
+    [((60000, 60000, 3), "at most 4194304 per batch"), ((0, 10, 3), "pixels each way"), ((64, 64, 3), "corrupt")],
+)
+def test_a_receiver_fails_hostile_shapes_and_writes_nothing(receiver, shape, why):
+    folder = quality_model_dir(1, photos=True)
+    model = load_model_dir(folder)
+    h, w, c = shape
+    batch = pb.LatentBatch(
+        decoder_digest=model.decoder.digest,
+        encoding=pb.LATENT_ENCODING_HYPERPRIOR,
+        latent_dim=model.latent_dim,
+        count=1,
+        names=zlib.compress(b"x.png"),
+        shapes=[pb.ImageShape(height=h, width=w, channels=c)],
+        sizes=[8],
+        payload=bytes(range(8)),  # no image's bitstream
+    )
+    messages = [
+        _photo_hello(model),
+        *_chunks((folder / "decoder.lln").read_bytes()),
+        pb.SenderMessage(latent_batch=batch),
+        pb.SenderMessage(finish=pb.Finish(images_sent=1)),
+    ]
+    acks = [reply.acks for reply in _stream(receiver.address, messages) if reply.WhichOneof("kind") == "acks"]
+    assert acks and acks[0].failures and why in acks[0].failures[0].error, acks
+    assert not visible_files(receiver.out)
