@@ -19,6 +19,7 @@ from latentlink.shared.serde import OutputFormat
 from tests.conftest import SAMPLES
 from tests.e2e.conftest import start_receiver, visible_files
 from tests.e2e.test_cli import _send, receiver_process  # noqa: F401  (a fixture)
+from tests.e2e.test_library_and_cli import _latentlink
 from tests.e2e.test_protocol import _chunks, _stream
 
 # (height, width, channels): a single pixel, a strip, odd sizes, a full Kodak-sized frame, grey and colour.
@@ -159,3 +160,26 @@ def test_a_receiver_fails_hostile_shapes_and_writes_nothing(receiver, shape, why
     acks = [reply.acks for reply in _stream(receiver.address, messages) if reply.WhichOneof("kind") == "acks"]
     assert acks and acks[0].failures and why in acks[0].failures[0].error, acks
     assert not visible_files(receiver.out)
+
+
+def test_an_image_over_the_receivers_pixel_limit_is_reported_not_sent(receiver_process, tmp_path):  # noqa: F811
+    address, out, _ = receiver_process
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.new("L", (2100, 2100), 90).save(folder / "huge.png")  # 4.4 M pixels: over the 4 M of a batch
+    Image.fromarray(_picture((30, 40, 3), 1)).save(folder / "small.png")
+    result = _send("--target", address, "--json", str(folder))
+    summary = json.loads(result.stdout)
+    assert result.returncode == 1 and summary["written"] == 1
+    assert "over the receiver's 4194304 pixels" in summary["failed"]["huge.png"]
+
+
+def test_latentlink_compress_info_and_decompress_keep_sizes_and_modes(mixed_folder, tmp_path):
+    made = _latentlink("compress", str(mixed_folder), "-o", "photos.llnk", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert "model photo-q2: the inputs are photos" in made.stdout
+    assert "of any size" in _latentlink("info", "photos.llnk", cwd=tmp_path).stdout
+    assert _latentlink("decompress", "photos.llnk", "-o", "restored", cwd=tmp_path).returncode == 0
+    for name, original in _originals(mixed_folder).items():
+        with Image.open(tmp_path / "restored" / name) as image:
+            assert np.asarray(image).shape == original.shape, name
