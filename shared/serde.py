@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,6 +63,7 @@ __all__ = [
     "latents_to_batch",
     "coding_tables",
     "batch_pixels",
+    "pack_names",
     "photo_batch",
     "photo_batches",
     "supported_encodings",
@@ -158,7 +160,7 @@ def latents_to_batch(
         first_seq=first_seq,
         count=len(names),
         image_shape=image_shape,
-        names=zlib.compress("\0".join(names).encode(), 9),
+        **pack_names(names),
         checksum=_checksum(wire_latents(encoding, latents)),
     )
     if encoding == pb.LATENT_ENCODING_FLOAT64:
@@ -183,7 +185,7 @@ def photo_batch(decoder_digest: str, first_seq: int, images: Sequence[CodedImage
         latent_dim=latent_dim,
         first_seq=first_seq,
         count=len(names),
-        names=zlib.compress("\0".join(names).encode(), 9),
+        **pack_names(names),
         checksum=_checksum_of([image.latents.vector() for image in images]),
         shapes=[pb.ImageShape(height=h, width=w, channels=c) for h, w, c in (shapes[:1] if same else shapes)],
         sizes=[len(image.bitstream) for image in images],
@@ -226,7 +228,7 @@ def latents_from_batch(
         raise LatentCodecError(f"batch latent width {batch.latent_dim}, decoder expects {latent_dim}")
     if isinstance(tables, PhotoTables) != (batch.encoding == pb.LATENT_ENCODING_HYPERPRIOR):
         raise LatentCodecError(f"latent encoding {batch.encoding} does not fit this decoder")
-    names = _names(batch.names, n)
+    names = _pattern_names(batch.name_pattern, n) if batch.HasField("name_pattern") else _names(batch.names, n)
     if isinstance(tables, PhotoTables):
         shapes = _photo_shapes(batch, max_pixels)
         latents = _photo_latents(batch, shapes, tables)
@@ -284,6 +286,30 @@ def _latents(batch: pb.LatentBatch, n: int, latent_dim: int, tables: EntropyTabl
         except BitstreamError as exc:
             raise LatentCodecError(str(exc)) from None
     raise LatentCodecError(f"latent encoding {encoding} was not negotiated for this decoder")
+
+
+_NUMBERED = re.compile(r"(.*?)(\d+)(\D*)", re.DOTALL)
+MAX_PATTERN_WIDTH = 20  # digits: every uint64 fits
+
+
+def pack_names(names: Sequence[str]) -> dict:
+    """The LatentBatch fields that carry these names: a NamePattern for a numbered series, else the zlib list."""
+    match = _NUMBERED.fullmatch(names[0]) if names else None
+    if match and len(match.group(2)) <= MAX_PATTERN_WIDTH:
+        prefix, digits, suffix = match.groups()
+        pattern = pb.NamePattern(prefix=prefix, first=int(digits), width=len(digits), suffix=suffix)
+        if _pattern_names(pattern, len(names)) == list(names):
+            return {"name_pattern": pattern}
+    return {"names": zlib.compress("\0".join(names).encode(), 9)}
+
+
+def _pattern_names(pattern: pb.NamePattern, n: int) -> list[str]:
+    if (
+        pattern.width > MAX_PATTERN_WIDTH
+        or len(pattern.prefix.encode()) + len(pattern.suffix.encode()) > MAX_NAME_BYTES
+    ):
+        raise LatentCodecError("name pattern is wider or longer than allowed")
+    return [f"{pattern.prefix}{pattern.first + i:0{pattern.width}d}{pattern.suffix}" for i in range(n)]
 
 
 def _names(data: bytes, n: int) -> list[str]:

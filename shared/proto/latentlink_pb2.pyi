@@ -132,7 +132,7 @@ class ModelAccepted(_message.Message):
     def __init__(self, decoder_digest: _Optional[str] = ..., received_bytes: _Optional[int] = ...) -> None: ...
 
 class LatentBatch(_message.Message):
-    __slots__ = ("decoder_digest", "encoding", "latent_dim", "first_seq", "count", "image_shape", "names", "values", "payload", "checksum", "shapes", "sizes")
+    __slots__ = ("decoder_digest", "encoding", "latent_dim", "first_seq", "count", "image_shape", "names", "name_pattern", "values", "payload", "checksum", "shapes", "sizes")
     DECODER_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     LATENT_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -140,6 +140,7 @@ class LatentBatch(_message.Message):
     COUNT_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SHAPE_FIELD_NUMBER: _ClassVar[int]
     NAMES_FIELD_NUMBER: _ClassVar[int]
+    NAME_PATTERN_FIELD_NUMBER: _ClassVar[int]
     VALUES_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CHECKSUM_FIELD_NUMBER: _ClassVar[int]
@@ -152,12 +153,25 @@ class LatentBatch(_message.Message):
     count: int
     image_shape: _containers.RepeatedScalarFieldContainer[int]
     names: bytes
+    name_pattern: NamePattern
     values: _containers.RepeatedScalarFieldContainer[float]
     payload: bytes
     checksum: int
     shapes: _containers.RepeatedCompositeFieldContainer[ImageShape]
     sizes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, decoder_digest: _Optional[str] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., latent_dim: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., names: _Optional[bytes] = ..., values: _Optional[_Iterable[float]] = ..., payload: _Optional[bytes] = ..., checksum: _Optional[int] = ..., shapes: _Optional[_Iterable[_Union[ImageShape, _Mapping]]] = ..., sizes: _Optional[_Iterable[int]] = ...) -> None: ...
+    def __init__(self, decoder_digest: _Optional[str] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., latent_dim: _Optional[int] = ..., first_seq: _Optional[int] = ..., count: _Optional[int] = ..., image_shape: _Optional[_Iterable[int]] = ..., names: _Optional[bytes] = ..., name_pattern: _Optional[_Union[NamePattern, _Mapping]] = ..., values: _Optional[_Iterable[float]] = ..., payload: _Optional[bytes] = ..., checksum: _Optional[int] = ..., shapes: _Optional[_Iterable[_Union[ImageShape, _Mapping]]] = ..., sizes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class NamePattern(_message.Message):
+    __slots__ = ("prefix", "first", "width", "suffix")
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    FIRST_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    SUFFIX_FIELD_NUMBER: _ClassVar[int]
+    prefix: str
+    first: int
+    width: int
+    suffix: str
+    def __init__(self, prefix: _Optional[str] = ..., first: _Optional[int] = ..., width: _Optional[int] = ..., suffix: _Optional[str] = ...) -> None: ...
 
 class ImageFailure(_message.Message):
     __slots__ = ("seq", "error")

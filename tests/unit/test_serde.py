@@ -7,7 +7,7 @@ import pytest
 
 from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.proto import latentlink_pb2 as pb
-from latentlink.shared.serde import LatentCodecError, latents_from_batch, latents_to_batch, wire_latents
+from latentlink.shared.serde import LatentCodecError, latents_from_batch, latents_to_batch, pack_names, wire_latents
 from latentlink.train.factorized_prior import _quantize
 
 DIGEST = "ab" * 32
@@ -135,3 +135,30 @@ def test_a_garbled_message_is_data_loss_not_a_crash():
     with pytest.raises(ProtocolError) as caught:
         parse_sender_message(b"\xff\xff\xff\xff")
     assert caught.value.status == "DATA_LOSS"
+
+
+@pytest.mark.parametrize(
+    ("names", "pattern"),
+    [
+        ([f"mnist/x_test_{i:04d}.png" for i in range(5, 517)], True),
+        ([f"img{i}.png" for i in range(8, 13)], True),  # 8, 9, 10, 11, 12: unpadded numbers
+        (["a.png", "b.png"], False),
+        (["img1.png", "img3.png"], False),
+        (["x_test_0009.png", "x_test_10.png"], False),
+        (["only.png"], False),
+    ],
+)
+def test_numbered_names_travel_as_a_pattern_and_come_back_the_same(names, pattern):
+    fields = pack_names(names)
+    assert ("name_pattern" in fields) == pattern
+    batch = latents_to_batch("a" * 64, pb.LATENT_ENCODING_FLOAT64, 0, names, (28, 28), np.zeros((len(names), 4)))
+    assert latents_from_batch(batch, 4).names == names
+    if pattern:
+        assert batch.ByteSize() < 8 * 4 * len(names) + 200  # the names cost almost nothing
+
+
+def test_a_hostile_name_pattern_is_refused():
+    batch = latents_to_batch("a" * 64, pb.LATENT_ENCODING_FLOAT64, 0, ["a1", "a2"], (28, 28), np.zeros((2, 4)))
+    batch.name_pattern.width = 10**6
+    with pytest.raises(LatentCodecError, match="name pattern"):
+        latents_from_batch(batch, 4)
