@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     photo.add_argument("--width", type=int, default=PhotoConfig.channels, help="transform channels N")
     photo.add_argument("--latent-channels", type=int, default=PhotoConfig.latent, help="latent channels M")
     photo.add_argument("--grey", action="store_true", help="train on greyscale images (default: colour)")
-    photo.add_argument("--init", type=Path, help="start from this checkpoint (fine-tuning)")
+    photo.add_argument(
+        "--init", type=Path, help="start from this checkpoint, or this photo model folder (photo-q2, ...): fine-tuning"
+    )
     photo.add_argument("--checkpoint", type=Path, help="save the weights here as training goes")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--name", help="model name (default: the output folder's name)")

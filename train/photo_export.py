@@ -14,7 +14,7 @@ from latentlink.shared.model_format import tensor_from_array
 from latentlink.shared.proto import model_pb2
 from latentlink.train.photo_model import SCALE_LEVELS, SCALE_MAX, SCALE_MIN
 
-__all__ = ["integer_hyper_synthesis", "scale_tables", "write_photo_model", "evaluate_photo_model"]
+__all__ = ["evaluate_photo_model", "integer_hyper_synthesis", "load_photo_model", "scale_tables", "write_photo_model"]
 
 WEIGHT_BITS = 15  # integer kernels use at most 15 bits of magnitude
 ACTIVATION_FRACTION = 10  # hidden activations and the output log-scale carry 10 fractional bits
@@ -146,3 +146,36 @@ def evaluate_photo_model(files: ModelFiles, images: list[np.ndarray]) -> dict[st
         "decode_s": dec_s / n,
         "images": n,
     }
+
+
+def load_photo_model(model, files: ModelFiles) -> None:
+    """Loads a shipped or exported photo model's weights into a PhotoModel of the same shape, to train it further.
+
+    The transforms come back exactly; the hyper-synthesis from its integer
+    weights (within their rounding); the prior over z, which the files hold
+    only as frozen tables, starts afresh.
+    """
+    from latentlink.shared.model_format import tensor_to_array
+
+    def float_layers(keras_model, portable_layers) -> None:
+        weights = []
+        for layer in portable_layers:
+            kind = layer.WhichOneof("kind")
+            spec = getattr(layer, kind)
+            if kind == "gdn":  # trained as squares: beta = beta_root^2 + 1e-6, gamma = gamma_root^2
+                beta, gamma = tensor_to_array(spec.beta), tensor_to_array(spec.gamma)
+                weights += [np.sqrt(np.maximum(beta - 1e-6, 0)), np.sqrt(gamma)]
+            elif kind in ("conv2d", "conv2d_transpose"):
+                weights += [tensor_to_array(spec.kernel), tensor_to_array(spec.bias)]
+        keras_model.set_weights(weights)
+
+    float_layers(model.analysis, files.encoder.network.layers)
+    float_layers(model.synthesis, files.decoder.network.layers)
+    float_layers(model.hyper_analysis, files.encoder.network.hyper_analysis)
+    weights, fraction = [], 0
+    for layer in files.decoder.network.hyperprior.layers:
+        weight_fraction = layer.shift + ACTIVATION_FRACTION - fraction
+        weights.append((tensor_to_array(layer.kernel) / 2.0**weight_fraction).astype(np.float32))
+        weights.append((tensor_to_array(layer.bias) / 2.0 ** (fraction + weight_fraction)).astype(np.float32))
+        fraction = ACTIVATION_FRACTION
+    model.hyper_synthesis.set_weights(weights)

@@ -137,8 +137,13 @@ def train_photo(
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = build_photo_model(config.channels, config.latent, config.hyper, config.side, training[0].shape[2])
-    if init is not None:
+    if init is not None and Path(init).is_file():
         load_checkpoint(model, init)
+    elif init is not None:  # a model folder, or a shipped model's name
+        from latentlink.shared.model_dir import load_model_dir
+        from latentlink.train.photo_export import load_photo_model
+
+        load_photo_model(model, load_model_dir(init))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, config.steps), config.final_rate)
     optimizer = keras.optimizers.Adam(schedule, global_clipnorm=config.clip_norm)
     variables = model.trainable_variables()

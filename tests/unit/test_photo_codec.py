@@ -206,3 +206,25 @@ def test_golden_photo_bitstream():
 
 
 GOLDEN_PHOTO_SHA256 = "to be pinned once photo-q1 ships"
+
+
+def test_an_exported_model_loads_back_for_further_training(tiny, tiny_folder, tmp_path):
+    from latentlink.train.photo_export import load_photo_model
+
+    model = build_photo_model(8, 8, 8, 4)
+    load_photo_model(model, tiny)
+    again = write_photo_model(model, PhotoConfig(channels=8, latent=8, hyper=8, side=4), {}, tmp_path, "tiny", "x")
+    for ours, theirs in ((again.encoder.network, tiny.encoder.network), (again.decoder.network, tiny.decoder.network)):
+        for a, b in zip(_tensors(ours), _tensors(theirs), strict=True):  # GDN's squares: to the last bit or two
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-12)
+    assert again.decoder.network.hyperprior.layers == tiny.decoder.network.hyperprior.layers
+
+
+def _tensors(network: model_pb2.Network) -> list[np.ndarray]:
+    from latentlink.shared.model_format import tensor_to_array
+
+    found = []
+    for layer in [*network.layers, *network.hyper_analysis]:
+        spec = getattr(layer, layer.WhichOneof("kind"))
+        found += [tensor_to_array(getattr(spec, f.name)) for f, _ in spec.ListFields() if f.message_type is not None]
+    return found
