@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from latentlink.receiver import decode_budget
 from latentlink.receiver.journal import SessionJournal
 from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import is_digest
@@ -132,7 +133,11 @@ class ReceiverSession:
                 failures[batch.first_seq + row] = str(exc)
         rows = sorted(targets)
         if photos:
-            pixels = [decode_photo(self.decoder, batch.latents[row], batch.shapes[row]) for row in rows]
+            pixels = []
+            for row in rows:
+                height, width, _ = batch.shapes[row]
+                with decode_budget.SHARED.reserve(height * width):  # memory stays bounded across sessions
+                    pixels.append(decode_photo(self.decoder, batch.latents[row], batch.shapes[row]))
         else:
             pixels = decode_images(self.decoder, batch.latents[rows]) if rows else []
         keys = image_keys(self.digest, [targets[row][0] for row in rows], batch.vectors(rows))
