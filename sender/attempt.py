@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HANDSHAKE_TIMEOUT_S = 20.0
 # Batches in flight at most: enough to keep both ends busy, few enough to bound memory.
 UNACKED_BATCHES = 4
+# Images of any size read per batch: a few 4 M pixel photos, not 512 of them (each is coded and sent on its own).
+PHOTO_READ_IMAGES = 8
 # Batches read and decoded ahead of the encoder.
 READ_AHEAD_BATCHES = 2
 # Decoder upload pieces: small, so that a link that keeps breaking loses little of a resumable upload.
@@ -175,6 +177,8 @@ class Attempt:
             self.report.model_bytes = len(decoder_bytes) - self.report.model_bytes_base  # what this run uploaded
             self._advanced()
         batch_size = max(1, min(self.options.batch_size, terms.limits.max_batch_images or self.options.batch_size))
+        if self.encoder.any_size:  # photos are read a few at a time: 512 of them could fill the memory
+            batch_size = min(batch_size, PHOTO_READ_IMAGES)
         self._window_images = UNACKED_BATCHES * batch_size
         self._producer = threading.Thread(target=self._produce, args=(sources, batch_size), daemon=True, name="encode")
         self._producer.start()
