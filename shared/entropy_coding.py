@@ -71,10 +71,12 @@ class EntropyTables:
 
     def bits(self, latents: np.ndarray) -> np.ndarray:
         """Ideal code length in bits of each row of an (n, C) array of integer latents (escapes included)."""
-        symbols, escaped = self._symbols(latents, np.arange(latents.shape[1])[None, :])
-        rows = np.arange(latents.shape[1])[None, :]
-        freq = self.pmfs[rows, symbols].astype(np.float64)
-        return (self.precision - np.log2(freq)).sum(axis=1) + 32 * escaped.sum(axis=1)
+        return self.code_length(latents, np.broadcast_to(np.arange(latents.shape[1]), latents.shape)).sum(axis=1)
+
+    def code_length(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Ideal code length in bits of each integer value coded with its row (an escape adds its 32 raw bits)."""
+        symbols, escaped = self._symbols(values, rows)
+        return self.precision - np.log2(self.pmfs[rows, symbols].astype(np.float64)) + 32 * escaped
 
     def _symbols(self, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(values, np.float64)

@@ -182,6 +182,8 @@ def _check_layers(network: model_pb2.Network) -> tuple[int, int, int]:
         _walk(network.hyper_analysis, (4, 4, declared_out[2]), "hyper-analysis layer", any_size=True)
     if network.HasField("hyperprior"):
         macs += _check_hyperprior(network.hyperprior, declared_in[2])
+    if network.HasField("context_prior"):
+        macs += _check_context_prior(network)
     return activations, macs, block
 
 
@@ -223,15 +225,17 @@ INTEGER_BOUND = 1 << 20  # every integer-network activation, and its input, is c
 _EXACT_LIMIT = 1 << 53  # below this, float64 holds every integer exactly
 
 
-def _check_hyperprior(prior: model_pb2.HyperPrior, latent_channels: int) -> int:
-    """Checks the integer network's exactness bound and the tables; returns its multiply-adds per y position."""
-    if len(UnknownFieldSet(prior)) or not 1 <= prior.side_channels <= 1024:
-        raise ModelFormatError("hyperprior: side channels outside 1..1024 or unknown fields")
-    if not 1 <= len(prior.layers) <= MAX_LAYERS:
-        raise ModelFormatError(f"hyperprior: 1..{MAX_LAYERS} integer layers expected")
-    channels, scale, macs = prior.side_channels, 1.0, 0
-    for index, layer in enumerate(prior.layers):
-        where = f"hyperprior layer {index}"
+def _check_integer_layers(layers, channels: int, label: str) -> tuple[int, float, int, list[np.ndarray]]:
+    """Checks an integer network's layers and exactness bound from `channels` inputs.
+
+    Returns its output channels, its size ratio (output over input), its
+    multiply-adds per input position, and each layer's nonzero pattern [in, out].
+    """
+    if not 1 <= len(layers) <= MAX_LAYERS:
+        raise ModelFormatError(f"{label}: 1..{MAX_LAYERS} integer layers expected")
+    scale, macs, patterns = 1.0, 0, []
+    for index, layer in enumerate(layers):
+        where = f"{label} layer {index}"
         if len(UnknownFieldSet(layer)) or not 1 <= layer.stride <= 8 or layer.shift > 62:
             raise ModelFormatError(f"{where}: stride outside 1..8, shift over 62, or unknown fields")
         kernel = tensor_to_array(layer.kernel, f"{where} kernel")
@@ -249,17 +253,61 @@ def _check_hyperprior(prior: model_pb2.HyperPrior, latent_channels: int) -> int:
             raise ModelFormatError(f"{where}: sums may reach {bound}, past the exact range 2^53")
         scale = scale * layer.stride if layer.transpose else scale / layer.stride
         macs += terms * channels * (layer.stride**2 if layer.transpose else 1)
+        nonzero = np.any(kernel != 0, axis=(0, 1))
+        patterns.append(nonzero.T if layer.transpose else nonzero)
+    return channels, scale, macs, patterns
+
+
+def _check_hyperprior(prior: model_pb2.HyperPrior, latent_channels: int) -> int:
+    """Checks the integer network's exactness bound and the tables; returns its multiply-adds per y position."""
+    if len(UnknownFieldSet(prior)) or not 1 <= prior.side_channels <= 1024:
+        raise ModelFormatError("hyperprior: side channels outside 1..1024 or unknown fields")
+    channels, scale, macs, _ = _check_integer_layers(prior.layers, prior.side_channels, "hyperprior")
     if channels != latent_channels or scale != 4.0:
         raise ModelFormatError(
             f"hyperprior: the integer network maps z to {channels} channels at {scale}x its size; "
             f"the decoder needs {latent_channels} at 4x"
         )
-    thresholds = tensor_to_array(prior.thresholds, "hyperprior thresholds")
-    if thresholds.dtype != np.int32 or thresholds.ndim != 1 or np.any(np.diff(thresholds.astype(np.int64)) < 0):
-        raise ModelFormatError("hyperprior thresholds must be ascending int32")
+    levels = _check_thresholds(prior.thresholds, "hyperprior")
     _check_tables(prior.side, prior.side_channels, "hyperprior side tables")
-    _check_tables(prior.scales, len(thresholds) + 1, "hyperprior scale tables")
+    _check_tables(prior.scales, levels, "hyperprior scale tables")
     return -(-macs // 16)
+
+
+def _check_context_prior(network: model_pb2.Network) -> int:
+    """Checks a context prior: exact, autoregressive, its tables; returns its multiply-adds per image (decoding)."""
+    prior = network.context_prior
+    if network.role != model_pb2.ROLE_DECODER or len(network.input_shape) != 1 or network.HasField("entropy_model"):
+        raise ModelFormatError("only a decoder of latent vectors without an entropy model may carry a context prior")
+    latent = network.input_shape[0]
+    if len(UnknownFieldSet(prior)) or not 0 <= prior.fraction_bits <= 20:
+        raise ModelFormatError("context prior: fraction bits outside 0..20 or unknown fields")
+    bins = prior.mean_bins
+    if bins < 1 or bins & (bins - 1) or bins > 1 << prior.fraction_bits:
+        raise ModelFormatError("context prior: mean bins must be a power of two, at most 2^fraction_bits")
+    for layer in prior.layers:
+        if layer.transpose or layer.stride != 1 or tuple(layer.kernel.shape[:2]) != (1, 1):
+            raise ModelFormatError("context prior: only 1x1, stride-1 integer layers")
+    channels, _, macs, patterns = _check_integer_layers(prior.layers, latent, "context prior")
+    if channels != 2 * latent:
+        raise ModelFormatError(f"context prior: {channels} outputs, expected a mean and a log-scale per latent")
+    reach = np.eye(latent, dtype=bool)  # which inputs each unit depends on
+    for pattern in patterns:
+        reach = (reach.astype(np.int64) @ pattern.astype(np.int64)) > 0
+    outputs = np.concatenate([np.arange(latent), np.arange(latent)])
+    if np.any(reach & (np.arange(latent)[:, None] >= outputs[None, :])):
+        raise ModelFormatError("context prior: an output depends on its own latent or a later one")
+    levels = _check_thresholds(prior.thresholds, "context prior")
+    _check_tables(prior.tables, bins * levels, "context prior tables")
+    return macs * latent  # decoding runs the network once per latent
+
+
+def _check_thresholds(thresholds: model_pb2.Tensor, label: str) -> int:
+    """Checks ascending int32 thresholds; returns the number of levels they make."""
+    array = tensor_to_array(thresholds, f"{label} thresholds")
+    if array.dtype != np.int32 or array.ndim != 1 or np.any(np.diff(array.astype(np.int64)) < 0):
+        raise ModelFormatError(f"{label} thresholds must be ascending int32")
+    return len(array) + 1
 
 
 MAX_TABLE_WIDTH = 4096

@@ -19,6 +19,7 @@ from enum import IntEnum
 import numpy as np
 from google.protobuf.message import DecodeError
 
+from latentlink.shared.context_coding import ContextTables
 from latentlink.shared.entropy_coding import BitstreamError, EntropyTables
 from latentlink.shared.model_format import MAX_DIM
 from latentlink.shared.photo_codec import CodedImage, PhotoBatcher, PhotoLatents, PhotoTables
@@ -84,7 +85,7 @@ class LatentCodecError(ValueError):
     """A latent batch is inconsistent with itself or with the decoder."""
 
 
-Tables = EntropyTables | PhotoTables | None
+Tables = EntropyTables | ContextTables | PhotoTables | None
 Shape = tuple[int, int, int]  # height, width, channels
 
 
@@ -110,9 +111,12 @@ class DecodedBatch:
 
 
 def coding_tables(network) -> Tables:
-    """The exact coding tables of a validated decoder network: a vector model's, a photo model's, or none."""
+    """The exact coding machinery of a validated decoder: a photo model's, a context prior's, a factorised
+    prior's, or none (a float model)."""
     if network.HasField("hyperprior"):
         return PhotoTables(network)
+    if network.HasField("context_prior"):
+        return ContextTables(network)
     return EntropyTables.from_network(network)
 
 
@@ -147,7 +151,7 @@ def latents_to_batch(
     names: Sequence[str],
     image_shape: Sequence[int],
     latents: np.ndarray,
-    tables: EntropyTables | None = None,
+    tables: EntropyTables | ContextTables | None = None,
 ) -> pb.LatentBatch:
     """Packs an (n, latent_dim) array and its images' names into one message."""
     latents = np.asarray(latents)
@@ -269,7 +273,9 @@ def _photo_latents(batch: pb.LatentBatch, shapes: tuple[Shape, ...], tables: Pho
     return latents
 
 
-def _latents(batch: pb.LatentBatch, n: int, latent_dim: int, tables: EntropyTables | None) -> np.ndarray:
+def _latents(
+    batch: pb.LatentBatch, n: int, latent_dim: int, tables: EntropyTables | ContextTables | None
+) -> np.ndarray:
     encoding = batch.encoding
     if encoding == pb.LATENT_ENCODING_FLOAT64:
         if len(batch.values) != n * latent_dim:

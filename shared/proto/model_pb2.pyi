@@ -187,8 +187,22 @@ class EntropyModel(_message.Message):
     pmfs: Tensor
     def __init__(self, precision: _Optional[int] = ..., offsets: _Optional[_Union[Tensor, _Mapping]] = ..., lengths: _Optional[_Union[Tensor, _Mapping]] = ..., pmfs: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
+class ContextPrior(_message.Message):
+    __slots__ = ("layers", "fraction_bits", "mean_bins", "thresholds", "tables")
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    FRACTION_BITS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_BINS_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    TABLES_FIELD_NUMBER: _ClassVar[int]
+    layers: _containers.RepeatedCompositeFieldContainer[IntegerConv]
+    fraction_bits: int
+    mean_bins: int
+    thresholds: Tensor
+    tables: EntropyModel
+    def __init__(self, layers: _Optional[_Iterable[_Union[IntegerConv, _Mapping]]] = ..., fraction_bits: _Optional[int] = ..., mean_bins: _Optional[int] = ..., thresholds: _Optional[_Union[Tensor, _Mapping]] = ..., tables: _Optional[_Union[EntropyModel, _Mapping]] = ...) -> None: ...
+
 class Network(_message.Message):
-    __slots__ = ("format_version", "role", "model_name", "input_shape", "output_shape", "layers", "entropy_model", "hyperprior", "hyper_analysis")
+    __slots__ = ("format_version", "role", "model_name", "input_shape", "output_shape", "layers", "entropy_model", "hyperprior", "hyper_analysis", "context_prior")
     FORMAT_VERSION_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -198,6 +212,7 @@ class Network(_message.Message):
     ENTROPY_MODEL_FIELD_NUMBER: _ClassVar[int]
     HYPERPRIOR_FIELD_NUMBER: _ClassVar[int]
     HYPER_ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_PRIOR_FIELD_NUMBER: _ClassVar[int]
     format_version: int
     role: Role
     model_name: str
@@ -207,4 +222,5 @@ class Network(_message.Message):
     entropy_model: EntropyModel
     hyperprior: HyperPrior
     hyper_analysis: _containers.RepeatedCompositeFieldContainer[Layer]
-    def __init__(self, format_version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., model_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., entropy_model: _Optional[_Union[EntropyModel, _Mapping]] = ..., hyperprior: _Optional[_Union[HyperPrior, _Mapping]] = ..., hyper_analysis: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ...) -> None: ...
+    context_prior: ContextPrior
+    def __init__(self, format_version: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., model_name: _Optional[str] = ..., input_shape: _Optional[_Iterable[int]] = ..., output_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., entropy_model: _Optional[_Union[EntropyModel, _Mapping]] = ..., hyperprior: _Optional[_Union[HyperPrior, _Mapping]] = ..., hyper_analysis: _Optional[_Iterable[_Union[Layer, _Mapping]]] = ..., context_prior: _Optional[_Union[ContextPrior, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,71 @@
+"""The context prior over latent vectors: exact integer tables chosen latent by latent, checked on load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from latentlink.shared.context_coding import ContextTables
+from latentlink.shared.entropy_coding import BitstreamError
+from latentlink.shared.keras_bridge import network_from_keras
+from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network, tensor_from_array
+from latentlink.shared.proto import model_pb2
+from latentlink.train.autoencoder import rd_autoencoder
+from latentlink.train.context_prior import ContextPrior, context_prior_proto
+
+LATENT = 8
+
+
+@pytest.fixture(scope="module")
+def decoder() -> model_pb2.Network:
+    import keras
+
+    keras.utils.set_random_seed(5)
+    prior = ContextPrior(LATENT, hidden=(16, 16))
+    prior.build(None)
+    network = network_from_keras(rd_autoencoder(LATENT, 4).decoder, model_pb2.ROLE_DECODER, "ctx")
+    network.context_prior.CopyFrom(context_prior_proto(prior))
+    return parse_network(network_to_bytes(network)).network
+
+
+def _latents(n: int = 200, seed: int = 0) -> np.ndarray:
+    return np.round(np.random.default_rng(seed).laplace(0, 2.0, (n, LATENT)))
+
+
+def test_latents_round_trip_exactly_and_cost_what_the_tables_say(decoder):
+    tables = ContextTables(decoder)
+    latents = _latents()
+    data = tables.encode(latents)
+    np.testing.assert_array_equal(tables.decode(data, len(latents)), latents)
+    assert abs(8 * len(data) - tables.bits(latents).sum()) < 64 + 32 * LATENT  # ANS overhead: a few words
+    assert tables.encode(latents) == data
+
+
+def test_each_latents_table_depends_only_on_the_latents_before_it(decoder):
+    tables = ContextTables(decoder)
+    latents = _latents(50)
+    whole, rows = tables.choose(latents)
+    for d in range(LATENT):
+        changed = latents.copy()
+        changed[:, d:] = 0  # what the decoder holds when it reaches latent d
+        again_whole, again_rows = tables.choose(changed)
+        np.testing.assert_array_equal(again_rows[:, d], rows[:, d])
+        np.testing.assert_array_equal(again_whole[:, d], whole[:, d])
+
+
+def test_a_prior_that_looks_ahead_is_refused(decoder):
+    network = model_pb2.Network()
+    network.CopyFrom(decoder)
+    layer = network.context_prior.layers[0]
+    kernel = np.frombuffer(layer.kernel.data, "<i4").reshape(tuple(layer.kernel.shape)).copy()
+    kernel[0, 0, LATENT - 1, :] = 1  # the last latent feeds every hidden unit
+    layer.kernel.CopyFrom(tensor_from_array(kernel))
+    with pytest.raises(ModelFormatError, match="depends on its own latent or a later one"):
+        parse_network(network_to_bytes(network))
+
+
+def test_a_truncated_bitstream_is_an_error(decoder):
+    tables = ContextTables(decoder)
+    data = tables.encode(_latents())
+    with pytest.raises(BitstreamError):
+        tables.decode(data[: len(data) // 2], 200)
