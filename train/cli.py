@@ -33,6 +33,7 @@ class TrainConfig:
     train_limit: int = 0
     beta: float = 1e-4  # rd family: weight of bits per image against MSE
     channels: int = 20  # rd family: decoder width
+    prior: str = "factorized"  # rd family: "factorized" (per latent) or "context" (each latent given the ones before)
 
 
 def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool = True):
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--beta", type=float, default=defaults.beta, help="rd: bits-per-image weight (higher: smaller)")
     parser.add_argument("--channels", type=int, default=defaults.channels, help="rd: decoder width")
+    parser.add_argument(
+        "--prior",
+        choices=("factorized", "context"),
+        default=defaults.prior,
+        help="rd: entropy model of the latents: one per latent, or each given the ones before it",
+    )
     parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="latent width k")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -166,6 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_limit=args.train_limit,
         beta=args.beta,
         channels=args.channels,
+        prior=args.prior,
     )
     from latentlink.train.mnist import load_mnist
 
@@ -187,15 +195,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         from latentlink.train.rd_training import train_rd
 
         model, prior, losses = train_rd(config, x_train, progress=not args.quiet)
-        tables = EntropyTables(*integer_pmfs(prior), precision=16)
-        entropy_model = tables.to_proto()
-        latents = np.round(model.encoder.predict(x_test.astype(np.float32) / 255.0, batch_size=1000, verbose=0))
-        extra["test"] = {"table_bits_per_image": float(tables.bits(latents).mean())}
+        if config.prior == "context":
+            from latentlink.train.context_prior import context_prior_proto
+
+            entropy_model = context_prior_proto(prior)
+        else:
+            entropy_model = EntropyTables(*integer_pmfs(prior), precision=16).to_proto()
     else:
         model, losses = train_autoencoder(config, x_train, progress=not args.quiet)
     train_s = time.perf_counter() - start
     test, enc_rate, dec_rate = evaluate(model, x_test, quantize=entropy_model is not None)
     name = args.name or args.out.name
+    decoder = network_from_keras(model.decoder, model_pb2.ROLE_DECODER, name)
+    if isinstance(entropy_model, model_pb2.ContextPrior):
+        decoder.context_prior.CopyFrom(entropy_model)
+    elif entropy_model is not None:
+        decoder.entropy_model.CopyFrom(entropy_model)
+    if entropy_model is not None:
+        from latentlink.shared.serde import coding_tables
+
+        latents = np.round(model.encoder.predict(x_test.astype(np.float32) / 255.0, batch_size=1000, verbose=0))
+        extra["test"] = {"table_bits_per_image": float(coding_tables(decoder).bits(latents).mean())}
     argv_text = shlex.join(sys.argv[1:] if argv is None else list(argv))
     card = {
         "family": config.family,
@@ -214,9 +234,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "encoder_params": model.encoder.count_params(),
         "decoder_params": model.decoder.count_params(),
     }
-    decoder = network_from_keras(model.decoder, model_pb2.ROLE_DECODER, name)
-    if entropy_model is not None:
-        decoder.entropy_model.CopyFrom(entropy_model)
     files = save_model_dir(args.out, network_from_keras(model.encoder, model_pb2.ROLE_ENCODER, name), decoder, card)
     print(
         f"{name}: test {test}; trained in {train_s:.0f} s; "

@@ -1,4 +1,4 @@
-"""Trains a rate-distortion autoencoder: MSE + beta * bits, with a learned factorised prior."""
+"""Trains a rate-distortion autoencoder: MSE + beta * bits, with a learned factorised or context prior."""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ def train_rd(config, x_train: np.ndarray, progress: bool = True):
     from tqdm import tqdm
 
     from latentlink.train.autoencoder import rd_autoencoder
+    from latentlink.train.context_prior import ContextPrior
     from latentlink.train.factorized_prior import FactorizedPrior
 
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     model = rd_autoencoder(config.latent_dim, config.channels)
-    prior = FactorizedPrior(config.latent_dim)
+    prior = ContextPrior(config.latent_dim) if config.prior == "context" else FactorizedPrior(config.latent_dim)
     prior.build(None)
     x = x_train.astype(np.float32) / 255.0
     steps_per_epoch = -(-len(x) // config.batch_size)

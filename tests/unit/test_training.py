@@ -103,3 +103,20 @@ def test_a_folder_without_usable_images_is_a_clear_error(tmp_path, capsys, conte
     err = capsys.readouterr().err
     assert code == 2 and "latentlink-train: error:" in err and "Traceback" not in err
     assert not (tmp_path / "m").exists()
+
+
+def test_rd_training_with_a_context_prior_writes_a_model_the_codec_uses(mnist_path, mnist, tmp_path):
+    from latentlink import compress, decompress
+    from latentlink.shared.context_coding import ContextTables
+    from latentlink.shared.serde import coding_tables
+
+    out = tmp_path / "ctx"
+    args = ["--family", "rd", "--prior", "context", "--latent-dim", "8", "--channels", "4", "--epochs", "1"]
+    code = main([*args, "--train-limit", "512", "--data", str(mnist_path), "--out", str(out), "--quiet"])
+    assert code == 0
+    model = load_model_dir(out)
+    assert isinstance(coding_tables(model.decoder.network), ContextTables)
+    assert model.card["test"]["table_bits_per_image"] > 0
+    _, x_test = mnist
+    data = compress(x_test[:64], model=out)
+    assert decompress(data, out).shape == (64, 28, 28)
