@@ -51,6 +51,7 @@ def compress(
     *,
     names: Sequence[str] | None = None,
     device: str = "auto",
+    effort: int = 0,
 ) -> bytes:
     """Compresses uint8 images into a self-describing container.
 
@@ -59,7 +60,9 @@ def compress(
     MNIST ladder (`quality` 1..5, default 4) and anything else the photo
     ladder (`quality` 1..3, default 2); `model` is any model folder instead.
     `names` (default image_000000.png, ...) are kept in the container for
-    `latentlink decompress`. Raises ValueError for images the model cannot take.
+    `latentlink decompress`. `effort` (digit models) searches each image's
+    latents for a better rate-distortion trade (see sender/search.py). Raises
+    ValueError for images the model cannot take.
     """
     if quality is not None and model is not None:
         raise ValueError("give quality or model, not both")
@@ -80,7 +83,7 @@ def compress(
     batches = []
     for first in range(0, len(pixels), DEFAULT_BATCH_IMAGES):  # the batches a sender would send
         chunk = slice(first, first + DEFAULT_BATCH_IMAGES)
-        latents = encoder.encode(pixels[chunk])
+        latents = encoder.encode(pixels[chunk], effort)
         batches.append(
             latents_to_batch(
                 files.decoder.digest, encoding, first, names[chunk], files.image_shape, latents, encoder.tables

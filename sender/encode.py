@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latentlink.sender.search import refine
 from latentlink.shared.metrics import Quality
 from latentlink.shared.model_dir import ModelFiles
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo, resolve_device
@@ -40,8 +41,12 @@ class BatchEncoder:
     first `encode` waits for it. `device="gpu"` is checked at once.
     """
 
-    def __init__(self, model: ModelFiles, device: str = "auto") -> None:
+    def __init__(self, model: ModelFiles, device: str = "auto", effort: int = 0) -> None:
         self.model = model
+        # --effort: passes of rate-distortion-optimised rounding (sender/search.py); needs the trained beta.
+        self._beta = model.card.get("config", {}).get("beta")
+        self.effort_possible = self._beta is not None
+        self.effort = effort if self.effort_possible else 0
         # A decoder with entropy-coding tables was trained on integer latents.
         self.tables = coding_tables(model.decoder.network)
         self.any_size = model.encoder.any_size  # a photo model: images of any size, one bitstream each
@@ -67,11 +72,16 @@ class BatchEncoder:
         """The TensorFlow device the networks run on (waits until they are built)."""
         return self._networks.result()[0].device
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """Maps (n, 28, 28) uint8 images to (n, latent_dim) float32 latents (integers for coded models)."""
+    def encode(self, images: np.ndarray, effort: int | None = None) -> np.ndarray:
+        """Maps (n, 28, 28) uint8 images to (n, latent_dim) float32 latents (integers for coded models).
+
+        Coded models' latents are rounded, or searched with `effort` passes (default: the encoder's).
+        """
         latents = self._networks.result()[0](images.astype(np.float32) / 255.0)
-        # + 0.0 turns the -0.0 that rounding gives small negatives into the 0 the receiver decodes.
-        return np.round(latents) + 0.0 if self.tables is not None else latents
+        if self.tables is None:
+            return latents
+        passes = (self.effort if effort is None else effort) if self.effort_possible else 0
+        return refine(self.decoder_network, self.tables, images, latents.astype(np.float64), self._beta, passes)
 
     def encode_photo(self, image: np.ndarray) -> tuple[PhotoLatents, bytes]:
         """A photo model: one uint8 image of any size, (h, w) or (h, w, 3), to its latents and bitstream."""
