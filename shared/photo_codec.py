@@ -11,7 +11,6 @@ The receiver needs only the bitstream and (h, w, channels).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import constriction
@@ -93,9 +92,9 @@ class PhotoTables:
         (yh, yw), (zh, zw) = latent_sizes(height, width)
         return (zh, zw, self.side_channels), (yh, yw, self.latent_channels)
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one instance per decoder, few image sizes
-    def _side_rows(self, shape: tuple[int, int, int]) -> np.ndarray:
-        return np.broadcast_to(np.arange(shape[2]), shape)
+    @staticmethod
+    def _side_rows(shape: tuple[int, int, int]) -> np.ndarray:
+        return np.broadcast_to(np.arange(shape[2]), shape)  # z is coded with the row of its channel
 
     def encode(self, latents: PhotoLatents, height: int, width: int) -> bytes:
         """Codes one image's rounded latents (shapes must fit the image size)."""
@@ -135,9 +134,9 @@ class PhotoEncoder:
 
     def latents(self, image: np.ndarray) -> PhotoLatents:
         """The rounded latents of one uint8 image, (h, w) or (h, w, c)."""
-        y = np.round(self.analysis(pad_image(image, self.channels)[None]))
-        z = np.round(self.hyper_analysis(y, training=False).numpy())
-        return PhotoLatents(z[0].astype(np.int64), y[0].astype(np.int64))
+        y = self.analysis(pad_image(image, self.channels)[None])
+        z = np.round(self.hyper_analysis(y, training=False).numpy())  # from y before rounding, as in training
+        return PhotoLatents(z[0].astype(np.int64), np.round(y[0]).astype(np.int64))
 
     def encode(self, image: np.ndarray) -> tuple[PhotoLatents, bytes]:
         """The latents of one image and their bitstream."""
