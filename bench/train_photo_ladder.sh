@@ -14,5 +14,5 @@ train() {  # name, then latentlink-train arguments
     echo "$(date -u +%FT%TZ) done $name (exit $?)" >> "$CK/ladder.log"
 }
 train photo-q2 --lambda 0.0067 --steps 16000
-train photo-q3 --lambda 0.013 --steps 3500 --learning-rate 3e-4 --init "$CK/photo-q2.npz"
-train photo-q1 --lambda 0.0035 --steps 3500 --learning-rate 3e-4 --init "$CK/photo-q2.npz"
+train photo-q3 --lambda 0.013 --steps 5000 --learning-rate 3e-4 --init "$CK/photo-q2.npz"
+train photo-q1 --lambda 0.0035 --steps 5000 --learning-rate 3e-4 --init "$CK/photo-q2.npz"
