@@ -195,6 +195,7 @@ def test_shapes_that_do_not_fit_the_bitstream_fail_the_batch(tiny):
 def test_golden_photo_bitstream():
     """Seeded integer latents coded with the shipped photo-q1 decoder: these exact bytes, on any machine."""
     model = load_model_dir("photo-q1")
+    assert model.decoder.digest == GOLDEN_DECODER, "photo-q1 changed: pin its golden bitstream again"
     tables = PhotoTables(model.decoder.network)
     z_shape, y_shape = tables.shapes(100, 150)
     rng = np.random.default_rng(2026)
@@ -205,7 +206,8 @@ def test_golden_photo_bitstream():
     assert hashlib.sha256(data).hexdigest() == GOLDEN_PHOTO_SHA256, f"{len(data)} bytes; decoder {model.decoder.digest}"
 
 
-GOLDEN_PHOTO_SHA256 = "to be pinned once photo-q1 ships"
+GOLDEN_DECODER = "21cd4530c7500ef2684c863a8ad0c8fdbaca3b28f605672e36da8831ce2426c3"
+GOLDEN_PHOTO_SHA256 = "1c97e19af9c8c7a163e76ae8992d863567e68c28bcd60a733b377a7894596cef"
 
 
 def test_an_exported_model_loads_back_for_further_training(tiny, tiny_folder, tmp_path):
