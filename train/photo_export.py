@@ -12,80 +12,36 @@ from latentlink.shared.entropy_coding import EntropyTables
 from latentlink.shared.model_dir import ModelFiles, load_model_dir, save_model_dir
 from latentlink.shared.model_format import tensor_from_array
 from latentlink.shared.proto import model_pb2
+from latentlink.train.integer_export import (
+    ACTIVATION_FRACTION,
+    PRECISION,
+    TAIL_MASS,
+    gaussian_tables,
+    integer_layer,
+    log_thresholds,
+)
 from latentlink.train.photo_model import SCALE_LEVELS, SCALE_MAX, SCALE_MIN
+
+SCALE_TABLE = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
 
 __all__ = ["evaluate_photo_model", "integer_hyper_synthesis", "load_photo_model", "scale_tables", "write_photo_model"]
 
-WEIGHT_BITS = 15  # integer kernels use at most 15 bits of magnitude
-ACTIVATION_FRACTION = 10  # hidden activations and the output log-scale carry 10 fractional bits
-PRECISION = 16
-TAIL_MASS = 1e-9
-
 
 def integer_hyper_synthesis(hyper_synthesis) -> tuple[list[model_pb2.IntegerConv], np.ndarray]:
-    """Quantises the trained hyper-synthesis into integer layers, and the scale table into output thresholds.
-
-    Layer l sees activations with F_in fractional bits (0 for z) and gets a
-    kernel with F_w bits, as many as fit WEIGHT_BITS; its sum has F_in + F_w
-    fractional bits, and the shift brings it to ACTIVATION_FRACTION.
-    """
-    layers, fraction = [], 0
+    """Quantises the trained hyper-synthesis into integer layers, and the scale table into output thresholds."""
+    layers, fraction = [], 0  # z is an integer
     for layer in hyper_synthesis.layers:
         kernel, bias = layer.get_weights()
         config = layer.get_config()
-        weight_fraction = WEIGHT_BITS - max(0, math.ceil(math.log2(float(np.abs(kernel).max()) + 1e-12)))
-        total = fraction + weight_fraction
-        if total < ACTIVATION_FRACTION:
-            raise ValueError(f"hyper-synthesis weights too large to quantise ({np.abs(kernel).max():.3g})")
-        int_kernel = np.round(kernel.astype(np.float64) * 2.0**weight_fraction).astype(np.int32)
-        int_bias = np.round(bias.astype(np.float64) * 2.0**total)
-        if np.abs(int_bias).max() >= 2**31:
-            raise ValueError("hyper-synthesis bias too large to quantise")
-        layers.append(
-            model_pb2.IntegerConv(
-                transpose=type(layer).__name__ == "Conv2DTranspose",
-                stride=int(config["strides"][0]),
-                kernel=tensor_from_array(int_kernel),
-                bias=tensor_from_array(int_bias.astype(np.int32)),
-                shift=total - ACTIVATION_FRACTION,
-                relu=config["activation"] == "relu",
-            )
-        )
+        transpose, stride = type(layer).__name__ == "Conv2DTranspose", int(config["strides"][0])
+        layers.append(integer_layer(kernel, bias, fraction, config["activation"] == "relu", transpose, stride))
         fraction = ACTIVATION_FRACTION
-    log_scales = np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS)
-    midpoints = (log_scales[1:] + log_scales[:-1]) / 2
-    thresholds = np.ceil(midpoints * 2.0**ACTIVATION_FRACTION).astype(np.int32)
-    return layers, thresholds
+    return layers, log_thresholds(SCALE_TABLE)
 
 
 def scale_tables() -> EntropyTables:
     """Integer tables for a zero-mean Gaussian of each scale in the table, convolved with a unit uniform."""
-    from latentlink.train.factorized_prior import _quantize
-
-    scales = np.exp(np.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS))
-    rows = []
-    for scale in scales:
-        half = max(1, math.ceil(scale * math.sqrt(2) * _erfc_inverse(TAIL_MASS)))
-        values = np.arange(-half, half + 1)
-        cdf = np.array([0.5 * math.erfc(-v / (scale * math.sqrt(2))) for v in np.append(values - 0.5, half + 0.5)])
-        pmf = np.diff(cdf)
-        rows.append((-half, _quantize(np.append(pmf, max(1.0 - pmf.sum(), 0.0)), PRECISION)))
-    width = max(len(r) for _, r in rows)
-    pmfs = np.zeros((len(rows), width), np.int32)
-    for i, (_, row) in enumerate(rows):
-        pmfs[i, : len(row)] = row
-    offsets = np.array([o for o, _ in rows], np.int32)
-    lengths = np.array([len(r) for _, r in rows], np.int32)
-    return EntropyTables(offsets, lengths, pmfs, PRECISION)
-
-
-def _erfc_inverse(mass: float) -> float:
-    """x with erfc(x) = mass, by bisection (mass in (0, 1))."""
-    lo, hi = 0.0, 10.0
-    for _ in range(100):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if math.erfc(mid) > mass else (lo, mid)
-    return hi
+    return gaussian_tables(SCALE_TABLE)
 
 
 def write_photo_model(model, config, history: dict, out: Path, name: str, command: str) -> ModelFiles:
