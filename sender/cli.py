@@ -373,16 +373,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ImageError, ModelFormatError, ValueError) as exc:
         return _fail(str(exc))
 
-    from tqdm import tqdm
-
     from latentlink.sender.encode import BatchEncoder
-    from latentlink.sender.parallel import send_parallel
-    from latentlink.sender.session import new_session_name
 
     try:
         encoder = BatchEncoder(model, args.device, args.effort)
     except RuntimeError as exc:
         return _fail(str(exc))
+    try:
+        return _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, token)
+    finally:
+        encoder.settle()
+
+
+def _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, token) -> int:
+    """Sends (or dry-runs) and reports; returns the exit code."""
+    from tqdm import tqdm
+
+    from latentlink.sender.parallel import send_parallel
+    from latentlink.sender.session import new_session_name
+
     encodings = None if args.encoding == "auto" else [ENCODING_NAMES[args.encoding]]
     if args.encoding == "ans" and encoder.tables is None:
         return _fail(f'model "{model.name}" has no entropy model; use --encoding float32 or a --quality model')

@@ -67,6 +67,15 @@ class BatchEncoder:
         except BaseException as exc:  # re-raised by the first encode
             self._networks.set_exception(exc)
 
+    def settle(self) -> None:
+        """Waits until the background build has ended, whatever its outcome.
+
+        A program that ends (a dead target, say) while TensorFlow is still being
+        imported in that thread can abort in TensorFlow's C++ teardown (SIGABRT,
+        not our exit code); one that waits here first exits cleanly.
+        """
+        self._networks.exception()
+
     @property
     def device(self) -> str:
         """The TensorFlow device the networks run on (waits until they are built)."""
