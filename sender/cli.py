@@ -327,10 +327,17 @@ def _report_json(report, target: str | None, model) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
     args = build_parser().parse_args(argv)
-    from latentlink.shared.tf_import import import_in_background, protect_stderr
+    from latentlink.shared.tf_import import import_in_background, protect_stderr, settle_import
 
     protect_stderr()  # TensorFlow is imported in the background while the files are listed and the session starts
     import_in_background()
+    try:
+        return _main(args)
+    finally:
+        settle_import()  # ending during the import could abort in TensorFlow's teardown
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="sender %(levelname)s %(message)s")
     if not args.dry_run and not args.target:
         return _fail("--target HOST:PORT is required (or use --dry-run)")

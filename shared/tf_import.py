@@ -9,7 +9,7 @@ import os
 import sys
 import threading
 
-__all__ = ["freeze_heap", "import_in_background", "protect_stderr", "tensorflow"]
+__all__ = ["freeze_heap", "import_in_background", "protect_stderr", "settle_import", "tensorflow"]
 
 
 @contextlib.contextmanager
@@ -48,9 +48,24 @@ def protect_stderr() -> None:
 _import_lock = threading.Lock()
 
 
+_background: list[threading.Thread] = []
+
+
 def import_in_background() -> None:
-    """Starts importing TensorFlow now, in a daemon thread, for a program that needs it soon."""
-    threading.Thread(target=tensorflow, daemon=True, name="import-tensorflow").start()
+    """Starts importing TensorFlow now, in a daemon thread, for a program that needs it soon.
+
+    Such a program calls `settle_import` before it ends: one that ends while the
+    import runs can abort (SIGABRT) in TensorFlow's C++ teardown.
+    """
+    thread = threading.Thread(target=tensorflow, daemon=True, name="import-tensorflow")
+    _background.append(thread)
+    thread.start()
+
+
+def settle_import() -> None:
+    """Waits until a background import of TensorFlow, if one was started, has ended."""
+    for thread in _background:
+        thread.join()
 
 
 def tensorflow():
