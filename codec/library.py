@@ -26,7 +26,7 @@ from latentlink.shared.model_dir import (
     shipped_model_dirs,
 )
 from latentlink.shared.model_format import NetworkInfo, parse_network
-from latentlink.shared.photo_codec import CodedImage
+from latentlink.shared.photo_codec import CodedImage, image_shape
 from latentlink.shared.proto import model_pb2
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_PIXELS
 from latentlink.shared.serde import (
@@ -103,8 +103,7 @@ def _photo_batches(encoder, files: ModelFiles, images: list[np.ndarray], names: 
         if image.shape[0] * image.shape[1] > MAX_BATCH_PIXELS or min(image.shape[:2]) < 1:
             raise ValueError(f"image {index} is {image.shape[1]}x{image.shape[0]}: 1 to {MAX_BATCH_PIXELS} pixels")
         latents, data = encoder.encode_photo(image)
-        shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
-        coded.append(CodedImage(name, shape, latents, data))
+        coded.append(CodedImage(name, image_shape(image), latents, data))
     return list(photo_batches(files.decoder.digest, coded, files.latent_dim))
 
 

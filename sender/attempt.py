@@ -322,7 +322,7 @@ class Attempt:
         ):
             if not isinstance(item, CodedImage):
                 self._fail(dict([item]))
-            elif not self._in_place([item.name], [item.latents.vector()]) and (full := batcher.add(item)):
+            elif not self._in_place([item.name], [item.latents.vector]) and (full := batcher.add(item)):
                 self._emit_photos(full)
         if last := batcher.flush():
             self._emit_photos(last)

@@ -14,7 +14,7 @@ from latentlink.sender.search import refine
 from latentlink.shared.metrics import Quality
 from latentlink.shared.model_dir import ModelFiles
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo, resolve_device
-from latentlink.shared.photo_codec import CodedImage, PhotoEncoder, PhotoLatents
+from latentlink.shared.photo_codec import CodedImage, PhotoEncoder, PhotoLatents, image_shape
 from latentlink.shared.serde import coding_tables
 from latentlink.shared.tf_import import freeze_heap
 
@@ -212,7 +212,7 @@ def code_photos(
     travel; with `min_psnr`, one predicted under it is not sent.
     """
     for name, image in zip(names, images, strict=True):
-        shape = (image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1)
+        shape = image_shape(image)
         if shape[0] * shape[1] > max_pixels:
             yield name, f"{shape[1]}x{shape[0]} image is over the receiver's {max_pixels} pixels"
             continue

@@ -11,6 +11,7 @@ The receiver needs only the bitstream and (h, w, channels).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import constriction
@@ -24,6 +25,7 @@ from latentlink.shared.proto import model_pb2
 __all__ = [
     "PAD",
     "CodedImage",
+    "image_shape",
     "PhotoBatcher",
     "PhotoDecoder",
     "PhotoEncoder",
@@ -35,6 +37,11 @@ __all__ = [
 ]
 
 PAD = 64  # the models' total downsampling of z: images are padded to a multiple of it
+
+
+def image_shape(image: np.ndarray) -> tuple[int, int, int]:
+    """(height, width, channels) of a grey (h, w) or colour (h, w, 3) image."""
+    return image.shape[0], image.shape[1], image.shape[2] if image.ndim == 3 else 1
 
 
 def latent_sizes(height: int, width: int) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -71,6 +78,7 @@ class PhotoLatents:
     z: np.ndarray  # (zh, zw, Z)
     y: np.ndarray  # (yh, yw, M)
 
+    @functools.cached_property
     def vector(self) -> np.ndarray:
         """The logical latents as one float64 vector (z, then y, row-major): what image keys and checksums hash."""
         return np.concatenate([self.z.ravel(), self.y.ravel()]).astype(np.float64)
@@ -182,18 +190,21 @@ class PhotoBatcher:
     max_pixels: int
     max_bytes: int
     pending: list[CodedImage] = field(default_factory=list)
+    pixels: int = 0  # of the pending images
+    size: int = 0  # bitstream bytes of the pending images
 
     def add(self, item: CodedImage) -> list[CodedImage] | None:
         """Takes one image (which must fit a batch alone); returns the batch it closed, if any."""
-        pixels = sum(i.shape[0] * i.shape[1] for i in self.pending) + item.shape[0] * item.shape[1]
-        size = sum(len(i.bitstream) for i in self.pending) + len(item.bitstream)
+        pixels, size = item.shape[0] * item.shape[1], len(item.bitstream)
         full = None
-        if self.pending and (pixels > self.max_pixels or size > self.max_bytes):
-            full, self.pending = self.pending, []
+        if self.pending and (self.pixels + pixels > self.max_pixels or self.size + size > self.max_bytes):
+            full = self.flush()
         self.pending.append(item)
+        self.pixels += pixels
+        self.size += size
         return full
 
     def flush(self) -> list[CodedImage] | None:
         """The last, partly filled batch, if any."""
-        full, self.pending = self.pending or None, []
+        full, self.pending, self.pixels, self.size = self.pending or None, [], 0, 0
         return full

@@ -106,7 +106,7 @@ class DecodedBatch:
     def vectors(self, rows: Sequence[int]) -> list[np.ndarray]:
         """The logical latent vectors of these images (what image keys hash)."""
         if self.shapes:
-            return [self.latents[row].vector() for row in rows]
+            return [self.latents[row].vector for row in rows]
         return list(self.latents[list(rows)])
 
 
@@ -190,7 +190,7 @@ def photo_batch(decoder_digest: str, first_seq: int, images: Sequence[CodedImage
         first_seq=first_seq,
         count=len(names),
         **pack_names(names),
-        checksum=_checksum_of([image.latents.vector() for image in images]),
+        checksum=_checksum_of([image.latents.vector for image in images]),
         shapes=[pb.ImageShape(height=h, width=w, channels=c) for h, w, c in (shapes[:1] if same else shapes)],
         sizes=[len(image.bitstream) for image in images],
         payload=b"".join(image.bitstream for image in images),
@@ -236,7 +236,7 @@ def latents_from_batch(
     if isinstance(tables, PhotoTables):
         shapes = _photo_shapes(batch, max_pixels)
         latents = _photo_latents(batch, shapes, tables)
-        if _checksum_of([item.vector() for item in latents]) != batch.checksum:
+        if _checksum_of([item.vector for item in latents]) != batch.checksum:
             raise LatentCodecError("latents fail their checksum: corrupt payload")
         return DecodedBatch(batch.first_seq, names, (), latents, shapes)
     latents = _latents(batch, n, latent_dim, tables)

@@ -79,7 +79,7 @@ def write_photo_model(model, config, history: dict, out: Path, name: str, comman
 
 def evaluate_photo_model(files: ModelFiles, images: list[np.ndarray]) -> dict[str, float]:
     """Real bitstreams and 8-bit reconstructions: mean bits per pixel (bitstream only), PSNR and seconds per image."""
-    from latentlink.shared.photo_codec import PhotoDecoder, PhotoEncoder
+    from latentlink.shared.photo_codec import PhotoDecoder, PhotoEncoder, image_shape
 
     encoder, decoder = PhotoEncoder(files.encoder, files.decoder, "cpu"), PhotoDecoder(files.decoder)
     bpps, psnrs, enc_s, dec_s = [], [], 0.0, 0.0
@@ -89,7 +89,7 @@ def evaluate_photo_model(files: ModelFiles, images: list[np.ndarray]) -> dict[st
         _, data = encoder.encode(image)
         enc_s += time.perf_counter() - start
         start = time.perf_counter()
-        _, decoded = decoder.decode(data, h, w, image.shape[2] if image.ndim == 3 else 1)
+        _, decoded = decoder.decode(data, *image_shape(image))
         dec_s += time.perf_counter() - start
         mse = float(np.mean((decoded.astype(np.float64) - image.reshape(decoded.shape)) ** 2))
         bpps.append(8 * len(data) / (h * w))
