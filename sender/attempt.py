@@ -25,6 +25,7 @@ from latentlink.shared.model_format import network_to_bytes
 from latentlink.shared.photo_codec import CodedImage, PhotoBatcher
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.protocol import (
+    MAX_BATCH_IMAGES,
     MAX_BATCH_PIXELS,
     MAX_MESSAGE_BYTES,
     MODEL_CHUNK_BYTES,
@@ -120,6 +121,7 @@ class Attempt:
         self.encoding = Encoding.FLOAT32
         self.output_format = OutputFormat.PNG
         self.max_batch_pixels = MAX_BATCH_PIXELS
+        self.max_batch_images = MAX_BATCH_IMAGES
         self.max_payload_bytes = MAX_MESSAGE_BYTES // 2
         self.durable: set[bytes] = set()  # keys of the session's images already on the receiver's disk
         self.producer_error: BaseException | None = None
@@ -228,6 +230,7 @@ class Attempt:
             raise SessionError(f"receiver picked latent encoding {terms.encoding}, which was not offered")
         self.encoding, self.output_format = Encoding(terms.encoding), OutputFormat(terms.output_format)
         self.max_batch_pixels = terms.limits.max_batch_pixels or MAX_BATCH_PIXELS
+        self.max_batch_images = terms.limits.max_batch_images or MAX_BATCH_IMAGES
         # Names, shapes and framing take the rest of a message: a photo batch's bitstreams stay under half of it.
         self.max_payload_bytes = (terms.limits.max_message_bytes or MAX_MESSAGE_BYTES) // 2
         self.report.session_dir = terms.session_dir
@@ -309,7 +312,7 @@ class Attempt:
 
     def _send_photos(self, loaded: LoadedBatch) -> None:
         """Images of any size: coded one by one, sent in batches within the receiver's pixel and message limits."""
-        batcher = PhotoBatcher(self.max_batch_pixels, self.max_payload_bytes)
+        batcher = PhotoBatcher(self.max_batch_pixels, self.max_payload_bytes, self.max_batch_images)
         options = self.options
         for item in code_photos(
             self.encoder,

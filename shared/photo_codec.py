@@ -21,6 +21,7 @@ from latentlink.shared.entropy_coding import BitstreamError, EntropyTables, ans_
 from latentlink.shared.integer_network import IntegerNetwork
 from latentlink.shared.model_format import NetworkInfo
 from latentlink.shared.proto import model_pb2
+from latentlink.shared.protocol import MAX_BATCH_IMAGES
 
 __all__ = [
     "PAD",
@@ -185,10 +186,12 @@ class CodedImage:
 
 @dataclass
 class PhotoBatcher:
-    """Groups coded images into batches of at most `max_pixels` pixels and `max_bytes` of bitstreams."""
+    """Groups coded images into batches of at most `max_pixels` pixels, `max_bytes` of bitstreams and
+    `max_images` images."""
 
     max_pixels: int
     max_bytes: int
+    max_images: int = MAX_BATCH_IMAGES
     pending: list[CodedImage] = field(default_factory=list)
     pixels: int = 0  # of the pending images
     size: int = 0  # bitstream bytes of the pending images
@@ -197,7 +200,8 @@ class PhotoBatcher:
         """Takes one image (which must fit a batch alone); returns the batch it closed, if any."""
         pixels, size = item.shape[0] * item.shape[1], len(item.bitstream)
         full = None
-        if self.pending and (self.pixels + pixels > self.max_pixels or self.size + size > self.max_bytes):
+        over = self.pixels + pixels > self.max_pixels or self.size + size > self.max_bytes
+        if self.pending and (over or len(self.pending) >= self.max_images):
             full = self.flush()
         self.pending.append(item)
         self.pixels += pixels

@@ -112,3 +112,11 @@ def test_unknown_decoder_is_named(packed):
         decompress(packed, model=shipped_model_dir("q1"))
     assert decompress(packed, model=shipped_model_dir("q4") / "decoder.lln").shape == (40, 28, 28)
     assert issubclass(UnknownDecoderError, ValueError)
+
+
+def test_more_tiny_photos_than_a_batch_holds_still_round_trip():
+    """1,030 images of 2x2 pixels fit the pixel budget of one batch, but not its 1,024-image limit."""
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (2, 2, 3), dtype=np.uint8) for _ in range(1030)]
+    restored = decompress(compress(images, quality=1))
+    assert restored.shape == (1030, 2, 2, 3)
