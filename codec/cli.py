@@ -163,11 +163,12 @@ def _decompress(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from latentlink.codec.container import unpack_container
+    from latentlink.shared.model_format import is_any_size
 
     data = _read(args.file)
     container = unpack_container(data)
     count = max(container.image_count, 1)
-    if container.image_shape[:2] == (0, 0):
+    if is_any_size(container.image_shape):
         kind = "of any size (grey or colour)"
     else:
         kind = "of {1}x{0} (greyscale)".format(*container.image_shape)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from latentlink.shared.model_format import is_any_size
 from latentlink.shared.proto import container_pb2, latentlink_pb2
 
 __all__ = [
@@ -94,7 +95,7 @@ def unpack_container(data: bytes) -> Container:
 
 def _check_consistent(container: Container, image_count: int) -> None:
     shape = container.image_shape
-    any_size = len(shape) == 3 and shape[:2] == (0, 0) and shape[2] > 0  # shapes travel in each batch
+    any_size = len(shape) == 3 and is_any_size(shape) and shape[2] > 0  # shapes travel in each batch
     if not any_size and (len(shape) != 2 or not all(shape)):
         raise ContainerError(f"image shape {list(shape)} is neither height, width nor [0, 0, channels]")
     expected_seq = 0

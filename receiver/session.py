@@ -16,6 +16,7 @@ from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import is_digest
 from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably
 from latentlink.shared.image_io import batch_file_name, encode_png
+from latentlink.shared.model_format import is_any_size
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo
 from latentlink.shared.protocol import MAX_MODEL_BYTES, PROTOCOL_VERSION, SENDER_ID, SESSION_NAME
 from latentlink.shared.serde import (
@@ -60,7 +61,7 @@ def check_request(request: SessionRequest) -> None:
 
 def pick_encoding(request: SessionRequest) -> Encoding:
     """Takes the sender's most preferred encoding that this receiver can decode."""
-    possible = decodable_encodings(request.has_entropy_model, request.image_shape[:2] == (0, 0))
+    possible = decodable_encodings(request.has_entropy_model, is_any_size(request.image_shape))
     for encoding in request.encodings:
         if encoding in possible:
             return Encoding(encoding)

@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from latentlink.shared.failures import examples, group_by_reason
+from latentlink.shared.model_format import ANY_SIZE, is_any_size
 
 __all__ = [
     "ANY_SIZE",
@@ -148,13 +149,7 @@ def read_image(path: Path, shape: tuple[int, ...], resize: FitResize | bool | No
     return np.asarray(grey, dtype=np.uint8)
 
 
-ANY_SIZE = (0, 0)  # the image shape of a model that takes images of any size
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
-
-
-def is_any_size(shape: tuple[int, ...]) -> bool:
-    """Whether a model's image shape means any size (a photo model's [0, 0, channels])."""
-    return tuple(shape[:2]) == ANY_SIZE
 
 
 def _read_any(data: bytes) -> np.ndarray:

@@ -20,11 +20,13 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from latentlink.shared.proto import model_pb2
 
 __all__ = [
+    "ANY_SIZE",
     "FORMAT_VERSION",
     "MAX_NETWORK_BYTES",
     "ModelFormatError",
     "NetworkInfo",
     "digest_of",
+    "is_any_size",
     "network_to_bytes",
     "parse_network",
     "tensor_from_array",
@@ -54,6 +56,14 @@ _ACTIVATIONS = frozenset(
 _WEIGHTED = frozenset({"dense", "conv2d", "conv2d_transpose"})
 _SPATIAL = frozenset({"conv2d", "conv2d_transpose", "affine", "gdn"})  # what an any-size network may use
 _PADDINGS = frozenset({model_pb2.PADDING_SAME, model_pb2.PADDING_VALID})
+
+
+ANY_SIZE = (0, 0)  # height and width of a network's images of any size: its shape is [0, 0, channels]
+
+
+def is_any_size(shape: tuple[int, ...]) -> bool:
+    """Whether an image shape means any size (a photo model's [0, 0, channels], or ANY_SIZE itself)."""
+    return tuple(shape[:2]) == ANY_SIZE
 
 
 class ModelFormatError(ValueError):
@@ -161,7 +171,7 @@ def _check_layers(network: model_pb2.Network) -> tuple[int, int, int]:
     if not 1 <= len(network.layers) <= MAX_LAYERS:
         raise ModelFormatError(f"network has {len(network.layers)} layers (1..{MAX_LAYERS} allowed)")
     declared_in, declared_out = tuple(network.input_shape), tuple(network.output_shape)
-    any_size = len(declared_in) == 3 and declared_in[:2] == (0, 0)
+    any_size = len(declared_in) == 3 and is_any_size(declared_in)
     block = _any_size_block(network) if any_size else 0
     if any_size:
         shape, activations, macs = _walk(network.layers, (block, block, declared_in[2]), "layer", any_size=True)
