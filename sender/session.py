@@ -28,6 +28,9 @@ DEFAULT_RETRY_S = 60.0
 _FIRST_BACKOFF_S, _MAX_BACKOFF_S = 0.25, 5.0
 # Statuses a receiver ends a stream with that are worth a reconnect once a session has started. Any
 # status without the receiver's trailers was made up by gRPC on our side: the link failed, also worth one.
+# What our own gRPC reports when the link garbles a frame (e.g. "Failed parsing HTTP/2"), even before the
+# handshake: a connection that could not be made is UNAVAILABLE instead, and stays a reason to give up.
+GARBLED = frozenset({grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL})
 RETRYABLE = frozenset(
     {
         grpc.StatusCode.UNAVAILABLE,
@@ -188,8 +191,9 @@ def _failure(exc: grpc.RpcError | LinkError, report: SendReport) -> StreamFailur
 def _worth_retrying(exc: grpc.RpcError | LinkError, failure: StreamFailure, attempt: Attempt) -> bool:
     if isinstance(exc, LinkError) or failure.busy:  # a busy receiver is waited for, even before any handshake
         return True
-    if not failure.reached:  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
-        return False
-    if attempt.garbled or RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ()):
+    made_up_here = RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ())
+    if not failure.reached and not (made_up_here and exc.code() in GARBLED):
+        return False  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
+    if attempt.garbled or made_up_here:
         return True  # our own gRPC made the status up (the link broke or garbled a frame), not the receiver
     return exc.code() in RETRYABLE  # the receiver's own statuses: INTERNAL or UNKNOWN there is a bug, not retried
