@@ -40,6 +40,10 @@ RETRYABLE = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
+# How gRPC core's HTTP/2 transport words a stream it tore down itself ("Stream removed (Illegal header
+# key ...)", "... (Failed parsing HTTP/2 ...)"): the link's fault even when some of the receiver's
+# trailers got through, e.g. a flipped byte in the trailer block.
+TRANSPORT_REMOVED = "Stream removed"
 
 
 def send_images(
@@ -191,7 +195,9 @@ def _failure(exc: grpc.RpcError | LinkError, report: SendReport) -> StreamFailur
 def _worth_retrying(exc: grpc.RpcError | LinkError, failure: StreamFailure, attempt: Attempt) -> bool:
     if isinstance(exc, LinkError) or failure.busy:  # a busy receiver is waited for, even before any handshake
         return True
-    made_up_here = RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ())
+    made_up_here = RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ()) or (
+        exc.details() or ""
+    ).startswith(TRANSPORT_REMOVED)
     if not failure.reached and not (made_up_here and exc.code() in GARBLED):
         return False  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
     if attempt.garbled or made_up_here:

@@ -7,13 +7,14 @@ import pytest
 
 from latentlink.sender.report import SendReport
 from latentlink.sender.session import _failure, _worth_retrying
+from latentlink.shared.protocol import RECEIVER_METADATA
 
 
 class _Broken(grpc.RpcError):
-    """A status as our own gRPC reports it: no trailer from a receiver."""
+    """A status as our own gRPC reports it: no trailer from a receiver unless `trailers` says so."""
 
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        self._code, self._details = code, details
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: tuple = ()) -> None:
+        self._code, self._details, self._trailers = code, details, trailers
 
     def code(self) -> grpc.StatusCode:
         return self._code
@@ -22,7 +23,7 @@ class _Broken(grpc.RpcError):
         return self._details
 
     def trailing_metadata(self):
-        return ()
+        return self._trailers
 
 
 class _Attempt:
@@ -44,4 +45,25 @@ def test_before_the_handshake_only_a_garbled_link_is_tried_again(code, details, 
     exc = _Broken(code, details)
     failure = _failure(exc, SendReport())  # no session folder yet: the handshake never came
     assert not failure.reached
+    assert _worth_retrying(exc, failure, _Attempt()) is retried
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "retried"),
+    [
+        # A flipped byte in the trailer block after the handshake (seen in CI, test_faults): the receiver's
+        # trailer got through, yet gRPC's transport tore the stream down. The link's fault.
+        (grpc.StatusCode.INTERNAL, "Stream removed (Illegal header key: gr\x8fc-message)", True),
+        (grpc.StatusCode.UNAVAILABLE, "receiver shutting down", True),
+        # The receiver's own INTERNAL or UNKNOWN is a bug there: sending again would hit it again.
+        (grpc.StatusCode.INTERNAL, "decoder failed", False),
+        (grpc.StatusCode.UNKNOWN, "Exception iterating responses", False),
+    ],
+)
+def test_after_the_handshake_a_status_the_transport_made_up_is_tried_again(code, details, retried):
+    exc = _Broken(code, details, trailers=(RECEIVER_METADATA,))
+    report = SendReport()
+    report.session_dir = "session-1"  # the handshake came
+    failure = _failure(exc, report)
+    assert failure.reached
     assert _worth_retrying(exc, failure, _Attempt()) is retried
