@@ -63,13 +63,14 @@ def conv_autoencoder(latent_dim: int = 64, channels: int = 32) -> Autoencoder:
     return _conv(latent_dim, channels, channels)
 
 
-def rd_autoencoder(latent_dim: int = 32, channels: int = 20) -> Autoencoder:
+def rd_autoencoder(latent_dim: int = 32, channels: int = 20, encoder_channels: int = 32) -> Autoencoder:
     """Builds the rate-distortion family: a full-width conv encoder and a slim decoder.
 
     Its latents are rounded to integers and entropy-coded; the decoder is kept
-    small because it is what travels to each receiver.
+    small because it is what travels to each receiver, while the encoder (on the
+    sender, which may have a GPU) can be as wide as pays.
     """
-    return _conv(latent_dim, 32, channels)
+    return _conv(latent_dim, encoder_channels, channels)
 
 
 def _conv(latent_dim: int, encoder_channels: int, decoder_channels: int) -> Autoencoder:

@@ -33,6 +33,7 @@ class TrainConfig:
     train_limit: int = 0
     beta: float = 1e-4  # rd family: weight of bits per image against MSE
     channels: int = 20  # rd family: decoder width
+    encoder_channels: int = 32  # rd family: encoder width (first layer; the second has twice as many)
     prior: str = "factorized"  # rd family: "factorized" (per latent) or "context" (each latent given the ones before)
 
 
@@ -130,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--beta", type=float, default=defaults.beta, help="rd: bits-per-image weight (higher: smaller)")
     parser.add_argument("--channels", type=int, default=defaults.channels, help="rd: decoder width")
+    parser.add_argument("--encoder-channels", type=int, default=defaults.encoder_channels, help="rd: encoder width")
     parser.add_argument(
         "--prior",
         choices=("factorized", "context"),
@@ -173,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_limit=args.train_limit,
         beta=args.beta,
         channels=args.channels,
+        encoder_channels=args.encoder_channels,
         prior=args.prior,
     )
     from latentlink.train.mnist import load_mnist

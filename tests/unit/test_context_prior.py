@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -69,3 +73,33 @@ def test_a_truncated_bitstream_is_an_error(decoder):
     data = tables.encode(_latents())
     with pytest.raises(BitstreamError):
         tables.decode(data[: len(data) // 2], 200)
+
+
+_TABLES_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from latentlink.shared.context_coding import ContextTables
+from latentlink.shared.model_format import parse_network
+tables = ContextTables(parse_network(open(sys.argv[1], "rb").read()).network)
+latents = np.round(np.random.default_rng(3).laplace(0, 3.0, (500, int(sys.argv[2]))))
+whole, rows = tables.choose(latents)
+print(hashlib.sha256(whole.tobytes() + rows.tobytes() + tables.encode(latents)).hexdigest())
+"""
+
+
+def test_tables_and_bitstream_are_the_same_under_any_thread_count(decoder, tmp_path):
+    """BLAS splits the MADE's sums differently across threads; the chosen tables must not change."""
+    path = tmp_path / "decoder.lln"
+    path.write_bytes(network_to_bytes(decoder))
+    digests = set()
+    for threads in ("1", "2", "4"):
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        result = subprocess.run(
+            [sys.executable, "-c", _TABLES_SCRIPT, str(path), str(LATENT)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, **env},
+        )
+        digests.add(result.stdout.strip())
+    assert len(digests) == 1

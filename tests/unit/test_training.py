@@ -111,10 +111,11 @@ def test_rd_training_with_a_context_prior_writes_a_model_the_codec_uses(mnist_pa
     from latentlink.shared.serde import coding_tables
 
     out = tmp_path / "ctx"
-    args = ["--family", "rd", "--prior", "context", "--latent-dim", "8", "--channels", "4", "--epochs", "1"]
-    code = main([*args, "--train-limit", "512", "--data", str(mnist_path), "--out", str(out), "--quiet"])
+    args = ["--family", "rd", "--prior", "context", "--latent-dim", "8", "--channels", "4", "--encoder-channels", "6"]
+    code = main([*args, "--epochs", "1", "--train-limit", "512", "--data", str(mnist_path), "--out", str(out), "--quiet"])
     assert code == 0
     model = load_model_dir(out)
+    assert model.encoder.network.layers[1].conv2d.kernel.shape[-1] == 6  # after the reshape: the first convolution
     assert isinstance(coding_tables(model.decoder.network), ContextTables)
     assert model.card["test"]["table_bits_per_image"] > 0
     _, x_test = mnist
