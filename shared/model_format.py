@@ -415,7 +415,8 @@ def _spatial(kind: str, spec, size: tuple[int, ...], kernel: tuple[int, ...]) ->
     if kind == "conv2d":
         out = [-(-n // s) if same else (n - k) // s + 1 for n, k in zip(size, kernel, strict=True)]
     else:
-        out = [n * s if same else (n - 1) * s + k for n, k in zip(size, kernel, strict=True)]
+        # as Keras/TensorFlow: a stride wider than the kernel leaves a gap after the last input, too
+        out = [n * s if same else n * s + max(k - s, 0) for n, k in zip(size, kernel, strict=True)]
     if min(out) < 1:
         raise ModelFormatError(f"convolution leaves no output for input {list(size)}")
     return out[0], out[1]

@@ -35,6 +35,7 @@ class TrainConfig:
     channels: int = 20  # rd family: decoder width
     encoder_channels: int = 32  # rd family: encoder width (first layer; the second has twice as many)
     prior: str = "factorized"  # rd family: "factorized" (per latent) or "context" (each latent given the ones before)
+    context_width: int = 80  # context prior: units per hidden layer (80: a q-size decoder stays < 2.5 M MACs)
 
 
 def train_autoencoder(config: TrainConfig, x_train: np.ndarray, progress: bool = True):
@@ -138,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.prior,
         help="rd: entropy model of the latents: one per latent, or each given the ones before it",
     )
+    parser.add_argument(
+        "--context-width", type=int, default=defaults.context_width, help="rd, context prior: hidden units per layer"
+    )
     parser.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="latent width k")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
@@ -177,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         channels=args.channels,
         encoder_channels=args.encoder_channels,
         prior=args.prior,
+        context_width=args.context_width,
     )
     from latentlink.train.mnist import load_mnist
 

@@ -29,7 +29,10 @@ def train_rd(config, x_train: np.ndarray, progress: bool = True):
     keras.utils.set_random_seed(config.seed)
     tf.config.experimental.enable_op_determinism()
     model = rd_autoencoder(config.latent_dim, config.channels, config.encoder_channels)
-    prior = ContextPrior(config.latent_dim) if config.prior == "context" else FactorizedPrior(config.latent_dim)
+    if config.prior == "context":
+        prior = ContextPrior(config.latent_dim, (config.context_width,) * 2)
+    else:
+        prior = FactorizedPrior(config.latent_dim)
     prior.build(None)
     x = x_train.astype(np.float32) / 255.0
     steps_per_epoch = -(-len(x) // config.batch_size)
