@@ -8,7 +8,12 @@ latent payload alone; "wire" is every byte both ways after the handshake
 message prefixes; HTTP/2 frame headers not included). Classic codecs code each
 image on its own (Pillow and imagecodecs) and are decoded back to measure them.
 
-    python bench/rate_distortion.py --data ../shared/data/mnist.npz
+    python bench/rate_distortion.py --data ../shared/data/mnist.npz [--compare OLD/q2 ...] [--effort 1]
+
+`--compare` adds model folders that are not shipped (e.g. an earlier ladder,
+checked out with `git worktree`), `--effort N` a second run of the ladder with
+N passes of sender-side search, with the sender's CPU per image. The plot marks
+the rate-limit issue's targets and the best published MNIST codec we know of.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,10 +45,14 @@ class Row:
     bytes_per_image: float
     quality: Quality
     wire_per_image: float | None = None
+    curve: str = ""  # the plot's curve, when not derived from the method
+    sender_ms: float | None = None  # sender CPU per image (process time, all threads)
 
     @property
     def family(self) -> str:
         """The curve a row belongs to in the plot."""
+        if self.curve:
+            return self.curve
         if self.method.startswith("latentlink"):
             return "latentlink ladder (ans bitstream)"
         if self.method.startswith("PCA"):
@@ -113,7 +123,19 @@ def pca_rows(x_train: np.ndarray, images: np.ndarray, widths=(8, 16, 32, 64)) ->
     return rows
 
 
-def session_row(label: str, model_dir: Path, encoding: str, images: np.ndarray, workdir: Path) -> Row:
+# The rate-limit issue's targets (bitstream bytes per image, PSNR) and a published anchor: Lei, Hassani and
+# Saeedi Bidokhti 2022 (a fixed-rate learned compressor), about 28 bits at MSE 0.011 (as the issue converts it).
+TARGETS = [
+    (3.0, 19.59, "target: MSE 0.011 in 3 B"),
+    (6.0, 22.7, "target: 22.7 dB in 6 B"),
+    (25.0, 28.7, "target: 28.7 dB in 25 B"),
+]
+PUBLISHED = (3.5, 19.59, "Lei et al. 2022 (published, ~28 bits)")
+
+
+def session_row(
+    label: str, model_dir: Path, encoding: str, images: np.ndarray, workdir: Path, effort: int = 0, curve: str = ""
+) -> Row:
     """Streams all images through a real loopback receiver and measures what it wrote."""
     from latentlink.receiver.server import create_server
     from latentlink.sender.encode import BatchEncoder
@@ -122,21 +144,25 @@ def session_row(label: str, model_dir: Path, encoding: str, images: np.ndarray, 
     array = workdir / "x_test.npy"
     if not array.exists():
         np.save(array, images)
-    out = workdir / f"out-{model_dir.name}-{encoding}"
+    out = Path(tempfile.mkdtemp(prefix=f"out-{model_dir.name}-{encoding}-", dir=workdir))
     server, port = create_server("127.0.0.1:0", out, workdir / "decoders", device="cpu")
     server.start()
     try:
-        encoder = BatchEncoder(load_model_dir(model_dir), "cpu")
+        encoder = BatchEncoder(load_model_dir(model_dir), "cpu", effort)
         sources = find_sources(array, images.shape[1:])
         send_images(f"127.0.0.1:{port}", sources[:256], encoder, encodings=[ENCODING_NAMES[encoding]])  # cache model
+        started = time.process_time()  # the receiver runs in this process too: an upper bound for the sender
         report = send_images(f"127.0.0.1:{port}", sources, encoder, 256, encodings=[ENCODING_NAMES[encoding]])
+        cpu_s = time.process_time() - started
     finally:
         server.stop(None)
     if not report.ok or report.model_bytes:
         raise RuntimeError(f"{label}: session failed or model not cached: {report.error} {len(report.failed)}")
     written = np.stack([read_image(out / report.written[s.name], images.shape[1:]) for s in sources])
     n = len(sources)
-    return Row(label, report.payload_bytes / n, quality(images, written), report.wire_bytes / n)
+    return Row(
+        label, report.payload_bytes / n, quality(images, written), report.wire_bytes / n, curve, 1000 * cpu_s / n
+    )
 
 
 def plot(rows: list[Row], path: Path) -> None:
@@ -154,6 +180,12 @@ def plot(rows: list[Row], path: Path) -> None:
         psnr = [min(r.quality.psnr, 60) for r in members]
         marker = "o-" if family.startswith("latentlink") else ".--"
         ax.plot([r.bytes_per_image for r in members], psnr, marker, label=family)
+    for size, psnr, label in TARGETS:
+        ax.plot([size], [psnr], "k*", markersize=11, label=label if label == TARGETS[0][2] else None)
+        ax.annotate(
+            label.removeprefix("target: "), (size, psnr), textcoords="offset points", xytext=(6, -10), fontsize=7
+        )
+    ax.plot([PUBLISHED[0]], [PUBLISHED[1]], "rD", label=PUBLISHED[2])
     ax.set_xscale("log")
     ax.set_xlabel("bytes per image (latentlink: latent bitstream; others: file)")
     ax.set_ylabel("PSNR of 8-bit output, dB (lossless plotted at 60)")
@@ -169,26 +201,36 @@ def main() -> None:
     parser.add_argument("--data", help="mnist.npz (default: $LATENTLINK_MNIST)")
     parser.add_argument("--limit", type=int, default=10_000, help="test images to use")
     parser.add_argument("--plot", type=Path, default=REPO / "docs" / "rate_distortion.png")
+    parser.add_argument("--compare", type=Path, nargs="*", default=[], help="model folders to add (not shipped)")
+    parser.add_argument("--effort", type=int, default=0, help="also run the ladder with this sender search effort")
     args = parser.parse_args()
     x_train, x_test = load_mnist(args.data)
     images = x_test[: args.limit]
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp:
         ladder = [p for p in shipped_model_dirs() if p.name.startswith("q")]
-        for model_dir in ladder:
-            rows.append(session_row(f"latentlink {model_dir.name} (ans)", model_dir, "ans", images, Path(tmp)))
+        runs = [(f"latentlink {d.name} (ans)", d, 0, "") for d in ladder]
+        if args.effort:
+            curve = f"latentlink ladder, --effort {args.effort}"
+            runs += [(f"latentlink {d.name} (ans, effort {args.effort})", d, args.effort, curve) for d in ladder]
+        runs += [(f"{d.parent.name}/{d.name} (ans)", d, 0, "compared (not shipped)") for d in args.compare]
+        for label, model_dir, effort, curve in runs:
+            rows.append(session_row(label, model_dir, "ans", images, Path(tmp), effort, curve))
             print(f"  {rows[-1].method}: {rows[-1].bytes_per_image:.2f} B, {rows[-1].quality.psnr:.2f} dB", flush=True)
         rows.append(session_row("seed-k64 (float64)", shipped_model_dir("seed-k64"), "float64", images, Path(tmp)))
         rows.append(session_row("conv-k64 (float32)", shipped_model_dir("conv-k64"), "float32", images, Path(tmp)))
     rows += pca_rows(x_train, images)
     rows += classic_rows(images)
-    rows.sort(key=lambda r: (r.method.startswith("latentlink") is False, r.bytes_per_image))
+    rows.sort(key=lambda r: (r.wire_per_image is None, r.bytes_per_image))
     print(f"\n{len(images)} MNIST test images; quality of the decoded 8-bit images\n")
-    print("| method | bytes/image | wire bytes/image | MSE | PSNR |")
-    print("|---|---|---|---|---|")
+    print("| method | bytes/image | wire bytes/image | MSE | PSNR | sender+receiver CPU ms/image |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         wire = f"{r.wire_per_image:.1f}" if r.wire_per_image is not None else "-"
-        print(f"| {r.method} | {r.bytes_per_image:.2f} | {wire} | {r.quality.mse:.5f} | {r.quality.psnr:.2f} dB |")
+        cpu = f"{r.sender_ms:.2f}" if r.sender_ms is not None else "-"
+        print(
+            f"| {r.method} | {r.bytes_per_image:.2f} | {wire} | {r.quality.mse:.5f} | {r.quality.psnr:.2f} dB | {cpu} |"
+        )
     plot(rows, args.plot)
     print(f"\nplot: {args.plot}")
 
