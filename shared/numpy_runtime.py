@@ -16,7 +16,7 @@ small.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -53,130 +53,134 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
+def _gather_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Flat pixel index of each (row, col) in an h x w image; h * w (a zero pixel) where outside it."""
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    return np.where(inside, rows * w + cols, h * w).ravel()
+
+
+def _patches(x: Array, index: np.ndarray) -> Array:
+    """The pixels of an (n, h, w, c) batch at `index` (see _gather_index), one row of k * c per output."""
+    n, h, w, c = x.shape
+    flat = np.concatenate([x.reshape(n, h * w, c), np.zeros((n, 1, c), np.float32)], axis=1)
+    return np.take(flat, index, axis=1)
+
+
 @dataclass(frozen=True)
 class _Conv:
-    kernel: Array  # [kh * kw * in, out] (gather) or [in, kh * kw * out] (scatter)
+    """Conv2D: gathers each output's input patch (im2col, one indexed copy) and multiplies it by the kernel."""
+
+    kernel: Array  # [kh * kw * in, out]
     bias: Array
     size: tuple[int, int]
     stride: int
     same: bool
     activation: Callable[[Array], Array]
-    scatter: bool  # multiply first, then add shifted products: cheaper when out * stride^2 < in
+    _index: dict = field(default_factory=dict, compare=False)
+
+    def _layout(self, h: int, w: int) -> tuple[int, int, np.ndarray]:
+        if (h, w) not in self._index:
+            (kh, kw), s = self.size, self.stride
+            if self.same:
+                (out_h, top, _), (out_w, left, _) = _same_padding(h, kh, s), _same_padding(w, kw, s)
+            else:
+                out_h, out_w, top, left = (h - kh) // s + 1, (w - kw) // s + 1, 0, 0
+            oy, ox, i, j = np.meshgrid(np.arange(out_h), np.arange(out_w), np.arange(kh), np.arange(kw), indexing="ij")
+            self._index[(h, w)] = out_h, out_w, _gather_index(h, w, oy * s + i - top, ox * s + j - left)
+        return self._index[(h, w)]
 
     def __call__(self, x: Array) -> Array:
-        (kh, kw), s = self.size, self.stride
-        n, h, w, _ = x.shape
-        if self.same:
-            out_h, top, bottom = _same_padding(h, kh, s)
-            out_w, left, right = _same_padding(w, kw, s)
-            if top or bottom or left or right:
-                x = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
+        n, h, w, c = x.shape
+        out_h, out_w, index = self._layout(h, w)
+        taps, channels = self.size[0] * self.size[1], self.kernel.shape[1]
+        if channels * taps < c:  # few outputs: multiply every pixel by every tap first, then gather the sums
+            products = (x.reshape(-1, c) @ self.per_pixel).reshape(n, h * w, taps * channels)
+            products = np.concatenate([products, np.zeros((n, 1, taps * channels), np.float32)], axis=1)
+            tap_index = index * taps + np.tile(np.arange(taps), len(index) // taps)
+            picked = np.take(products.reshape(n, -1, channels), tap_index, axis=1)
+            out = picked.reshape(n * out_h * out_w, taps, channels).sum(axis=1)
         else:
-            out_h, out_w = (h - kh) // s + 1, (w - kw) // s + 1
-        rows, cols = (out_h - 1) * s + 1, (out_w - 1) * s + 1
-        taps = [(i, j) for i in range(kh) for j in range(kw)]
-        if self.scatter:
-            products = (x.reshape(-1, x.shape[3]) @ self.kernel).reshape(*x.shape[:3], len(taps), -1)
-            out = products[:, :rows:s, :cols:s, 0].copy()
-            for t, (i, j) in enumerate(taps[1:], start=1):
-                out += products[:, i : i + rows : s, j : j + cols : s, t]
-        else:
-            patches = np.concatenate([x[:, i : i + rows : s, j : j + cols : s] for i, j in taps], axis=3)
-            out = (patches.reshape(n * out_h * out_w, -1) @ self.kernel).reshape(n, out_h, out_w, -1)
+            out = _patches(x, index).reshape(n * out_h * out_w, -1) @ self.kernel
         out += self.bias
-        return self.activation(out)
+        return self.activation(out).reshape(n, out_h, out_w, -1)
+
+    @property
+    def per_pixel(self) -> Array:
+        """The kernel as [in, kh * kw * out]: every tap's products of one pixel in one multiply."""
+        taps = self.size[0] * self.size[1]
+        return (
+            self.kernel.reshape(taps, -1, self.kernel.shape[1])
+            .transpose(1, 0, 2)
+            .reshape(-1, taps * self.kernel.shape[1])
+        )
 
     def largest(self, shape: tuple[int, ...]) -> int:
-        taps = self.size[0] * self.size[1]
-        if self.scatter:  # the products, at every input position
-            return (shape[0] + taps) * (shape[1] + taps) * self.kernel.shape[1]
         return -(-shape[0] // self.stride) * -(-shape[1] // self.stride) * self.kernel.shape[0]  # the patches
 
 
 @dataclass(frozen=True)
-class _Phase:
-    """The output pixels (p + stride * a, q + stride * b) of a transposed convolution: an ordinary convolution.
+class _ConvTranspose:
+    """Conv2DTranspose as one convolution whose outputs are the stride x stride output phases, then interleaved.
 
-    Output row p + stride * a sums input row a + shift @ tap row i over the taps i of its phase.
+    Output pixel p + s * a (per axis) sums input a + shift times tap i, over the taps i whose
+    (p + offset - i) is a multiple of s, shift = (p + offset - i) / s: each phase is an ordinary
+    convolution over a small window of shifts, and all phases together are one with s * s * out outputs.
     """
 
-    rows: tuple[int, int]  # p, and the input-row shift of each tap in this phase
-    cols: tuple[int, int]
-    row_shifts: tuple[int, ...]
-    col_shifts: tuple[int, ...]
-    kernel: Array  # [taps * in, out]
-
-
-def _phases(kernel: Array, stride: int, same: bool) -> tuple[_Phase, ...]:
-    """Splits a [kh, kw, out, in] transposed-convolution kernel into stride x stride phases."""
-    kh, kw = kernel.shape[:2]
-    top, left = (max(kh - stride, 0) // 2, max(kw - stride, 0) // 2) if same else (0, 0)
-
-    def taps(
-        p: int, offset: int, size: int
-    ) -> list[tuple[int, int]]:  # (tap, input shift): s*y + tap - offset = p + s*a
-        return [(i, (p + offset - i) // stride) for i in range(size) if (p + offset - i) % stride == 0]
-
-    phases = []
-    for p in range(stride):
-        for q in range(stride):
-            row_taps, col_taps = taps(p, top, kh), taps(q, left, kw)
-            if not row_taps or not col_taps:
-                continue  # a stride wider than the kernel: these pixels get the bias alone
-            stacked = [kernel[i, j].T for i, _ in row_taps for j, _ in col_taps]  # each [in, out]
-            phases.append(
-                _Phase(
-                    (p, 0),
-                    (q, 0),
-                    tuple(d for _, d in row_taps),
-                    tuple(d for _, d in col_taps),
-                    np.ascontiguousarray(np.concatenate(stacked, axis=0)),
-                )
-            )
-    return tuple(phases)
-
-
-@dataclass(frozen=True)
-class _ConvTranspose:
-    phases: tuple[_Phase, ...]
+    kernel: Array  # [window_h * window_w * in, s * s * out]
     bias: Array
     size: tuple[int, int]
     stride: int
     same: bool
     activation: Callable[[Array], Array]
+    shifts: tuple[np.ndarray, np.ndarray]  # the window's input shifts per axis
+    _index: dict = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def build(cls, kernel: Array, bias: Array, stride: int, same: bool, activation) -> _ConvTranspose:
+        kh, kw, out, c = kernel.shape
+        offsets = (max(kh - stride, 0) // 2, max(kw - stride, 0) // 2) if same else (0, 0)
+        taps = [  # per axis: (phase, tap, shift)
+            [(p, i, (p + off - i) // stride) for p in range(stride) for i in range(k) if (p + off - i) % stride == 0]
+            for k, off in zip((kh, kw), offsets, strict=True)
+        ]
+        lows = [min(d for _, _, d in axis) for axis in taps]
+        window = [max(d for _, _, d in axis) - low + 1 for axis, low in zip(taps, lows, strict=True)]
+        merged = np.zeros((window[0], window[1], c, stride, stride, out), np.float32)
+        for p, i, di in taps[0]:
+            for q, j, dj in taps[1]:
+                merged[di - lows[0], dj - lows[1], :, p, q] = kernel[i, j].T
+        shifts = tuple(np.arange(low, low + size) for low, size in zip(lows, window, strict=True))
+        return cls(
+            np.ascontiguousarray(merged.reshape(-1, stride * stride * out)),
+            bias,
+            (kh, kw),
+            stride,
+            same,
+            activation,
+            shifts,
+        )
+
+    def _layout(self, h: int, w: int) -> tuple[int, int, int, int, np.ndarray]:
+        if (h, w) not in self._index:
+            (kh, kw), s = self.size, self.stride
+            out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
+            rows, cols = -(-out_h // s), -(-out_w // s)  # outputs per phase
+            a, b, u, v = np.meshgrid(np.arange(rows), np.arange(cols), *self.shifts, indexing="ij")
+            self._index[(h, w)] = out_h, out_w, rows, cols, _gather_index(h, w, a + u, b + v)
+        return self._index[(h, w)]
 
     def __call__(self, x: Array) -> Array:
-        (kh, kw), s = self.size, self.stride
         n, h, w, _ = x.shape
-        out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
-        out = np.empty((n, out_h, out_w, len(self.bias)), np.float32)
-        out[:] = self.bias
-        for phase in self.phases:
-            p, q = phase.rows[0], phase.cols[0]
-            rows, cols = -(-(out_h - p) // s), -(-(out_w - q) // s)  # output pixels in this phase
-            lo_r, hi_r = min(phase.row_shifts), max(phase.row_shifts)
-            lo_c, hi_c = min(phase.col_shifts), max(phase.col_shifts)
-            pad = (
-                (0, 0),
-                (max(-lo_r, 0), max(rows - 1 + hi_r - (h - 1), 0)),
-                (max(-lo_c, 0), max(cols - 1 + hi_c - (w - 1), 0)),
-                (0, 0),
-            )
-            padded = np.pad(x, pad) if any(a or b for a, b in pad) else x
-            r0, c0 = pad[1][0], pad[2][0]
-            patches = np.concatenate(
-                [
-                    padded[:, r0 + dr : r0 + dr + rows, c0 + dc : c0 + dc + cols]
-                    for dr in phase.row_shifts
-                    for dc in phase.col_shifts
-                ],
-                axis=3,
-            )
-            out[:, p::s, q::s] += (patches.reshape(n * rows * cols, -1) @ phase.kernel).reshape(n, rows, cols, -1)
+        s = self.stride
+        out_h, out_w, rows, cols, index = self._layout(h, w)
+        phases = _patches(x, index).reshape(n * rows * cols, -1) @ self.kernel
+        out = phases.reshape(n, rows, cols, s, s, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * s, cols * s, -1)
+        out = out[:, :out_h, :out_w] + self.bias
         return self.activation(out)
 
     def largest(self, shape: tuple[int, ...]) -> int:
-        return max(shape[0] * shape[1] * len(p.kernel) for p in self.phases)  # the largest phase's patches
+        return (shape[0] + 1) * (shape[1] + 1) * max(self.kernel.shape)  # the patches or the phases
 
 
 @dataclass(frozen=True)
@@ -239,16 +243,11 @@ def _layer(layer: model_pb2.Layer, index: int):
     activation = _ACTIVATIONS[spec.activation]
     if kind == "dense":
         return _Dense(kernel, bias, activation)
-    kh, kw = kernel.shape[:2]
     same = spec.padding == model_pb2.PADDING_SAME
     if kind == "conv2d":
-        channels_in, channels_out = kernel.shape[2:]
-        if channels_out * spec.stride**2 < channels_in:  # [in, kh * kw * out]
-            flat, scatter = kernel.transpose(2, 0, 1, 3).reshape(channels_in, -1), True
-        else:  # [kh * kw * in, out]
-            flat, scatter = kernel.reshape(-1, channels_out), False
-        return _Conv(np.ascontiguousarray(flat), bias, (kh, kw), spec.stride, same, activation, scatter)
-    return _ConvTranspose(_phases(kernel, spec.stride, same), bias, (kh, kw), spec.stride, same, activation)
+        flat = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[3]))  # [kh * kw * in, out]
+        return _Conv(flat, bias, kernel.shape[:2], spec.stride, same, activation)
+    return _ConvTranspose.build(kernel, bias, spec.stride, same, activation)
 
 
 class NumpyNetwork:
