@@ -53,17 +53,24 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     return out, total // 2, total - total // 2
 
 
-def _gather_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Flat pixel index of each (row, col) in an h x w image; h * w (a zero pixel) where outside it."""
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    return np.where(inside, rows * w + cols, h * w).ravel()
+@dataclass(frozen=True)
+class _Gather:
+    """Which pixel of an h x w image each patch element reads (`index`), and the elements outside the image."""
 
+    index: np.ndarray
+    outside: np.ndarray  # positions in `index` that read zero padding (their index is a dummy 0)
 
-def _patches(x: Array, index: np.ndarray) -> Array:
-    """The pixels of an (n, h, w, c) batch at `index` (see _gather_index), one row of k * c per output."""
-    n, h, w, c = x.shape
-    flat = np.concatenate([x.reshape(n, h * w, c), np.zeros((n, 1, c), np.float32)], axis=1)
-    return np.take(flat, index, axis=1)
+    @classmethod
+    def of(cls, h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> _Gather:
+        inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).ravel()
+        return cls(np.where(inside, (rows * w + cols).ravel(), 0), np.flatnonzero(~inside))
+
+    def __call__(self, pixels: Array) -> Array:
+        """(n, h * w, c) pixels -> (n, len(index), c): one indexed copy, then the padding zeroed."""
+        patches = np.take(pixels, self.index, axis=1)
+        if len(self.outside):
+            patches[:, self.outside] = 0.0
+        return patches
 
 
 @dataclass(frozen=True)
@@ -78,7 +85,7 @@ class _Conv:
     activation: Callable[[Array], Array]
     _index: dict = field(default_factory=dict, compare=False)
 
-    def _layout(self, h: int, w: int) -> tuple[int, int, np.ndarray]:
+    def _layout(self, h: int, w: int) -> tuple[int, int, _Gather]:
         if (h, w) not in self._index:
             (kh, kw), s = self.size, self.stride
             if self.same:
@@ -86,21 +93,21 @@ class _Conv:
             else:
                 out_h, out_w, top, left = (h - kh) // s + 1, (w - kw) // s + 1, 0, 0
             oy, ox, i, j = np.meshgrid(np.arange(out_h), np.arange(out_w), np.arange(kh), np.arange(kw), indexing="ij")
-            self._index[(h, w)] = out_h, out_w, _gather_index(h, w, oy * s + i - top, ox * s + j - left)
+            self._index[(h, w)] = out_h, out_w, _Gather.of(h, w, oy * s + i - top, ox * s + j - left)
         return self._index[(h, w)]
 
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
-        out_h, out_w, index = self._layout(h, w)
+        out_h, out_w, gather = self._layout(h, w)
         taps, channels = self.size[0] * self.size[1], self.kernel.shape[1]
         if channels * taps < c:  # few outputs: multiply every pixel by every tap first, then gather the sums
-            products = (x.reshape(-1, c) @ self.per_pixel).reshape(n, h * w, taps * channels)
-            products = np.concatenate([products, np.zeros((n, 1, taps * channels), np.float32)], axis=1)
-            tap_index = index * taps + np.tile(np.arange(taps), len(index) // taps)
-            picked = np.take(products.reshape(n, -1, channels), tap_index, axis=1)
-            out = picked.reshape(n * out_h * out_w, taps, channels).sum(axis=1)
+            products = (x.reshape(-1, c) @ self.per_pixel).reshape(n, h * w * taps, channels)
+            tap_gather = _Gather(
+                gather.index * taps + np.tile(np.arange(taps), len(gather.index) // taps), gather.outside
+            )
+            out = tap_gather(products).reshape(n * out_h * out_w, taps, channels).sum(axis=1)
         else:
-            out = _patches(x, index).reshape(n * out_h * out_w, -1) @ self.kernel
+            out = gather(x.reshape(n, h * w, c)).reshape(n * out_h * out_w, -1) @ self.kernel
         out += self.bias
         return self.activation(out).reshape(n, out_h, out_w, -1)
 
@@ -161,23 +168,28 @@ class _ConvTranspose:
             shifts,
         )
 
-    def _layout(self, h: int, w: int) -> tuple[int, int, int, int, np.ndarray]:
+    def _layout(self, h: int, w: int) -> tuple[int, int, int, int, _Gather]:
         if (h, w) not in self._index:
             (kh, kw), s = self.size, self.stride
             out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
             rows, cols = -(-out_h // s), -(-out_w // s)  # outputs per phase
             a, b, u, v = np.meshgrid(np.arange(rows), np.arange(cols), *self.shifts, indexing="ij")
-            self._index[(h, w)] = out_h, out_w, rows, cols, _gather_index(h, w, a + u, b + v)
+            self._index[(h, w)] = out_h, out_w, rows, cols, _Gather.of(h, w, a + u, b + v)
         return self._index[(h, w)]
 
     def __call__(self, x: Array) -> Array:
-        n, h, w, _ = x.shape
+        n, h, w, c = x.shape
         s = self.stride
-        out_h, out_w, rows, cols, index = self._layout(h, w)
-        phases = _patches(x, index).reshape(n * rows * cols, -1) @ self.kernel
+        out_h, out_w, rows, cols, gather = self._layout(h, w)
+        phases = gather(x.reshape(n, h * w, c)).reshape(n * rows * cols, -1) @ self.kernel
+        phases += self.phase_bias
+        phases = self.activation(phases)  # per pixel, so before the phases are interleaved
         out = phases.reshape(n, rows, cols, s, s, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * s, cols * s, -1)
-        out = out[:, :out_h, :out_w] + self.bias
-        return self.activation(out)
+        return out[:, :out_h, :out_w]
+
+    @property
+    def phase_bias(self) -> Array:
+        return np.tile(self.bias, self.stride * self.stride)
 
     def largest(self, shape: tuple[int, ...]) -> int:
         return (shape[0] + 1) * (shape[1] + 1) * max(self.kernel.shape)  # the patches or the phases
