@@ -14,19 +14,21 @@ PHOTOS = ["photo-q1", "photo-q2", "photo-q3"]
 def main() -> None:
     print(
         "| folder | family | latent | test MSE | RMSE | PSNR | table bits/image "
-        "| encoder + decoder on disk | decoder | train time |"
+        "| encoder + decoder on disk | decoder | decoder multiply-adds/image | train time |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in ORDER:
         folder = REPO / "models" / name
         model = load_model_dir(folder)
         card, test = model.card, model.card["test"]
         bits = f"{test['table_bits_per_image']:.1f}" if "table_bits_per_image" in test else "-"
         beta = f", β={card['config']['beta']:g}" if card["family"] == "rd" else ""
+        if card["config"].get("prior") == "context":
+            beta += ", context prior"
         print(
             f"| `{name}` | {card['family']}{beta} | {model.latent_dim} | {test['mse']:.5f} | {test['rmse']:.4f} | "
             f"{test['psnr_db']:.2f} dB | {bits} | {model.encoder.size_bytes + model.decoder.size_bytes:,} B | "
-            f"{model.decoder.size_bytes:,} B | {card['train_seconds']:.0f} s |"
+            f"{model.decoder.size_bytes:,} B | {model.decoder.macs / 1e6:.2f} M | {card['train_seconds']:.0f} s |"
         )
     print()
     print(
