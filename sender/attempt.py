@@ -117,6 +117,7 @@ class Attempt:
         self.next_seq = first_seq
         self.handshake_seen = False
         self.garbled = False  # a message from the receiver did not parse: corrupt in transit
+        self.stalled = False  # cancelled by the session for making no progress: the connection is suspect
         self.model_bytes_held = 0  # what the receiver held of the decoder at the handshake
         self.encoding = Encoding.FLOAT32
         self.output_format = OutputFormat.PNG

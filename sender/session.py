@@ -40,6 +40,7 @@ RETRYABLE = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
+STALL_FRACTION = 3  # an attempt without progress for this part of --retry-for is dropped for a fresh connection
 # How gRPC core's HTTP/2 transport words a stream it tore down itself ("Stream removed (Illegal header
 # key ...)", "... (Failed parsing HTTP/2 ...)"): the link's fault even when some of the receiver's
 # trailers got through, e.g. a flipped byte in the trailer block.
@@ -119,6 +120,9 @@ def send_images(
             finally:
                 attempt.close()
                 next_seq = attempt.next_seq
+            if attempt.stalled and own_channel:  # a stalled connection may stay stalled: open a fresh one
+                channel.close()
+                channel = open_channel(target, credentials)
             time.sleep(backoff)
             backoff = min(2 * backoff, _MAX_BACKOFF_S)
     finally:
@@ -142,19 +146,26 @@ def send_images(
 
 
 class _ProgressWatchdog:
-    """Cancels the running attempt once nothing got further for `retry_for` seconds (a stalled link)."""
+    """Cancels a running attempt that stopped getting further: the link stalled without breaking.
+
+    An attempt past its handshake gets `retry_for / STALL_FRACTION` seconds without progress, then is
+    marked `stalled` and cancelled, so that the session can try a fresh connection well within
+    `retry_for` (a corrupted flow-control frame, say, can stall a connection whose pings still
+    answer). One before its handshake gets all of `retry_for`, counted from the last progress.
+    """
 
     def __init__(self, retry_for: float) -> None:
         self.retry_for = retry_for
         self.last_advance = time.monotonic()
         self._attempt: Attempt | None = None
+        self._since = self.last_advance
         self._changed = threading.Condition()
         self._stopped = False
         threading.Thread(target=self._run, daemon=True, name="progress-watchdog").start()
 
     def watch(self, attempt: Attempt) -> None:
         with self._changed:
-            self._attempt = attempt
+            self._attempt, self._since = attempt, time.monotonic()
             self._changed.notify()
 
     def advance(self) -> None:
@@ -167,15 +178,22 @@ class _ProgressWatchdog:
             self._stopped = True
             self._changed.notify()
 
+    def _deadline(self) -> float:
+        if self._attempt is not None and self._attempt.handshake_seen:
+            return max(self.last_advance, self._since) + self.retry_for / STALL_FRACTION
+        return self.last_advance + self.retry_for
+
     def _run(self) -> None:
         with self._changed:
             while not self._stopped:
-                left = self.last_advance + self.retry_for - time.monotonic()
+                left = self._deadline() - time.monotonic()
                 if left <= 0 and self._attempt is not None:
-                    log.warning("no progress for %.0f s: giving the stream up", self.retry_for)
+                    log.warning("no progress for %.0f s: giving the stream up", time.monotonic() - self.last_advance)
+                    self._attempt.stalled = True
                     self._attempt.cancel()
                     self._attempt = None
-                self._changed.wait(left if left > 0 else None)
+                # woken by every change; a handshake is not one, so look again at least once a second
+                self._changed.wait(min(left, 1.0) if left > 0 else None)
 
 
 def new_session_name(label: str = "session") -> str:
@@ -195,11 +213,11 @@ def _failure(exc: grpc.RpcError | LinkError, report: SendReport) -> StreamFailur
 def _worth_retrying(exc: grpc.RpcError | LinkError, failure: StreamFailure, attempt: Attempt) -> bool:
     if isinstance(exc, LinkError) or failure.busy:  # a busy receiver is waited for, even before any handshake
         return True
-    made_up_here = RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ()) or (
-        exc.details() or ""
-    ).startswith(TRANSPORT_REMOVED)
+    made_up_here = RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ()) or (exc.details() or "").startswith(
+        TRANSPORT_REMOVED
+    )
     if not failure.reached and not (made_up_here and exc.code() in GARBLED):
         return False  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
-    if attempt.garbled or made_up_here:
+    if attempt.garbled or attempt.stalled or made_up_here:
         return True  # our own gRPC made the status up (the link broke or garbled a frame), not the receiver
     return exc.code() in RETRYABLE  # the receiver's own statuses: INTERNAL or UNKNOWN there is a bug, not retried

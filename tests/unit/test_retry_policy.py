@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
 import pytest
 
 from latentlink.sender.report import SendReport
-from latentlink.sender.session import _failure, _worth_retrying
+from latentlink.sender.session import STALL_FRACTION, _failure, _ProgressWatchdog, _worth_retrying
 from latentlink.shared.protocol import RECEIVER_METADATA
 
 
@@ -27,7 +29,7 @@ class _Broken(grpc.RpcError):
 
 
 class _Attempt:
-    garbled = False
+    garbled = stalled = False
 
 
 @pytest.mark.parametrize(
@@ -67,3 +69,41 @@ def test_after_the_handshake_a_status_the_transport_made_up_is_tried_again(code,
     failure = _failure(exc, report)
     assert failure.reached
     assert _worth_retrying(exc, failure, _Attempt()) is retried
+
+
+class _Watched:
+    """What the progress watchdog sees of an attempt."""
+
+    def __init__(self, handshake_seen: bool) -> None:
+        self.handshake_seen, self.stalled, self.cancelled_at = handshake_seen, False, None
+
+    def cancel(self) -> None:
+        self.cancelled_at = time.monotonic()
+
+
+def test_a_stalled_attempt_is_dropped_early_enough_to_try_a_fresh_connection():
+    """Seen in CI: a flipped flow-control frame stalled a live connection; the session gave up at --retry-for."""
+    watchdog = _ProgressWatchdog(retry_for=1.5)
+    try:
+        attempt, started = _Watched(handshake_seen=True), time.monotonic()
+        watchdog.watch(attempt)
+        deadline = started + 1.5
+        while attempt.cancelled_at is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert attempt.stalled and attempt.cancelled_at - started < 1.5 / STALL_FRACTION + 0.3
+    finally:
+        watchdog.stop()
+
+
+def test_an_attempt_before_its_handshake_gets_all_of_retry_for():
+    watchdog = _ProgressWatchdog(retry_for=1.2)
+    try:
+        attempt, started = _Watched(handshake_seen=False), time.monotonic()
+        watchdog.watch(attempt)
+        time.sleep(0.8)
+        assert attempt.cancelled_at is None
+        while attempt.cancelled_at is None and time.monotonic() < started + 3:
+            time.sleep(0.02)
+        assert attempt.cancelled_at - started >= 1.1
+    finally:
+        watchdog.stop()
