@@ -1,9 +1,13 @@
-"""Encoder and decoder throughput (images/s) of the shipped models on this machine's CPU.
+"""Encoder and decoder throughput of the shipped MNIST models on this machine's CPU: numpy against TensorFlow.
 
-Runs each model half through the same compiled runtime the sender and receiver
-use, at several batch sizes, over the 10,000 MNIST test images; best of 3 runs.
+Runs each model half through both runtimes (numpy: what the sender and the
+receiver use on the CPU; TensorFlow: what they use on a GPU, run here on the
+CPU for comparison) over the 10,000 MNIST test images, best of 3, and puts
+each network's multiply-adds per second next to what the machine's BLAS does
+on a large float32 matrix product in the same run. Images/s are wall clock;
+on a shared machine compare the ratios. Photo models: one 768x512 image.
 
-    python bench/codec_speed.py --data ../shared/data/mnist.npz
+    python bench/codec_speed.py --data ../shared/data/mnist.npz [--batches 1 256] [--models q4 seed-k64]
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import numpy as np
 
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.shared.network_runtime import CompiledNetwork
+from latentlink.shared.numpy_runtime import NumpyNetwork
 from latentlink.train.mnist import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def images_per_second(network: CompiledNetwork, data: np.ndarray, batch: int, repeats: int = 3) -> float:
+def images_per_second(network, data: np.ndarray, batch: int, repeats: int = 3) -> float:
     """Best-of-`repeats` throughput of running `data` through `network` in batches."""
     network(data[:batch])  # warm-up: build the graph once
     best = float("inf")
@@ -33,28 +38,53 @@ def images_per_second(network: CompiledNetwork, data: np.ndarray, batch: int, re
     return len(data) / best
 
 
+def matmul_macs_per_second(size: int = 2048, repeats: int = 3) -> float:
+    """Multiply-adds per second of a large float32 matrix product (BLAS, all its threads): the machine's yardstick."""
+    a = np.random.default_rng(0).random((size, size), np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return size**3 / best
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="mnist.npz (default: $LATENTLINK_MNIST)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 256, 1024])
-    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu", "auto"))
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 256, 1024])
+    parser.add_argument("--models", nargs="+", default=["seed-k64", "q4", "q2", "q5", "photo-q2"])
     args = parser.parse_args()
     _, x_test = load_mnist(args.data)
     images = x_test.astype(np.float32) / 255.0
-    print(f"images/s on {args.device}, {len(images)} MNIST test images, best of 3\n")
-    print("| model | batch | encode img/s | decode img/s |")
-    print("|---|---|---|---|")
-    for folder in sorted((REPO / "models").iterdir()):
-        if not (folder / "decoder.lln").is_file():
-            continue
-        model = load_model_dir(folder)
-        encoder, decoder = CompiledNetwork(model.encoder, args.device), CompiledNetwork(model.decoder, args.device)
-        latents = encoder(images)
-        for batch in args.batches:
-            data = images if batch > 1 else images[:1000]
-            enc = images_per_second(encoder, data, batch)
-            dec = images_per_second(decoder, latents[: len(data)], batch)
-            print(f"| {folder.name} | {batch} | {enc:,.0f} | {dec:,.0f} |", flush=True)
+    peak = matmul_macs_per_second()
+    print(f"float32 matmul 2048x2048: {peak / 1e9:.1f} G multiply-adds/s\n")
+    print("| model | half | M MACs/image | batch | numpy img/s | TensorFlow img/s | numpy / TF | numpy % of matmul |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.models:
+        model = load_model_dir(REPO / "models" / name)
+        photo = model.encoder.any_size
+        if photo:
+            inputs = np.random.default_rng(0).random((1, 512, 768, 3), np.float32)
+        else:
+            inputs = images.reshape(len(images), *model.encoder.input_shape)
+        latents = np.round(NumpyNetwork(model.encoder)(inputs))
+        for half, data in (("encoder", inputs), ("decoder", latents)):
+            info = getattr(model, half)
+            # an any-size network counts its multiply-adds per block x block input positions
+            macs = info.macs * data.shape[1] * data.shape[2] // info.block**2 if photo else info.macs
+            for batch in [1] if photo else args.batches:
+                subset = data if batch > 1 else data[:1000]
+                ours = images_per_second(NumpyNetwork(info), subset, batch)
+                theirs = images_per_second(CompiledNetwork(info, "cpu"), subset, batch)
+                print(
+                    f"| {name} | {half} | {macs / 1e6:.2f} | {batch} | {ours:,.1f} | {theirs:,.1f} | "
+                    f"{ours / theirs:.2f} | {100 * ours * macs / peak:.0f}% |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -208,14 +208,14 @@ def _encoder(files: ModelFiles, device: str):
 
 
 def _decoder_network(decoder: NetworkInfo, device: str):
-    from latentlink.shared.network_runtime import CompiledNetwork
+    from latentlink.shared.network_runtime import load_network
 
     key = ("decoder", decoder.digest, device)
     with _networks_lock:
         if key not in _networks:
             # An encoder built for compress() has this decoder already: building it again costs a second.
             built = [v for k, v in _networks.items() if k[0] == "encoder" and k[2:] == (decoder.digest, device)]
-            _networks[key] = built[0].decoder_network if built else CompiledNetwork(decoder, device)
+            _networks[key] = built[0].decoder_network if built else load_network(decoder, device)
         return _networks[key]
 
 

@@ -122,18 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
 
-    if args.device != "auto":
-        from latentlink.shared.network_runtime import resolve_device
+    from latentlink.shared.network_runtime import resolve_device
 
-        try:
-            resolve_device(args.device)
-        except RuntimeError as exc:
-            print(f"receiver: error: {exc}", file=sys.stderr)
-            return 2
+    try:
+        resolve_device(args.device)  # imports TensorFlow now for a GPU, not while the first sender waits
+    except RuntimeError as exc:
+        print(f"receiver: error: {exc}", file=sys.stderr)
+        return 2
     from latentlink.shared.serde import OutputFormat
-    from latentlink.shared.tf_import import tensorflow
 
-    tensorflow()  # imported now, not while the first sender waits
     output_format = OutputFormat.NPZ if args.save_as == "npz" else OutputFormat.PNG
     try:
         server, port = create_server(

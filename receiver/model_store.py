@@ -102,7 +102,7 @@ class ModelStore:
 
     def decoder(self, digest: str):
         """Returns the compiled decoder for a cached digest, re-verifying the file on first use."""
-        from latentlink.shared.network_runtime import CompiledNetwork
+        from latentlink.shared.network_runtime import load_network
 
         with self._lock:
             path = self._path(digest)
@@ -112,7 +112,7 @@ class ModelStore:
                 self._loaded.move_to_end(digest)
                 return self._loaded[digest]
             info = parse_network(path.read_bytes(), expected_digest=digest, role=model_pb2.ROLE_DECODER)
-            compiled = CompiledNetwork(info, self.device)
+            compiled = load_network(info, self.device)
             self._loaded[digest] = compiled
             if len(self._loaded) > self.max_loaded:
                 self._loaded.popitem(last=False)  # nothing else holds it: the garbage collector frees it

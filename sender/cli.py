@@ -327,10 +327,12 @@ def _report_json(report, target: str | None, model) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
     args = build_parser().parse_args(argv)
+    from latentlink.shared.network_runtime import gpu_present
     from latentlink.shared.tf_import import import_in_background, protect_stderr, settle_import
 
-    protect_stderr()  # TensorFlow is imported in the background while the files are listed and the session starts
-    import_in_background()
+    if args.device == "gpu" or (args.device == "auto" and gpu_present()):  # the CPU runs numpy, without TensorFlow
+        protect_stderr()  # TensorFlow is imported in the background while the files are listed and the session starts
+        import_in_background()
     try:
         return _main(args)
     finally:

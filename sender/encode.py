@@ -13,7 +13,7 @@ import numpy as np
 from latentlink.sender.search import refine
 from latentlink.shared.metrics import Quality
 from latentlink.shared.model_dir import ModelFiles
-from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo, resolve_device
+from latentlink.shared.network_runtime import Network, decode_images, decode_photo, load_network, resolve_device
 from latentlink.shared.photo_codec import CodedImage, PhotoEncoder, PhotoLatents, image_shape
 from latentlink.shared.serde import coding_tables
 from latentlink.shared.tf_import import freeze_heap
@@ -52,7 +52,7 @@ class BatchEncoder:
         self.any_size = model.encoder.any_size  # a photo model: images of any size, one bitstream each
         if device == "gpu":
             resolve_device(device)  # raises RuntimeError now rather than at the first batch
-        self._networks: Future[tuple[CompiledNetwork | PhotoEncoder, CompiledNetwork]] = Future()
+        self._networks: Future[tuple[Network | PhotoEncoder, Network]] = Future()
         threading.Thread(target=self._build, args=(device,), daemon=True, name="build-networks").start()
 
     def _build(self, device: str) -> None:
@@ -60,8 +60,8 @@ class BatchEncoder:
             if self.any_size:
                 encoder = PhotoEncoder(self.model.encoder, self.model.decoder, device)
             else:
-                encoder = CompiledNetwork(self.model.encoder, device)
-            networks = (encoder, CompiledNetwork(self.model.decoder, device))
+                encoder = load_network(self.model.encoder, device)
+            networks = (encoder, load_network(self.model.decoder, device))
             freeze_heap()  # the sender keeps these for good: exempt them from every garbage collection
             self._networks.set_result(networks)
         except BaseException as exc:  # re-raised by the first encode
@@ -75,11 +75,6 @@ class BatchEncoder:
         not our exit code); one that waits here first exits cleanly.
         """
         self._networks.exception()
-
-    @property
-    def device(self) -> str:
-        """The TensorFlow device the networks run on (waits until they are built)."""
-        return self._networks.result()[0].device
 
     def encode(self, images: np.ndarray, effort: int | None = None) -> np.ndarray:
         """Maps (n, 28, 28) uint8 images to (n, latent_dim) float32 latents (integers for coded models).
@@ -101,7 +96,7 @@ class BatchEncoder:
         return decode_photo(self.decoder_network, latents, shape)
 
     @property
-    def decoder_network(self) -> CompiledNetwork:
+    def decoder_network(self) -> Network:
         """The model's decoder, built beside the encoder (waits until it is)."""
         return self._networks.result()[1]
 

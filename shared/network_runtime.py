@@ -1,44 +1,74 @@
-"""Runs one model half on batches with TensorFlow, on the CPU or a GPU."""
+"""Runs one model half: with numpy on the CPU (shared/numpy_runtime.py), with TensorFlow on a GPU.
+
+TensorFlow is imported only for a GPU: `--device gpu`, or `auto` on a machine
+that shows one. The CPU path never imports it (it takes ~1.5 s and ~400 MB).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 
 from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_format import NetworkInfo
+from latentlink.shared.numpy_runtime import NumpyNetwork
 from latentlink.shared.protocol import DECODE_BUDGET_ELEMENTS
 from latentlink.shared.tf_import import tensorflow
 
-__all__ = ["DEVICES", "CompiledNetwork", "decode_images", "decode_photo", "resolve_device"]
+__all__ = [
+    "DEVICES",
+    "CompiledNetwork",
+    "Network",
+    "decode_images",
+    "decode_photo",
+    "gpu_present",
+    "load_network",
+    "resolve_device",
+]
 
 DEVICES = ("auto", "cpu", "gpu")
+CPU = "cpu"
+
+
+def gpu_present() -> bool:
+    """Whether the machine shows an NVIDIA GPU, found without importing TensorFlow."""
+    return Path("/dev/nvidia0").exists() or any(Path("/proc/driver/nvidia/gpus").glob("*"))
 
 
 def resolve_device(device: str) -> str:
-    """Maps auto/cpu/gpu to a TensorFlow device name; 'gpu' fails when none is visible."""
+    """Maps auto/cpu/gpu to "cpu" (numpy) or a TensorFlow GPU name; 'gpu' fails when TensorFlow sees none."""
     if device not in DEVICES:
         raise ValueError(f'unknown device "{device}" (choose from {", ".join(DEVICES)})')
-    tf = tensorflow()
-    gpus = tf.config.list_logical_devices("GPU")
+    if device == CPU or (device == "auto" and not gpu_present()):
+        return CPU
+    gpus = tensorflow().config.list_logical_devices("GPU")
     if device == "gpu" and not gpus:
         raise RuntimeError("--device gpu was asked for, but TensorFlow sees no GPU (use --device cpu or auto)")
-    if device == "cpu" or not gpus:
-        return "/CPU:0"
-    return gpus[0].name
+    return gpus[0].name if gpus else CPU
+
+
+def load_network(info: NetworkInfo, device: str = "auto", hyper: bool = False) -> Network:
+    """A model half ready to run: numpy on the CPU, TensorFlow on a GPU (`hyper`: an encoder's hyper-analysis)."""
+    resolved = resolve_device(device)
+    return NumpyNetwork(info, hyper) if resolved == CPU else CompiledNetwork(info, resolved, hyper)
 
 
 class CompiledNetwork:
-    """A model half compiled once into a graph that takes any batch size without retracing."""
+    """A model half compiled once by TensorFlow into a graph that takes any batch size without retracing."""
 
-    def __init__(self, info: NetworkInfo, device: str = "auto") -> None:
+    def __init__(self, info: NetworkInfo, device: str = "auto", hyper: bool = False) -> None:
         tf = tensorflow()
-        from latentlink.shared.keras_bridge import keras_from_network
+        from latentlink.shared.keras_bridge import hyper_analysis_from_network, keras_from_network
 
         self.info = info
-        self.device = resolve_device(device)
+        gpus = tf.config.list_logical_devices("GPU")
+        self.device = gpus[0].name if device != CPU and gpus else "/CPU:0"  # a name here: the caller chose
         with tf.device(self.device):
-            self.model = keras_from_network(info)
-        spec = tf.TensorSpec([None, *(d or None for d in info.input_shape)], tf.float32)  # 0: any height/width
+            self.model = hyper_analysis_from_network(info) if hyper else keras_from_network(info)
+        shape = info.output_shape if hyper else info.input_shape
+        self.input_shape = shape
+        spec = tf.TensorSpec([None, *(d or None for d in shape)], tf.float32)  # 0: any height/width
         # Traced once, here, for every batch size: calls never retrace, even from several threads at once.
         self.function = tf.function(self._forward, input_signature=[spec])
         self._run = self.function.get_concrete_function()
@@ -50,14 +80,17 @@ class CompiledNetwork:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Runs a float32 batch of shape (n, *input_shape) through the network."""
         batch = np.asarray(batch, np.float32)
-        if len(batch.shape) != len(self.info.input_shape) + 1 or any(
-            d and d != n for d, n in zip(self.info.input_shape, batch.shape[1:], strict=True)
+        if len(batch.shape) != len(self.input_shape) + 1 or any(
+            d and d != n for d, n in zip(self.input_shape, batch.shape[1:], strict=True)
         ):
-            raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.info.input_shape}")
+            raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.input_shape}")
         return self._run(tensorflow().constant(batch)).numpy()
 
 
-def decode_images(decoder: CompiledNetwork, latents: np.ndarray) -> np.ndarray:
+Network = NumpyNetwork | CompiledNetwork
+
+
+def decode_images(decoder: Network, latents: np.ndarray) -> np.ndarray:
     """Decodes a batch of latents to the uint8 images a receiver writes (the one place that does).
 
     A batch whose activations would pass DECODE_BUDGET_ELEMENTS is decoded in
@@ -70,7 +103,7 @@ def decode_images(decoder: CompiledNetwork, latents: np.ndarray) -> np.ndarray:
     return np.concatenate([to_uint8(decoder(latents[i : i + step])) for i in range(0, len(latents), step)])
 
 
-def decode_photo(decoder: CompiledNetwork, latents, shape: tuple[int, int, int]) -> np.ndarray:
+def decode_photo(decoder: Network, latents, shape: tuple[int, int, int]) -> np.ndarray:
     """Decodes one image of any size from its PhotoLatents to the uint8 image a receiver writes (the one place)."""
     from latentlink.shared.photo_codec import to_image
 

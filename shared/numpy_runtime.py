@@ -263,20 +263,27 @@ def _layer(layer: model_pb2.Layer, index: int):
 
 
 class NumpyNetwork:
-    """A validated model half, ready to run on float32 batches with numpy (see the module docstring)."""
+    """A validated model half, ready to run on float32 batches with numpy (see the module docstring).
 
-    def __init__(self, info: NetworkInfo) -> None:
+    `hyper`: an any-size encoder's hyper-analysis (y -> z) instead of the encoder itself.
+    """
+
+    device = "cpu"
+
+    def __init__(self, info: NetworkInfo, hyper: bool = False) -> None:
         self.info = info
-        self.layers = tuple(_layer(layer, index) for index, layer in enumerate(info.network.layers))
+        self.input_shape = info.output_shape if hyper else info.input_shape
+        layers = info.network.hyper_analysis if hyper else info.network.layers
+        self.layers = tuple(_layer(layer, index) for index, layer in enumerate(layers))
         self._largest: dict[tuple[int, ...], int] = {}
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Runs a float32 batch of shape (n, *input_shape) through the network."""
         batch = np.asarray(batch, np.float32)
-        if len(batch.shape) != len(self.info.input_shape) + 1 or any(
-            d and d != n for d, n in zip(self.info.input_shape, batch.shape[1:], strict=True)
+        if len(batch.shape) != len(self.input_shape) + 1 or any(
+            d and d != n for d, n in zip(self.input_shape, batch.shape[1:], strict=True)
         ):
-            raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.info.input_shape}")
+            raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.input_shape}")
         if self.info.any_size:  # one image of its own size per call: nothing to share a matrix with
             return self._forward(batch)
         count = len(batch)

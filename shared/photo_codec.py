@@ -130,21 +130,20 @@ class PhotoTables:
 
 
 class PhotoEncoder:
-    """Encodes images with a hyperprior model's encoder (TensorFlow, CPU or GPU) and its decoder's tables."""
+    """Encodes images with a hyperprior model's encoder (numpy on the CPU, TensorFlow on a GPU) and its tables."""
 
     def __init__(self, encoder: NetworkInfo, decoder: NetworkInfo, device: str = "auto") -> None:
-        from latentlink.shared.keras_bridge import hyper_analysis_from_network
-        from latentlink.shared.network_runtime import CompiledNetwork
+        from latentlink.shared.network_runtime import load_network
 
-        self.analysis = CompiledNetwork(encoder, device)
-        self.hyper_analysis = hyper_analysis_from_network(encoder)
+        self.analysis = load_network(encoder, device)
+        self.hyper_analysis = load_network(encoder, device, hyper=True)
         self.tables = PhotoTables(decoder.network)
         self.channels = encoder.input_shape[-1]
 
     def latents(self, image: np.ndarray) -> PhotoLatents:
         """The rounded latents of one uint8 image, (h, w) or (h, w, c)."""
         y = self.analysis(pad_image(image, self.channels)[None])
-        z = np.round(self.hyper_analysis(y, training=False).numpy())  # from y before rounding, as in training
+        z = np.round(self.hyper_analysis(y))  # from y before rounding, as in training
         return PhotoLatents(z[0].astype(np.int64), np.round(y[0]).astype(np.int64))
 
     def encode(self, image: np.ndarray) -> tuple[PhotoLatents, bytes]:
@@ -157,9 +156,9 @@ class PhotoDecoder:
     """Decodes bitstreams to images with a hyperprior model's decoder."""
 
     def __init__(self, decoder: NetworkInfo, device: str = "cpu") -> None:
-        from latentlink.shared.network_runtime import CompiledNetwork
+        from latentlink.shared.network_runtime import load_network
 
-        self.synthesis = CompiledNetwork(decoder, device)
+        self.synthesis = load_network(decoder, device)
         self.tables = PhotoTables(decoder.network)
 
     def image(self, latents: PhotoLatents, height: int, width: int, channels: int) -> np.ndarray:
