@@ -112,7 +112,8 @@ def test_rd_training_with_a_context_prior_writes_a_model_the_codec_uses(mnist_pa
 
     out = tmp_path / "ctx"
     args = ["--family", "rd", "--prior", "context", "--latent-dim", "8", "--channels", "4", "--encoder-channels", "6"]
-    code = main([*args, "--epochs", "1", "--train-limit", "512", "--data", str(mnist_path), "--out", str(out), "--quiet"])
+    args += ["--epochs", "1", "--train-limit", "512", "--data", str(mnist_path)]
+    code = main([*args, "--out", str(out), "--quiet"])
     assert code == 0
     model = load_model_dir(out)
     assert model.encoder.network.layers[1].conv2d.kernel.shape[-1] == 6  # after the reshape: the first convolution
