@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -103,3 +104,20 @@ def test_tables_and_bitstream_are_the_same_under_any_thread_count(decoder, tmp_p
         )
         digests.add(result.stdout.strip())
     assert len(digests) == 1
+
+
+def test_golden_context_bitstream():
+    """Seeded integer latents coded with the shipped q2 (context prior): these exact bytes, on any machine."""
+    from latentlink.shared.model_dir import load_model_dir
+
+    model = load_model_dir("q2")
+    assert model.decoder.digest == GOLDEN_DECODER, "q2 changed: pin its golden bitstream again"
+    tables = ContextTables(model.decoder.network)
+    latents = np.round(np.random.default_rng(2026).laplace(0, 2.0, (64, tables.latent)))
+    data = tables.encode(latents)
+    np.testing.assert_array_equal(tables.decode(data, len(latents)), latents)
+    assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256, f"{len(data)} bytes"
+
+
+GOLDEN_DECODER = "3d3519a37d12af39c46dc112388e8bfee88528c35fe247c3c8db9a575dce36ec"
+GOLDEN_SHA256 = "a2a52eddf2bf02c55e29bcaa7f976f74b256398eae9471837d5611d5d117d3c6"

@@ -16,6 +16,7 @@ from latentlink.shared.model_dir import (
     quality_model_dir,
 )
 from latentlink.shared.network_runtime import CompiledNetwork
+from latentlink.shared.serde import coding_tables
 from tests.conftest import MODELS
 
 LADDER = [f"q{q}" for q in QUALITIES]
@@ -55,8 +56,15 @@ def test_ladder_trades_bits_for_quality_monotonically(mnist):
 
 def test_ladder_decoders_carry_entropy_tables_and_the_default_is_small():
     for q in QUALITIES:
-        assert EntropyTables.from_network(load_model_dir(quality_model_dir(q)).decoder.network) is not None
+        assert coding_tables(load_model_dir(quality_model_dir(q)).decoder.network) is not None
     assert load_model_dir(default_model_dir()).decoder.size_bytes <= 250_000
+    assert EntropyTables.from_network(load_model_dir(default_model_dir()).decoder.network) is not None
+
+
+def test_ladder_decoders_stay_within_the_receivers_compute_budget():
+    """The rate-limit issue: at most 2.5 M multiply-adds per image to decode (context prior included); q5 is 4.8 M."""
+    for q in QUALITIES[:-1]:
+        assert load_model_dir(quality_model_dir(q)).decoder.macs <= 2_500_000, f"q{q}"
 
 
 def test_float_models_decoders_are_at_most_one_megabyte():
