@@ -31,6 +31,7 @@ _SLICE_ELEMENTS = 1 << 23  # float32 elements of the largest intermediate a slic
 # 16 rows, edge kernels, small-matrix paths): images are run in whole blocks of this many, padded with
 # zeros, so an image decodes to the same floats in any batch (a resumed session is pixel-identical).
 _ROW_BLOCK = 64
+_BAND_ELEMENTS = 1 << 21  # patch elements gathered at once (8 MB): a large image's convolution goes in bands
 
 
 def _sigmoid(x: Array) -> Array:
@@ -65,12 +66,33 @@ class _Gather:
         inside = ((rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)).ravel()
         return cls(np.where(inside, (rows * w + cols).ravel(), 0), np.flatnonzero(~inside))
 
-    def __call__(self, pixels: Array) -> Array:
-        """(n, h * w, c) pixels -> (n, len(index), c): one indexed copy, then the padding zeroed."""
-        patches = np.take(pixels, self.index, axis=1)
-        if len(self.outside):
-            patches[:, self.outside] = 0.0
+    def __call__(self, pixels: Array, start: int = 0, stop: int | None = None) -> Array:
+        """(n, h * w, c) pixels -> (n, stop - start, c) for index[start:stop]: an indexed copy, padding zeroed."""
+        stop = len(self.index) if stop is None else stop
+        patches = np.take(pixels, self.index[start:stop], axis=1)
+        first, last = np.searchsorted(self.outside, (start, stop))
+        if last > first:
+            patches[:, self.outside[first:last] - start] = 0.0
         return patches
+
+
+def _patch_product(pixels: Array, gather: _Gather, kernel: Array) -> Array:
+    """(n, h * w, c) pixels -> (n * outputs, out): every output's patch times the [taps * c, out] kernel.
+
+    A large image goes in bands of outputs, so that the patches stay small (and in cache) whatever its size.
+    """
+    n, _, c = pixels.shape
+    taps = kernel.shape[0] // c
+    outputs = len(gather.index) // taps
+    band = max(1, _BAND_ELEMENTS // (n * kernel.shape[0]))
+    if band >= outputs:
+        return gather(pixels).reshape(n * outputs, -1) @ kernel
+    out = np.empty((n, outputs, kernel.shape[1]), np.float32)
+    for first in range(0, outputs, band):
+        last = min(first + band, outputs)
+        patches = gather(pixels, first * taps, last * taps).reshape(n * (last - first), -1)
+        out[:, first:last] = (patches @ kernel).reshape(n, last - first, -1)
+    return out.reshape(n * outputs, -1)
 
 
 @dataclass(frozen=True)
@@ -107,7 +129,7 @@ class _Conv:
             )
             out = tap_gather(products).reshape(n * out_h * out_w, taps, channels).sum(axis=1)
         else:
-            out = gather(x.reshape(n, h * w, c)).reshape(n * out_h * out_w, -1) @ self.kernel
+            out = _patch_product(x.reshape(n, h * w, c), gather, self.kernel)
         out += self.bias
         return self.activation(out).reshape(n, out_h, out_w, -1)
 
@@ -181,7 +203,7 @@ class _ConvTranspose:
         n, h, w, c = x.shape
         s = self.stride
         out_h, out_w, rows, cols, gather = self._layout(h, w)
-        phases = gather(x.reshape(n, h * w, c)).reshape(n * rows * cols, -1) @ self.kernel
+        phases = _patch_product(x.reshape(n, h * w, c), gather, self.kernel)
         phases += self.phase_bias
         phases = self.activation(phases)  # per pixel, so before the phases are interleaved
         out = phases.reshape(n, rows, cols, s, s, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * s, cols * s, -1)
