@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +34,15 @@ def mnist(mnist_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(x_train, x_test) uint8 arrays."""
     with np.load(mnist_path) as data:
         return data["x_train"], data["x_test"]
+
+
+def outputs_under_thread_counts(script: str, *args: str, counts=("1", "2", "4")) -> set[str]:
+    """What `python -c script args` prints with BLAS limited to each thread count (BLAS splits sums by thread)."""
+    outputs = set()
+    for threads in counts:
+        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        result = subprocess.run(
+            [sys.executable, "-c", script, *args], capture_output=True, text=True, check=True, env={**os.environ, **env}
+        )
+        outputs.add(result.stdout.strip())
+    return outputs

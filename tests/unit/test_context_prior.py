@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +14,7 @@ from latentlink.shared.model_format import ModelFormatError, network_to_bytes, p
 from latentlink.shared.proto import model_pb2
 from latentlink.train.autoencoder import rd_autoencoder
 from latentlink.train.context_prior import ContextPrior, context_prior_proto
+from tests.conftest import outputs_under_thread_counts
 
 LATENT = 8
 
@@ -92,18 +90,7 @@ def test_tables_and_bitstream_are_the_same_under_any_thread_count(decoder, tmp_p
     """BLAS splits the MADE's sums differently across threads; the chosen tables must not change."""
     path = tmp_path / "decoder.lln"
     path.write_bytes(network_to_bytes(decoder))
-    digests = set()
-    for threads in ("1", "2", "4"):
-        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        result = subprocess.run(
-            [sys.executable, "-c", _TABLES_SCRIPT, str(path), str(LATENT)],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, **env},
-        )
-        digests.add(result.stdout.strip())
-    assert len(digests) == 1
+    assert len(outputs_under_thread_counts(_TABLES_SCRIPT, str(path), str(LATENT))) == 1
 
 
 def test_golden_context_bitstream():

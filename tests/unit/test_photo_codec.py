@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -21,6 +18,7 @@ from latentlink.shared.serde import LatentCodecError, latents_from_batch
 from latentlink.train.photo_export import scale_tables, write_photo_model
 from latentlink.train.photo_model import build_photo_model
 from latentlink.train.photo_training import PhotoConfig
+from tests.conftest import outputs_under_thread_counts
 
 SIZES = [(1, 1, 3), (17, 300, 3), (333, 517, 1), (64, 64, 3)]
 
@@ -114,18 +112,7 @@ print(hashlib.sha256(tables.network.outputs(z).tobytes()).hexdigest())
 
 def test_hyper_synthesis_is_the_same_under_any_thread_count(tiny_folder):
     """BLAS splits sums differently across threads; the integer network must not care."""
-    digests = set()
-    for threads in ("1", "2", "4"):
-        env = {"OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-        result = subprocess.run(
-            [sys.executable, "-c", _ROWS_SCRIPT, str(tiny_folder)],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, **env},
-        )
-        digests.add(result.stdout.strip())
-    assert len(digests) == 1
+    assert len(outputs_under_thread_counts(_ROWS_SCRIPT, str(tiny_folder))) == 1
 
 
 def test_an_integer_network_that_could_leave_the_exact_range_is_refused(tiny):
