@@ -193,8 +193,8 @@ def test_golden_photo_bitstream():
     assert hashlib.sha256(data).hexdigest() == GOLDEN_PHOTO_SHA256, f"{len(data)} bytes; decoder {model.decoder.digest}"
 
 
-GOLDEN_DECODER = "21cd4530c7500ef2684c863a8ad0c8fdbaca3b28f605672e36da8831ce2426c3"
-GOLDEN_PHOTO_SHA256 = "1c97e19af9c8c7a163e76ae8992d863567e68c28bcd60a733b377a7894596cef"
+GOLDEN_DECODER = "51173e5fe7433f72bf0091e591c03b6b6ff9aefd7b3f152b491ba1ec57d20531"
+GOLDEN_PHOTO_SHA256 = "5c8258715238666f22d0702a98d27cb2ad53a655db23664ffd71dd91f0db56ea"
 
 
 def test_an_exported_model_loads_back_for_further_training(tiny, tiny_folder, tmp_path):
