@@ -1,20 +1,21 @@
 """Runs one model half with numpy alone: every layer and activation of the portable format, no TensorFlow.
 
 The CPU path of the receiver and the sender. It computes in float32, as
-TensorFlow does, so the two runtimes agree to float rounding (bench/runtimes.py
-measures how often an 8-bit pixel or a rounded latent differs). Each is
-deterministic on its own: the same input gives the same output on every call.
+TensorFlow does, so the two runtimes agree to float rounding
+(tests/unit/test_numpy_runtime.py bounds how often an 8-bit pixel or a rounded
+latent differs). Each is deterministic on its own, whatever the batch.
 
 Convolutions are matrix multiplies (BLAS does the work): a convolution gathers
-its input patches (im2col) and multiplies them by the kernel, or, when it has
-few outputs, multiplies first and adds the shifted products; a transposed
-convolution runs as stride x stride ordinary convolutions, one per phase of
-the output grid. Large batches run in slices so that the patch matrix stays
-small.
+its input patches with one precomputed index (im2col) and multiplies them by
+the kernel, or, when it has few outputs, multiplies every pixel first and
+gathers the sums; a transposed convolution runs as one convolution whose
+outputs are its stride x stride output phases, then interleaves them. Large
+batches run in slices and large images in bands, so intermediates stay small.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -45,6 +46,24 @@ _ACTIVATIONS: dict[int, Callable[[Array], Array]] = {
     model_pb2.ACTIVATION_TANH: lambda x: np.tanh(x, out=x),
     model_pb2.ACTIVATION_LEAKY_RELU: lambda x: np.where(x > 0, x, np.float32(0.2) * x),
 }
+
+
+class _LayoutCache:
+    """A layer's gather layouts for the last few input sizes (photos come in every size: keep it bounded)."""
+
+    def __init__(self, entries: int = 4) -> None:
+        self.entries, self._layouts, self._lock = entries, {}, threading.Lock()
+
+    def get(self, key, build: Callable[[], tuple]) -> tuple:
+        with self._lock:
+            found = self._layouts.get(key)
+        if found is None:
+            found = build()
+            with self._lock:
+                self._layouts[key] = found
+                while len(self._layouts) > self.entries:
+                    self._layouts.pop(next(iter(self._layouts)))
+        return found
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
@@ -105,29 +124,34 @@ class _Conv:
     stride: int
     same: bool
     activation: Callable[[Array], Array]
-    _index: dict = field(default_factory=dict, compare=False)
+    _layouts: _LayoutCache = field(default_factory=_LayoutCache, compare=False)
 
     def _layout(self, h: int, w: int) -> tuple[int, int, _Gather]:
-        if (h, w) not in self._index:
-            (kh, kw), s = self.size, self.stride
-            if self.same:
-                (out_h, top, _), (out_w, left, _) = _same_padding(h, kh, s), _same_padding(w, kw, s)
-            else:
-                out_h, out_w, top, left = (h - kh) // s + 1, (w - kw) // s + 1, 0, 0
-            oy, ox, i, j = np.meshgrid(np.arange(out_h), np.arange(out_w), np.arange(kh), np.arange(kw), indexing="ij")
-            self._index[(h, w)] = out_h, out_w, _Gather.of(h, w, oy * s + i - top, ox * s + j - left)
-        return self._index[(h, w)]
+        """Output size, and which input pixel each patch element reads (or, with few outputs, which product)."""
+        (kh, kw), s = self.size, self.stride
+        if self.same:
+            (out_h, top, _), (out_w, left, _) = _same_padding(h, kh, s), _same_padding(w, kw, s)
+        else:
+            out_h, out_w, top, left = (h - kh) // s + 1, (w - kw) // s + 1, 0, 0
+        oy, ox, i, j = np.meshgrid(np.arange(out_h), np.arange(out_w), np.arange(kh), np.arange(kw), indexing="ij")
+        gather = _Gather.of(h, w, oy * s + i - top, ox * s + j - left)
+        if self.few_outputs:  # read tap t's product of the pixel instead of the pixel
+            gather = _Gather(gather.index * (kh * kw) + j.ravel() + kw * i.ravel(), gather.outside)
+        return out_h, out_w, gather
+
+    @property
+    def few_outputs(self) -> bool:
+        return self.kernel.shape[1] * self.size[0] * self.size[1] < self.kernel.shape[0] // (
+            self.size[0] * self.size[1]
+        )
 
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
-        out_h, out_w, gather = self._layout(h, w)
+        out_h, out_w, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
         taps, channels = self.size[0] * self.size[1], self.kernel.shape[1]
-        if channels * taps < c:  # few outputs: multiply every pixel by every tap first, then gather the sums
+        if self.few_outputs:  # multiply every pixel by every tap first, then gather the sums
             products = (x.reshape(-1, c) @ self.per_pixel).reshape(n, h * w * taps, channels)
-            tap_gather = _Gather(
-                gather.index * taps + np.tile(np.arange(taps), len(gather.index) // taps), gather.outside
-            )
-            out = tap_gather(products).reshape(n * out_h * out_w, taps, channels).sum(axis=1)
+            out = gather(products).reshape(n * out_h * out_w, taps, channels).sum(axis=1)
         else:
             out = _patch_product(x.reshape(n, h * w, c), gather, self.kernel)
         out += self.bias
@@ -163,7 +187,7 @@ class _ConvTranspose:
     same: bool
     activation: Callable[[Array], Array]
     shifts: tuple[np.ndarray, np.ndarray]  # the window's input shifts per axis
-    _index: dict = field(default_factory=dict, compare=False)
+    _layouts: _LayoutCache = field(default_factory=_LayoutCache, compare=False)
 
     @classmethod
     def build(cls, kernel: Array, bias: Array, stride: int, same: bool, activation) -> _ConvTranspose:
@@ -191,18 +215,16 @@ class _ConvTranspose:
         )
 
     def _layout(self, h: int, w: int) -> tuple[int, int, int, int, _Gather]:
-        if (h, w) not in self._index:
-            (kh, kw), s = self.size, self.stride
-            out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
-            rows, cols = -(-out_h // s), -(-out_w // s)  # outputs per phase
-            a, b, u, v = np.meshgrid(np.arange(rows), np.arange(cols), *self.shifts, indexing="ij")
-            self._index[(h, w)] = out_h, out_w, rows, cols, _Gather.of(h, w, a + u, b + v)
-        return self._index[(h, w)]
+        (kh, kw), s = self.size, self.stride
+        out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
+        rows, cols = -(-out_h // s), -(-out_w // s)  # outputs per phase
+        a, b, u, v = np.meshgrid(np.arange(rows), np.arange(cols), *self.shifts, indexing="ij")
+        return out_h, out_w, rows, cols, _Gather.of(h, w, a + u, b + v)
 
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
         s = self.stride
-        out_h, out_w, rows, cols, gather = self._layout(h, w)
+        out_h, out_w, rows, cols, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
         phases = _patch_product(x.reshape(n, h * w, c), gather, self.kernel)
         phases += self.phase_bias
         phases = self.activation(phases)  # per pixel, so before the phases are interleaved

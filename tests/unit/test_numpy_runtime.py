@@ -126,3 +126,12 @@ def test_a_photo_model_codes_an_odd_sized_image_like_tensorflow():
     np.testing.assert_allclose(
         NumpyNetwork(model.encoder)(image), CompiledNetwork(model.encoder, "cpu")(image), rtol=1e-3, atol=1e-3
     )
+
+
+def test_layouts_are_kept_for_a_few_sizes_only():
+    """Photos come in every size: a long-running receiver must not keep a gather index for each."""
+    network = NumpyNetwork(load_model_dir(MODELS / "photo-q1").decoder)
+    for size in range(1, 11):
+        network(np.zeros((1, size, size + 1, network.input_shape[-1]), np.float32))
+    convolutions = [layer for layer in network.layers if hasattr(layer, "_layouts")]
+    assert convolutions and all(len(layer._layouts._layouts) <= 4 for layer in convolutions)
