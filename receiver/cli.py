@@ -11,7 +11,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.cli_help import HelpFormatter, add_version, one_blas_thread, quiet_process
 from latentlink.shared.protocol import DEFAULT_PORT
 
 __all__ = ["build_parser", "main"]
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
+    one_blas_thread()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,

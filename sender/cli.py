@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.cli_help import HelpFormatter, add_version, one_blas_thread, quiet_process
 from latentlink.shared.failures import format_failures
 from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, MAX_SESSIONS, SESSION_NAME
@@ -326,6 +326,7 @@ def _report_json(report, target: str | None, model) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
+    one_blas_thread()
     args = build_parser().parse_args(argv)
     from latentlink.shared.network_runtime import gpu_present
     from latentlink.shared.tf_import import import_in_background, protect_stderr, settle_import

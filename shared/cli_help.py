@@ -34,3 +34,16 @@ def quiet_process() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # gRPC's C core logs failed binds and TLS handshakes at info level; our errors already say why.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
+def one_blas_thread() -> None:
+    """Limits numpy's BLAS to one thread in this command's process (the sender's and receiver's stages overlap).
+
+    Their stages (reading, encoding, coding, decoding, PNG, writes) already run
+    in parallel threads; BLAS's own worker threads spin while they wait and take
+    those cores. Called in `main` only: a program that imports latentlink keeps
+    its own BLAS settings.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")

@@ -135,3 +135,19 @@ def test_layouts_are_kept_for_a_few_sizes_only():
         network(np.zeros((1, size, size + 1, network.input_shape[-1]), np.float32))
     convolutions = [layer for layer in network.layers if hasattr(layer, "_layouts")]
     assert convolutions and all(len(layer._layouts._layouts) <= 4 for layer in convolutions)
+
+
+def test_commands_give_blas_one_thread():
+    """The sender's and receiver's stages overlap in threads; BLAS's own spinning threads only compete with them."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numpy\n"
+        "from threadpoolctl import threadpool_info\n"
+        "from latentlink.shared.cli_help import one_blas_thread\n"
+        "one_blas_thread()\n"
+        "print(max(pool['num_threads'] for pool in threadpool_info() if pool['user_api'] == 'blas'))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "1"
