@@ -46,7 +46,7 @@ from latentlink.train.mnist import load_mnist  # noqa: E402
 
 LINKS = {"loopback": (None, 0.0), "10 Mbit/s, 10 ms": (10e6, 0.010), "1 Mbit/s, 40 ms": (1e6, 0.040)}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-PREDICT = "sender: predict quality (TF; amortised: 1 batch in 16 past the first 1,024 images)"
+PREDICT = "sender: predict quality (amortised: 1 batch in 16 past the first 1,024 images)"
 
 
 @dataclass
@@ -206,7 +206,7 @@ def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAG
         names = [p.name for p in chunk]
         with clock("latentlink", "sender: read PNG"):
             pixels = np.stack([read_image(p, (28, 28)) for p in chunk])
-        with clock("latentlink", "sender: encode (TF)"):
+        with clock("latentlink", "sender: encode"):
             latents = codec.encode(pixels)
         with clock("latentlink", PREDICT):
             codec.reconstruct(latents)
@@ -218,7 +218,7 @@ def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAG
             parsed = pb.SenderMessage.FromString(wire)
         with clock("latentlink", "receiver: entropy-decode"):
             decoded = latents_from_batch(parsed.latent_batch, model.latent_dim, codec.tables)
-        with clock("latentlink", "receiver: decode (TF)"):
+        with clock("latentlink", "receiver: decode"):
             images = codec.reconstruct(decoded.latents)
         with clock("latentlink", "receiver: encode PNG"):
             pngs = [encode_png(i) for i in images]
