@@ -474,11 +474,18 @@ def parse_sender_message(data: bytes) -> pb.SenderMessage:
 
 
 def parse_receiver_message(data: bytes) -> pb.ReceiverMessage:
-    """Parses a receiver's message as received; raises ProtocolError (DATA_LOSS) for garbled bytes."""
+    """Parses a receiver's message as received; raises ProtocolError (DATA_LOSS) for garbled bytes.
+
+    A message that parses but carries none of the kinds this protocol version knows is garbled too: a
+    receiver always sends one (a flipped tag byte turns the kind into an unknown field; seen in CI).
+    """
     try:
-        return pb.ReceiverMessage.FromString(data)
+        message = pb.ReceiverMessage.FromString(data)
     except DecodeError:
-        raise ProtocolError("DATA_LOSS", "a message from the receiver does not parse: corrupt in transit") from None
+        message = None
+    if message is None or message.WhichOneof("kind") is None:
+        raise ProtocolError("DATA_LOSS", "a message from the receiver does not parse: corrupt in transit")
+    return message
 
 
 def hello_to_proto(request: SessionRequest) -> pb.SenderMessage:

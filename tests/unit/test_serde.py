@@ -162,3 +162,19 @@ def test_a_hostile_name_pattern_is_refused():
     batch.name_pattern.width = 10**6
     with pytest.raises(LatentCodecError, match="name pattern"):
         latents_from_batch(batch, 4)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",  # parses, but no kind: a receiver always sends one
+        b"\xf8\x07\x01",  # a flipped tag byte: the kind became an unknown field (seen in CI, test_faults)
+        b"\x0a\x05\x01",  # truncated: does not parse at all
+    ],
+)
+def test_a_receiver_message_without_a_known_kind_is_corruption_in_transit(data):
+    from latentlink.shared.serde import ProtocolError, parse_receiver_message
+
+    with pytest.raises(ProtocolError, match="corrupt in transit") as caught:
+        parse_receiver_message(data)
+    assert caught.value.status == "DATA_LOSS"
