@@ -68,8 +68,8 @@ def test_bad_files_are_one_line_errors(tmp_path, content, message):
 def test_models_lists_every_shipped_model(tmp_path):
     result = _latentlink("models", cwd=tmp_path)
     assert result.returncode == 0
-    for name in ("rd-q1", "rd-q4", "rd-q5", "conv-k64", "seed-k64"):
-        assert name in result.stdout
+    listed = {line.split()[0] for line in result.stdout.splitlines()[1:] if line.strip()}
+    assert {"q1", "q2", "q3", "rd-q4", "rd-q5", "conv-k64", "seed-k64", "photo-q1", "photo-q2", "photo-q3"} <= listed
     assert "--quality 4 (default)" in result.stdout and "23.64 dB" in result.stdout
 
 
