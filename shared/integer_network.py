@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from latentlink.shared.model_format import INTEGER_BOUND, tensor_to_array
+from latentlink.shared.numpy_runtime import same_padding
 from latentlink.shared.proto import model_pb2
 
 __all__ = ["IntegerLayer", "IntegerNetwork", "conv2d_same", "conv2d_transpose_same"]
@@ -23,10 +24,8 @@ def conv2d_same(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
     """Conv2D with PADDING_SAME on one (h, w, in) array; kernel [kh, kw, in, out]; float64 sums."""
     kh, kw = kernel.shape[:2]
     h, w = x.shape[:2]
-    out_h, out_w = -(-h // stride), -(-w // stride)
-    pad_h = max((out_h - 1) * stride + kh - h, 0)
-    pad_w = max((out_w - 1) * stride + kw - w, 0)
-    padded = np.pad(x, ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
+    (out_h, top, bottom), (out_w, left, right) = same_padding(h, kh, stride), same_padding(w, kw, stride)
+    padded = np.pad(x, ((top, bottom), (left, right), (0, 0)))
     out = np.zeros((out_h, out_w, kernel.shape[3]))
     for i in range(kh):
         for j in range(kw):

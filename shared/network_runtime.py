@@ -12,7 +12,7 @@ import numpy as np
 
 from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_format import NetworkInfo
-from latentlink.shared.numpy_runtime import NumpyNetwork
+from latentlink.shared.numpy_runtime import NumpyNetwork, as_batch
 from latentlink.shared.protocol import DECODE_BUDGET_ELEMENTS
 from latentlink.shared.tf_import import tensorflow
 
@@ -79,12 +79,7 @@ class CompiledNetwork:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Runs a float32 batch of shape (n, *input_shape) through the network."""
-        batch = np.asarray(batch, np.float32)
-        if len(batch.shape) != len(self.input_shape) + 1 or any(
-            d and d != n for d, n in zip(self.input_shape, batch.shape[1:], strict=True)
-        ):
-            raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.input_shape}")
-        return self._run(tensorflow().constant(batch)).numpy()
+        return self._run(tensorflow().constant(as_batch(batch, self.input_shape))).numpy()
 
 
 Network = NumpyNetwork | CompiledNetwork

@@ -24,7 +24,7 @@ import numpy as np
 from latentlink.shared.model_format import NetworkInfo, tensor_to_array
 from latentlink.shared.proto import model_pb2
 
-__all__ = ["NumpyNetwork"]
+__all__ = ["NumpyNetwork", "as_batch", "same_padding"]
 
 Array = np.ndarray
 _SLICE_ELEMENTS = 1 << 23  # float32 elements of the largest intermediate a slice may hold (32 MB)
@@ -66,7 +66,17 @@ class _LayoutCache:
         return found
 
 
-def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+def as_batch(batch, input_shape: tuple[int, ...]) -> Array:
+    """A float32 batch of shape (n, *input_shape) (0 in input_shape: any size); ValueError for another shape."""
+    batch = np.asarray(batch, np.float32)
+    if len(batch.shape) != len(input_shape) + 1 or any(
+        d and d != n for d, n in zip(input_shape, batch.shape[1:], strict=True)
+    ):
+        raise ValueError(f"batch shape {batch.shape[1:]} does not match input {input_shape}")
+    return batch
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
     """TensorFlow's SAME padding: output size, padding before, padding after."""
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
@@ -124,13 +134,23 @@ class _Conv:
     stride: int
     same: bool
     activation: Callable[[Array], Array]
+    few_outputs: bool  # multiply every pixel by every tap first, then gather the sums
+    per_pixel: Array | None  # with few outputs: the kernel as [in, kh * kw * out], every tap of a pixel at once
     _layouts: _LayoutCache = field(default_factory=_LayoutCache, compare=False)
+
+    @classmethod
+    def build(cls, kernel: Array, bias: Array, stride: int, same: bool, activation) -> _Conv:
+        kh, kw, c, out = kernel.shape
+        few = out * kh * kw < c
+        per_pixel = np.ascontiguousarray(kernel.transpose(2, 0, 1, 3).reshape(c, -1)) if few else None
+        flat = np.ascontiguousarray(kernel.reshape(-1, out))  # [kh * kw * in, out]
+        return cls(flat, bias, (kh, kw), stride, same, activation, few, per_pixel)
 
     def _layout(self, h: int, w: int) -> tuple[int, int, _Gather]:
         """Output size, and which input pixel each patch element reads (or, with few outputs, which product)."""
         (kh, kw), s = self.size, self.stride
         if self.same:
-            (out_h, top, _), (out_w, left, _) = _same_padding(h, kh, s), _same_padding(w, kw, s)
+            (out_h, top, _), (out_w, left, _) = same_padding(h, kh, s), same_padding(w, kw, s)
         else:
             out_h, out_w, top, left = (h - kh) // s + 1, (w - kw) // s + 1, 0, 0
         oy, ox, i, j = np.meshgrid(np.arange(out_h), np.arange(out_w), np.arange(kh), np.arange(kw), indexing="ij")
@@ -139,33 +159,17 @@ class _Conv:
             gather = _Gather(gather.index * (kh * kw) + j.ravel() + kw * i.ravel(), gather.outside)
         return out_h, out_w, gather
 
-    @property
-    def few_outputs(self) -> bool:
-        return self.kernel.shape[1] * self.size[0] * self.size[1] < self.kernel.shape[0] // (
-            self.size[0] * self.size[1]
-        )
-
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
         out_h, out_w, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
         taps, channels = self.size[0] * self.size[1], self.kernel.shape[1]
-        if self.few_outputs:  # multiply every pixel by every tap first, then gather the sums
+        if self.few_outputs:
             products = (x.reshape(-1, c) @ self.per_pixel).reshape(n, h * w * taps, channels)
             out = gather(products).reshape(n * out_h * out_w, taps, channels).sum(axis=1)
         else:
             out = _patch_product(x.reshape(n, h * w, c), gather, self.kernel)
         out += self.bias
         return self.activation(out).reshape(n, out_h, out_w, -1)
-
-    @property
-    def per_pixel(self) -> Array:
-        """The kernel as [in, kh * kw * out]: every tap's products of one pixel in one multiply."""
-        taps = self.size[0] * self.size[1]
-        return (
-            self.kernel.reshape(taps, -1, self.kernel.shape[1])
-            .transpose(1, 0, 2)
-            .reshape(-1, taps * self.kernel.shape[1])
-        )
 
     def largest(self, shape: tuple[int, ...]) -> int:
         return -(-shape[0] // self.stride) * -(-shape[1] // self.stride) * self.kernel.shape[0]  # the patches
@@ -181,7 +185,7 @@ class _ConvTranspose:
     """
 
     kernel: Array  # [window_h * window_w * in, s * s * out]
-    bias: Array
+    bias: Array  # [s * s * out]: every phase's
     size: tuple[int, int]
     stride: int
     same: bool
@@ -206,7 +210,7 @@ class _ConvTranspose:
         shifts = tuple(np.arange(low, low + size) for low, size in zip(lows, window, strict=True))
         return cls(
             np.ascontiguousarray(merged.reshape(-1, stride * stride * out)),
-            bias,
+            np.tile(bias, stride * stride),
             (kh, kw),
             stride,
             same,
@@ -226,14 +230,10 @@ class _ConvTranspose:
         s = self.stride
         out_h, out_w, rows, cols, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
         phases = _patch_product(x.reshape(n, h * w, c), gather, self.kernel)
-        phases += self.phase_bias
+        phases += self.bias
         phases = self.activation(phases)  # per pixel, so before the phases are interleaved
         out = phases.reshape(n, rows, cols, s, s, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * s, cols * s, -1)
         return out[:, :out_h, :out_w]
-
-    @property
-    def phase_bias(self) -> Array:
-        return np.tile(self.bias, self.stride * self.stride)
 
     def largest(self, shape: tuple[int, ...]) -> int:
         return (shape[0] + 1) * (shape[1] + 1) * max(self.kernel.shape)  # the patches or the phases
@@ -300,10 +300,8 @@ def _layer(layer: model_pb2.Layer, index: int):
     if kind == "dense":
         return _Dense(kernel, bias, activation)
     same = spec.padding == model_pb2.PADDING_SAME
-    if kind == "conv2d":
-        flat = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[3]))  # [kh * kw * in, out]
-        return _Conv(flat, bias, kernel.shape[:2], spec.stride, same, activation)
-    return _ConvTranspose.build(kernel, bias, spec.stride, same, activation)
+    builder = _Conv.build if kind == "conv2d" else _ConvTranspose.build
+    return builder(kernel, bias, spec.stride, same, activation)
 
 
 class NumpyNetwork:
@@ -323,11 +321,7 @@ class NumpyNetwork:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Runs a float32 batch of shape (n, *input_shape) through the network."""
-        batch = np.asarray(batch, np.float32)
-        if len(batch.shape) != len(self.input_shape) + 1 or any(
-            d and d != n for d, n in zip(self.input_shape, batch.shape[1:], strict=True)
-        ):
-            raise ValueError(f"batch shape {batch.shape[1:]} does not match input {self.input_shape}")
+        batch = as_batch(batch, self.input_shape)
         if self.info.any_size:  # one image of its own size per call: nothing to share a matrix with
             return self._forward(batch)
         count = len(batch)
