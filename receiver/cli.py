@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the decoder runs")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to let sessions finish on shutdown")
     parser.add_argument(
+        "--name",
+        help="how this receiver names itself to senders (default: HOSTNAME:PORT); "
+        "behind a proxy, a sender reports which receiver holds its images",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         default=DEFAULT_IDLE_TIMEOUT_S,
@@ -130,9 +135,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"receiver: error: {exc}", file=sys.stderr)
         return 2
+    from grpc_health.v1 import health
+
     from latentlink.shared.serde import OutputFormat
 
     output_format = OutputFormat.NPZ if args.save_as == "npz" else OutputFormat.PNG
+    health_service = health.HealthServicer()
     try:
         server, port = create_server(
             args.listen,
@@ -144,6 +152,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.idle_timeout,
             output_format,
             _print_json if args.json else lambda summary: None,
+            name=args.name,
+            health_service=health_service,
         )
     except OSError:
         print(f"receiver: error: {explain_bind_failure(args.listen)}", file=sys.stderr)
@@ -167,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     stop.wait()
     print(f"receiver: shutting down (up to {args.grace:.0f} s for open sessions)", file=sys.stderr, flush=True)
-    server.stop(args.grace).wait()
+    health_service.enter_graceful_shutdown()  # NOT_SERVING for health checks on open connections
+    server.stop(args.grace).wait()  # new connections are refused at once: a proxy routes new sessions elsewhere
     return 0
 
 

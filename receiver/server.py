@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -35,6 +36,8 @@ def create_server(
     output_format: int = OutputFormat.PNG,
     on_session_end: Callable[[dict], None] = lambda summary: None,
     max_sessions: int = MAX_SESSIONS,
+    name: str | None = None,
+    health_service: health.HealthServicer | None = None,
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
@@ -43,8 +46,10 @@ def create_server(
     but health checks must carry it; a sender silent for `idle_timeout_s` is cut
     off. Images are written as `output_format`; each finished session's summary
     goes to `on_session_end`; beyond `max_sessions` open sessions, new ones are
-    refused with UNAVAILABLE and BUSY_METADATA. Raises OSError when the address
-    cannot be bound (e.g. the port is in use).
+    refused with UNAVAILABLE and BUSY_METADATA. The handshake names the receiver
+    `name` (default: hostname:port). A given `health_service` serves the health
+    checks, so that the caller can mark the receiver NOT_SERVING when it drains.
+    Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
     # Each sync-server stream holds a thread for its whole session; the headroom serves health checks
     # and tells senders past `max_sessions` that the receiver is busy (UNAVAILABLE, BUSY_METADATA).
@@ -62,7 +67,7 @@ def create_server(
         servicer.Stream, request_deserializer=None, response_serializer=pb.ReceiverMessage.SerializeToString
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Stream": stream}),))
-    health_service = health.HealthServicer()
+    health_service = health_service or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
     for service in ("", SERVICE_NAME):
         health_service.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -77,4 +82,5 @@ def create_server(
         raise OSError(f"cannot listen on {address}: {exc}") from None
     if port == 0:
         raise OSError(f"cannot listen on {address}: address in use or unavailable")
+    servicer.name = name or f"{socket.gethostname()}:{port}"
     return server, port

@@ -99,6 +99,7 @@ class LatentLinkServicer:
         if removed := remove_stale_temporaries(self.out_dir):
             log.info("removed %d half-written files left by an earlier run", removed)
         self.store = store
+        self.name = ""  # this receiver, as the handshake names it (set once the port is bound)
         self._open_sessions: dict[str, _OpenSession] = {}
         self._lock = threading.Lock()
 
@@ -170,6 +171,7 @@ class LatentLinkServicer:
                 output_format=self.output_format,
                 durable_images=len(durable) // KEY_BYTES,
                 model_bytes_held=upload.held if upload else 0,
+                receiver=self.name,
             )
         )
         yield from durable_messages(durable)

@@ -235,6 +235,7 @@ class Attempt:
         # Names, shapes and framing take the rest of a message: a photo batch's bitstreams stay under half of it.
         self.max_payload_bytes = (terms.limits.max_message_bytes or MAX_MESSAGE_BYTES) // 2
         self.report.session_dir = terms.session_dir
+        self.report.receiver = terms.receiver
         self.report.encoding = self.encoding.label
 
     def _parse(self, data: bytes) -> pb.ReceiverMessage:
@@ -351,7 +352,7 @@ class Attempt:
         keys = image_keys(self.encoder.model.decoder.digest, names, vectors)
         in_place = {name for name, key in zip(names, keys, strict=True) if key in self.durable}
         for name in in_place:
-            report.written[name] = f"{report.session_dir}/{output_name(name)}"
+            report.record_written(name, f"{report.session_dir}/{output_name(name)}")
         report.already_in_place += sum(name not in report.sent_names for name in in_place)  # not acks lost
         self.options.on_progress(len(in_place), 0)
         if in_place:
@@ -403,9 +404,9 @@ class Attempt:
             if seq in outcome.failures:
                 report.failed[name] = outcome.failures[seq] or "failed on the receiver"
             elif self.output_format == OutputFormat.NPZ:
-                report.written[name] = f"{report.session_dir}/{batch_file_name(outcome.first_seq)}"
+                report.record_written(name, f"{report.session_dir}/{batch_file_name(outcome.first_seq)}")
             else:
-                report.written[name] = f"{report.session_dir}/{output_name(name)}"
+                report.record_written(name, f"{report.session_dir}/{output_name(name)}")
         if len(outcome.failures) < len(sent.names):
             self._advanced()
             report.first_written_at = report.first_written_at or time.time()

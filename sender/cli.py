@@ -13,7 +13,7 @@ from pathlib import Path
 from latentlink.shared.cli_help import HelpFormatter, add_version, one_blas_thread, quiet_process
 from latentlink.shared.failures import format_failures
 from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
-from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, MAX_SESSIONS, SESSION_NAME
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, MAX_SESSIONS, PROXY_GATEWAY, SESSION_NAME
 from latentlink.shared.serde import ENCODING_NAMES
 
 # Each stream holds a session slot on a receiver.
@@ -153,6 +153,7 @@ def format_report(report, target: str, model) -> str:
     for index, stream in enumerate(report.streams, 1):
         lines.append(
             f'  stream {index}: {len(stream.written)}/{stream.images} written into "{stream.session_dir}/"'
+            + _on(stream.placement())
             + (f", {stream.reconnects} reconnect(s)" if stream.reconnects else "")
             + (f", {stream.model_bytes} model bytes" if stream.model_bytes else "")
             + (f": {stream.error}" if stream.error else "")
@@ -172,9 +173,20 @@ def format_report(report, target: str, model) -> str:
             f"  expected quality of the reconstructions: {report.expected_quality} "
             f"(predicted on {basis} {report.quality_images} images)"
         )
-    if report.written:
+    placement = report.placement()
+    if len(placement) > 1 and not report.streams:
+        lines.append(
+            f"  after a failover, this session's images are on {len(placement)} receivers, each image counted on the "
+            "one that acknowledged it (--json lists the names):"
+        )
+        for receiver, names in placement.items():
+            lines.append(f'    {len(names)} on {receiver or "?"} in "{report.session_dir}/"')
+    elif report.written:
         where = "the receivers' output folders, a folder per stream" if report.streams else "its output folder"
-        lines.append(f'  reconstructions are in "{report.session_dir}/" under {where}')
+        lines.append(
+            f'  reconstructions are in "{report.session_dir}/" under {where}'
+            + ("" if report.streams else _on(placement))
+        )
     return "\n".join(lines + format_failures(report.failed))
 
 
@@ -221,6 +233,8 @@ def explain_failure(failure, target: str, tls: bool) -> str:
         return f"{target} kept all its session slots busy until --retry-for ran out; try later or add receivers"
     if code == "UNAVAILABLE" and not failure.reached:
         hint = "" if tls else "; if it uses TLS, pass --tls-ca"
+        if PROXY_GATEWAY.search(details):
+            return f"the proxy at {target} reached no receiver for this session ({details}) until --retry-for ran out"
         return f"cannot reach a receiver at {target} ({details}); is `receiver --listen` running there{hint}?"
     if code == "UNAUTHENTICATED":
         return f"{target} refused the token: {details}"
@@ -276,8 +290,16 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
+def _on(placement: dict[str, list[str]]) -> str:
+    """Where a session's images are: " on RECEIVER", or several receivers with their counts."""
+    if len(placement) > 1:
+        return " on " + ", ".join(f"{receiver or '?'} ({len(names)})" for receiver, names in placement.items())
+    return f" on {next(iter(placement))}" if placement and next(iter(placement)) else ""
+
+
 def _report_json(report, target: str | None, model) -> str:
     quality = report.expected_quality
+    placement = report.placement()
     return json.dumps(
         {
             "target": target,
@@ -287,6 +309,9 @@ def _report_json(report, target: str | None, model) -> str:
             "images": report.images,
             "sent": report.sent,
             "written": len(report.written),
+            "receivers": {receiver: len(names) for receiver, names in placement.items()},
+            # after a failover behind a proxy, more than one receiver: which names each one wrote
+            "written_on": placement if report.moved else {},
             "already_in_place": report.already_in_place,
             "resent_batches": report.resent_batches,
             "failed": report.failed,
@@ -308,6 +333,7 @@ def _report_json(report, target: str | None, model) -> str:
                     "session_dir": stream.session_dir,
                     "images": stream.images,
                     "written": len(stream.written),
+                    "receivers": {receiver: len(names) for receiver, names in stream.placement().items()},
                     "failed": len(stream.failed),
                     "model_bytes": stream.model_bytes,
                     "reconnects": stream.reconnects,

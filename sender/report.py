@@ -41,6 +41,8 @@ class SendReport:
     encoding: str = ""
     session: str = ""
     session_dir: str = ""  # where the receiver writes, relative to its output folder
+    receiver: str = ""  # the receiver of the latest handshake (its --name)
+    written_on: dict[str, str] = field(default_factory=dict, repr=False)  # name -> the receiver that wrote it
     reconnects: int = 0
     resent_batches: int = 0  # batches the receiver got corrupt and asked for again
     expected_quality: Quality | None = None
@@ -58,6 +60,23 @@ class SendReport:
     def wire_bits_per_pixel(self) -> float | None:
         """Bits on the wire per pixel sent (images of any size), or None when nothing was sent."""
         return 8 * self.wire_bytes / self.pixels_sent if self.pixels_sent else None
+
+    def record_written(self, name: str, path: str) -> None:
+        """An image is durable at `path` (under the output folder) on the current receiver."""
+        self.written[name] = path
+        self.written_on[name] = self.receiver
+
+    def placement(self) -> dict[str, list[str]]:
+        """Receiver -> the names it wrote, in the order acknowledged: more than one after a failover."""
+        by_receiver: dict[str, list[str]] = {}
+        for name, receiver in self.written_on.items():
+            by_receiver.setdefault(receiver, []).append(name)
+        return by_receiver
+
+    @property
+    def moved(self) -> bool:
+        """Some session of this report was written on more than one receiver (a failover behind a proxy)."""
+        return any(len(set(r.written_on.values())) > 1 for r in (self.streams or [self]))
 
     @property
     def error(self) -> str | None:
@@ -77,6 +96,7 @@ def merge_reports(reports: Sequence[SendReport], session: str) -> SendReport:
         for name in ("input_bytes", "reconnects", "resent_batches", "quality_images", "pixels_sent"):
             setattr(merged, name, getattr(merged, name) + getattr(report, name))
         merged.written.update(report.written)
+        merged.written_on.update(report.written_on)
         merged.failed.update(report.failed)
         merged.out_of_domain.update(report.out_of_domain)
         merged.encoding = merged.encoding or report.encoding

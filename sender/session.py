@@ -17,7 +17,13 @@ from latentlink.sender.encode import BatchEncoder, QualityMeter, out_of_domain_p
 from latentlink.sender.report import SendReport, StreamFailure
 from latentlink.shared.auth import bearer_metadata
 from latentlink.shared.image_io import SourceImage
-from latentlink.shared.protocol import BUSY_METADATA, DEFAULT_BATCH_IMAGES, RECEIVER_METADATA
+from latentlink.shared.protocol import (
+    BUSY_METADATA,
+    DEFAULT_BATCH_IMAGES,
+    PROXY_GATEWAY,
+    RECEIVER_METADATA,
+    SESSION_HEADER,
+)
 from latentlink.shared.serde import supported_encodings
 
 __all__ = ["DEFAULT_RETRY_S", "new_session_name", "send_images"]
@@ -81,7 +87,7 @@ def send_images(
     options = SessionOptions(
         encoder=encoder,
         offered=list(encodings or supported_encodings(encoder.tables)),
-        metadata=bearer_metadata(token),
+        metadata=[*bearer_metadata(token), (SESSION_HEADER, report.session)],  # a proxy routes on the session
         on_progress=on_progress,
         batch_size=batch_size,
         handshake_timeout_s=handshake_timeout,
@@ -216,6 +222,8 @@ def _worth_retrying(exc: grpc.RpcError | LinkError, failure: StreamFailure, atte
     made_up_here = RECEIVER_METADATA not in tuple(exc.trailing_metadata() or ()) or (exc.details() or "").startswith(
         TRANSPORT_REMOVED
     )
+    if made_up_here and PROXY_GATEWAY.search(exc.details() or ""):
+        return True
     if not failure.reached and not (made_up_here and exc.code() in GARBLED):
         return False  # never reached a receiver: a wrong target, TLS or token is not fixed by waiting
     if attempt.garbled or attempt.stalled or made_up_here:

@@ -23,6 +23,8 @@ __all__ = [
     "MAX_SESSIONS",
     "MAX_SEQUENCE",
     "SENDER_ID",
+    "PROXY_GATEWAY",
+    "SESSION_HEADER",
     "SESSION_NAME",
     "channel_options",
     "server_options",
@@ -37,6 +39,13 @@ BUSY_METADATA = ("latentlink-busy", "1")
 # Trailing metadata on every status a receiver ends a stream with, its own errors and crashes alike:
 # a status without it was made up by the sender's gRPC because the link failed (worth a reconnect).
 RECEIVER_METADATA = ("latentlink-receiver", "1")
+# Call metadata naming the session on every stream of it, resumes included: a proxy routes on it
+# (nginx `hash $http_latentlink_session consistent`), so that a session stays on one receiver.
+SESSION_HEADER = "latentlink-session"
+# How gRPC words an HTTP 502/503/504 answer: a proxy is there, but not (yet) a receiver behind it for this
+# session (its receiver is restarting or draining, and the proxy will route elsewhere once it counts it
+# down): worth waiting for, even before any handshake, unlike a target that cannot be reached at all.
+PROXY_GATEWAY = re.compile(r"http2 header with status: 50[234]\b")
 DEFAULT_PORT = 50051
 # Largest single gRPC message either side accepts; latent batches and model
 # chunks stay far below it.

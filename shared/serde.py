@@ -419,6 +419,7 @@ class SessionTerms:
     output_format: int
     durable_images: int = 0
     model_bytes_held: int = 0
+    receiver: str = ""  # which receiver this is (`receiver --name`)
 
 
 @dataclass(frozen=True)
@@ -533,6 +534,7 @@ def handshake_to_proto(terms: SessionTerms) -> pb.ReceiverMessage:
             output_format=terms.output_format,
             durable_images=terms.durable_images,
             model_bytes_held=terms.model_bytes_held,
+            receiver=terms.receiver,
         )
     )
 
@@ -548,6 +550,7 @@ def handshake_from_proto(handshake: pb.Handshake) -> SessionTerms:
         output_format=handshake.output_format,
         durable_images=handshake.durable_images,
         model_bytes_held=handshake.model_bytes_held,
+        receiver=handshake.receiver,
     )
 
 

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(latentlink/shared/proto/latentlink.proto\x12\rlatentlink.v1\"=\n\nImageShape\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"|\n\x0e\x44\x65\x63oderSummary\x12\x13\n\x0bimage_shape\x18\x01 \x03(\r\x12\x12\n\nlatent_dim\x18\x02 \x01(\r\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x19\n\x11has_entropy_model\x18\x05 \x01(\x08\"\xbf\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x16\n\x0e\x64\x65\x63oder_digest\x18\x02 \x01(\t\x12.\n\x07\x64\x65\x63oder\x18\x03 \x01(\x0b\x32\x1d.latentlink.v1.DecoderSummary\x12\x30\n\tencodings\x18\x04 \x03(\x0e\x32\x1d.latentlink.v1.LatentEncoding\x12\x0f\n\x07session\x18\x05 \x01(\t\x12\x11\n\tsender_id\x18\x06 \x01(\t\"\xc4\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x18\n\x10max_batch_images\x18\x02 \x01(\r\x12\x17\n\x0fmax_model_bytes\x18\x03 \x01(\x04\x12\x17\n\x0fmax_chunk_bytes\x18\x04 \x01(\r\x12\x1f\n\x17max_decoder_activations\x18\x05 \x01(\x04\x12\x18\n\x10max_decoder_macs\x18\x06 \x01(\x04\x12\x18\n\x10max_batch_pixels\x18\x07 \x01(\x04\"\x8d\x02\n\tHandshake\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x13\n\x0bhas_decoder\x18\x02 \x01(\x08\x12/\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1d.latentlink.v1.LatentEncoding\x12%\n\x06limits\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Limits\x12\x13\n\x0bsession_dir\x18\x05 \x01(\t\x12\x32\n\routput_format\x18\x06 \x01(\x0e\x32\x1b.latentlink.v1.OutputFormat\x12\x16\n\x0e\x64urable_images\x18\x07 \x01(\x04\x12\x18\n\x10model_bytes_held\x18\x08 \x01(\x04\"\x1d\n\rDurableImages\x12\x0c\n\x04keys\x18\x01 \x01(\x0c\"8\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\"?\n\rModelAccepted\x12\x16\n\x0e\x64\x65\x63oder_digest\x18\x01 \x01(\t\x12\x16\n\x0ereceived_bytes\x18\x02 \x01(\x04\"\xdd\x02\n\x0bLatentBatch\x12\x16\n\x0e\x64\x65\x63oder_digest\x18\x01 \x01(\t\x12/\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1d.latentlink.v1.LatentEncoding\x12\x12\n\nlatent_dim\x18\x03 \x01(\r\x12\x11\n\tfirst_seq\x18\x04 \x01(\x04\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12\x13\n\x0bimage_shape\x18\x06 \x03(\r\x12\x0f\n\x05names\x18\x07 \x01(\x0cH\x00\x12\x32\n\x0cname_pattern\x18\r \x01(\x0b\x32\x1a.latentlink.v1.NamePatternH\x00\x12\x0e\n\x06values\x18\x08 \x03(\x01\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\n \x01(\x07\x12)\n\x06shapes\x18\x0b \x03(\x0b\x32\x19.latentlink.v1.ImageShape\x12\r\n\x05sizes\x18\x0c \x03(\rB\x08\n\x06naming\"K\n\x0bNamePattern\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05\x66irst\x18\x02 \x01(\x04\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06suffix\x18\x04 \x01(\t\"*\n\x0cImageFailure\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"}\n\x08\x41\x63kBatch\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12-\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1b.latentlink.v1.ImageFailure\x12\x0e\n\x06resend\x18\x04 \x01(\x08\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\x07\"\x1d\n\x06\x46inish\x12\x13\n\x0bimages_sent\x18\x01 \x01(\x04\"8\n\x07Summary\x12\x16\n\x0eimages_written\x18\x01 \x01(\x04\x12\x15\n\rimages_failed\x18\x02 \x01(\x04\"\xcd\x01\n\rSenderMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.latentlink.v1.HelloH\x00\x12\x30\n\x0bmodel_chunk\x18\x02 \x01(\x0b\x32\x19.latentlink.v1.ModelChunkH\x00\x12\x32\n\x0clatent_batch\x18\x03 \x01(\x0b\x32\x1a.latentlink.v1.LatentBatchH\x00\x12\'\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.FinishH\x00\x42\x06\n\x04kind\"\x85\x02\n\x0fReceiverMessage\x12-\n\thandshake\x18\x01 \x01(\x0b\x32\x18.latentlink.v1.HandshakeH\x00\x12\x36\n\x0emodel_accepted\x18\x02 \x01(\x0b\x32\x1c.latentlink.v1.ModelAcceptedH\x00\x12\'\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x17.latentlink.v1.AckBatchH\x00\x12)\n\x07summary\x18\x04 \x01(\x0b\x32\x16.latentlink.v1.SummaryH\x00\x12/\n\x07\x64urable\x18\x05 \x01(\x0b\x32\x1c.latentlink.v1.DurableImagesH\x00\x42\x06\n\x04kind*\xc1\x01\n\x0eLatentEncoding\x12\x1f\n\x1bLATENT_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17LATENT_ENCODING_FLOAT64\x10\x01\x12\x1b\n\x17LATENT_ENCODING_FLOAT32\x10\x02\x12\x1b\n\x17LATENT_ENCODING_FLOAT16\x10\x03\x12\x17\n\x13LATENT_ENCODING_ANS\x10\x04\x12\x1e\n\x1aLATENT_ENCODING_HYPERPRIOR\x10\x05*<\n\x0cOutputFormat\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_NPZ\x10\x01\x32X\n\nLatentLink\x12J\n\x06Stream\x12\x1c.latentlink.v1.SenderMessage\x1a\x1e.latentlink.v1.ReceiverMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(latentlink/shared/proto/latentlink.proto\x12\rlatentlink.v1\"=\n\nImageShape\x12\x0e\n\x06height\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\"|\n\x0e\x44\x65\x63oderSummary\x12\x13\n\x0bimage_shape\x18\x01 \x03(\r\x12\x12\n\nlatent_dim\x18\x02 \x01(\r\x12\x12\n\nsize_bytes\x18\x03 \x01(\x04\x12\x12\n\nmodel_name\x18\x04 \x01(\t\x12\x19\n\x11has_entropy_model\x18\x05 \x01(\x08\"\xbf\x01\n\x05Hello\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x16\n\x0e\x64\x65\x63oder_digest\x18\x02 \x01(\t\x12.\n\x07\x64\x65\x63oder\x18\x03 \x01(\x0b\x32\x1d.latentlink.v1.DecoderSummary\x12\x30\n\tencodings\x18\x04 \x03(\x0e\x32\x1d.latentlink.v1.LatentEncoding\x12\x0f\n\x07session\x18\x05 \x01(\t\x12\x11\n\tsender_id\x18\x06 \x01(\t\"\xc4\x01\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x04\x12\x18\n\x10max_batch_images\x18\x02 \x01(\r\x12\x17\n\x0fmax_model_bytes\x18\x03 \x01(\x04\x12\x17\n\x0fmax_chunk_bytes\x18\x04 \x01(\r\x12\x1f\n\x17max_decoder_activations\x18\x05 \x01(\x04\x12\x18\n\x10max_decoder_macs\x18\x06 \x01(\x04\x12\x18\n\x10max_batch_pixels\x18\x07 \x01(\x04\"\x9f\x02\n\tHandshake\x12\x18\n\x10protocol_version\x18\x01 \x01(\r\x12\x13\n\x0bhas_decoder\x18\x02 \x01(\x08\x12/\n\x08\x65ncoding\x18\x03 \x01(\x0e\x32\x1d.latentlink.v1.LatentEncoding\x12%\n\x06limits\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.Limits\x12\x13\n\x0bsession_dir\x18\x05 \x01(\t\x12\x32\n\routput_format\x18\x06 \x01(\x0e\x32\x1b.latentlink.v1.OutputFormat\x12\x16\n\x0e\x64urable_images\x18\x07 \x01(\x04\x12\x18\n\x10model_bytes_held\x18\x08 \x01(\x04\x12\x10\n\x08receiver\x18\t \x01(\t\"\x1d\n\rDurableImages\x12\x0c\n\x04keys\x18\x01 \x01(\x0c\"8\n\nModelChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0c\n\x04last\x18\x03 \x01(\x08\"?\n\rModelAccepted\x12\x16\n\x0e\x64\x65\x63oder_digest\x18\x01 \x01(\t\x12\x16\n\x0ereceived_bytes\x18\x02 \x01(\x04\"\xdd\x02\n\x0bLatentBatch\x12\x16\n\x0e\x64\x65\x63oder_digest\x18\x01 \x01(\t\x12/\n\x08\x65ncoding\x18\x02 \x01(\x0e\x32\x1d.latentlink.v1.LatentEncoding\x12\x12\n\nlatent_dim\x18\x03 \x01(\r\x12\x11\n\tfirst_seq\x18\x04 \x01(\x04\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12\x13\n\x0bimage_shape\x18\x06 \x03(\r\x12\x0f\n\x05names\x18\x07 \x01(\x0cH\x00\x12\x32\n\x0cname_pattern\x18\r \x01(\x0b\x32\x1a.latentlink.v1.NamePatternH\x00\x12\x0e\n\x06values\x18\x08 \x03(\x01\x12\x0f\n\x07payload\x18\t \x01(\x0c\x12\x10\n\x08\x63hecksum\x18\n \x01(\x07\x12)\n\x06shapes\x18\x0b \x03(\x0b\x32\x19.latentlink.v1.ImageShape\x12\r\n\x05sizes\x18\x0c \x03(\rB\x08\n\x06naming\"K\n\x0bNamePattern\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\r\n\x05\x66irst\x18\x02 \x01(\x04\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06suffix\x18\x04 \x01(\t\"*\n\x0cImageFailure\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\r\n\x05\x65rror\x18\x02 \x01(\t\"}\n\x08\x41\x63kBatch\x12\x11\n\tfirst_seq\x18\x01 \x01(\x04\x12\r\n\x05\x63ount\x18\x02 \x01(\r\x12-\n\x08\x66\x61ilures\x18\x03 \x03(\x0b\x32\x1b.latentlink.v1.ImageFailure\x12\x0e\n\x06resend\x18\x04 \x01(\x08\x12\x10\n\x08\x63hecksum\x18\x05 \x01(\x07\"\x1d\n\x06\x46inish\x12\x13\n\x0bimages_sent\x18\x01 \x01(\x04\"8\n\x07Summary\x12\x16\n\x0eimages_written\x18\x01 \x01(\x04\x12\x15\n\rimages_failed\x18\x02 \x01(\x04\"\xcd\x01\n\rSenderMessage\x12%\n\x05hello\x18\x01 \x01(\x0b\x32\x14.latentlink.v1.HelloH\x00\x12\x30\n\x0bmodel_chunk\x18\x02 \x01(\x0b\x32\x19.latentlink.v1.ModelChunkH\x00\x12\x32\n\x0clatent_batch\x18\x03 \x01(\x0b\x32\x1a.latentlink.v1.LatentBatchH\x00\x12\'\n\x06\x66inish\x18\x04 \x01(\x0b\x32\x15.latentlink.v1.FinishH\x00\x42\x06\n\x04kind\"\x85\x02\n\x0fReceiverMessage\x12-\n\thandshake\x18\x01 \x01(\x0b\x32\x18.latentlink.v1.HandshakeH\x00\x12\x36\n\x0emodel_accepted\x18\x02 \x01(\x0b\x32\x1c.latentlink.v1.ModelAcceptedH\x00\x12\'\n\x04\x61\x63ks\x18\x03 \x01(\x0b\x32\x17.latentlink.v1.AckBatchH\x00\x12)\n\x07summary\x18\x04 \x01(\x0b\x32\x16.latentlink.v1.SummaryH\x00\x12/\n\x07\x64urable\x18\x05 \x01(\x0b\x32\x1c.latentlink.v1.DurableImagesH\x00\x42\x06\n\x04kind*\xc1\x01\n\x0eLatentEncoding\x12\x1f\n\x1bLATENT_ENCODING_UNSPECIFIED\x10\x00\x12\x1b\n\x17LATENT_ENCODING_FLOAT64\x10\x01\x12\x1b\n\x17LATENT_ENCODING_FLOAT32\x10\x02\x12\x1b\n\x17LATENT_ENCODING_FLOAT16\x10\x03\x12\x17\n\x13LATENT_ENCODING_ANS\x10\x04\x12\x1e\n\x1aLATENT_ENCODING_HYPERPRIOR\x10\x05*<\n\x0cOutputFormat\x12\x15\n\x11OUTPUT_FORMAT_PNG\x10\x00\x12\x15\n\x11OUTPUT_FORMAT_NPZ\x10\x01\x32X\n\nLatentLink\x12J\n\x06Stream\x12\x1c.latentlink.v1.SenderMessage\x1a\x1e.latentlink.v1.ReceiverMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'latentlink.shared.proto.latentlink_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LATENTENCODING']._serialized_start=2229
-  _globals['_LATENTENCODING']._serialized_end=2422
-  _globals['_OUTPUTFORMAT']._serialized_start=2424
-  _globals['_OUTPUTFORMAT']._serialized_end=2484
+  _globals['_LATENTENCODING']._serialized_start=2247
+  _globals['_LATENTENCODING']._serialized_end=2440
+  _globals['_OUTPUTFORMAT']._serialized_start=2442
+  _globals['_OUTPUTFORMAT']._serialized_end=2502
   _globals['_IMAGESHAPE']._serialized_start=59
   _globals['_IMAGESHAPE']._serialized_end=120
   _globals['_DECODERSUMMARY']._serialized_start=122
@@ -44,29 +44,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIMITS']._serialized_start=443
   _globals['_LIMITS']._serialized_end=639
   _globals['_HANDSHAKE']._serialized_start=642
-  _globals['_HANDSHAKE']._serialized_end=911
-  _globals['_DURABLEIMAGES']._serialized_start=913
-  _globals['_DURABLEIMAGES']._serialized_end=942
-  _globals['_MODELCHUNK']._serialized_start=944
-  _globals['_MODELCHUNK']._serialized_end=1000
-  _globals['_MODELACCEPTED']._serialized_start=1002
-  _globals['_MODELACCEPTED']._serialized_end=1065
-  _globals['_LATENTBATCH']._serialized_start=1068
-  _globals['_LATENTBATCH']._serialized_end=1417
-  _globals['_NAMEPATTERN']._serialized_start=1419
-  _globals['_NAMEPATTERN']._serialized_end=1494
-  _globals['_IMAGEFAILURE']._serialized_start=1496
-  _globals['_IMAGEFAILURE']._serialized_end=1538
-  _globals['_ACKBATCH']._serialized_start=1540
-  _globals['_ACKBATCH']._serialized_end=1665
-  _globals['_FINISH']._serialized_start=1667
-  _globals['_FINISH']._serialized_end=1696
-  _globals['_SUMMARY']._serialized_start=1698
-  _globals['_SUMMARY']._serialized_end=1754
-  _globals['_SENDERMESSAGE']._serialized_start=1757
-  _globals['_SENDERMESSAGE']._serialized_end=1962
-  _globals['_RECEIVERMESSAGE']._serialized_start=1965
-  _globals['_RECEIVERMESSAGE']._serialized_end=2226
-  _globals['_LATENTLINK']._serialized_start=2486
-  _globals['_LATENTLINK']._serialized_end=2574
+  _globals['_HANDSHAKE']._serialized_end=929
+  _globals['_DURABLEIMAGES']._serialized_start=931
+  _globals['_DURABLEIMAGES']._serialized_end=960
+  _globals['_MODELCHUNK']._serialized_start=962
+  _globals['_MODELCHUNK']._serialized_end=1018
+  _globals['_MODELACCEPTED']._serialized_start=1020
+  _globals['_MODELACCEPTED']._serialized_end=1083
+  _globals['_LATENTBATCH']._serialized_start=1086
+  _globals['_LATENTBATCH']._serialized_end=1435
+  _globals['_NAMEPATTERN']._serialized_start=1437
+  _globals['_NAMEPATTERN']._serialized_end=1512
+  _globals['_IMAGEFAILURE']._serialized_start=1514
+  _globals['_IMAGEFAILURE']._serialized_end=1556
+  _globals['_ACKBATCH']._serialized_start=1558
+  _globals['_ACKBATCH']._serialized_end=1683
+  _globals['_FINISH']._serialized_start=1685
+  _globals['_FINISH']._serialized_end=1714
+  _globals['_SUMMARY']._serialized_start=1716
+  _globals['_SUMMARY']._serialized_end=1772
+  _globals['_SENDERMESSAGE']._serialized_start=1775
+  _globals['_SENDERMESSAGE']._serialized_end=1980
+  _globals['_RECEIVERMESSAGE']._serialized_start=1983
+  _globals['_RECEIVERMESSAGE']._serialized_end=2244
+  _globals['_LATENTLINK']._serialized_start=2504
+  _globals['_LATENTLINK']._serialized_end=2592
 # @@protoc_insertion_point(module_scope)

@@ -88,7 +88,7 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_batch_images: _Optional[int] = ..., max_model_bytes: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ..., max_decoder_activations: _Optional[int] = ..., max_decoder_macs: _Optional[int] = ..., max_batch_pixels: _Optional[int] = ...) -> None: ...
 
 class Handshake(_message.Message):
-    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir", "output_format", "durable_images", "model_bytes_held")
+    __slots__ = ("protocol_version", "has_decoder", "encoding", "limits", "session_dir", "output_format", "durable_images", "model_bytes_held", "receiver")
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     HAS_DECODER_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class Handshake(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _ClassVar[int]
     DURABLE_IMAGES_FIELD_NUMBER: _ClassVar[int]
     MODEL_BYTES_HELD_FIELD_NUMBER: _ClassVar[int]
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
     protocol_version: int
     has_decoder: bool
     encoding: LatentEncoding
@@ -105,7 +106,8 @@ class Handshake(_message.Message):
     output_format: OutputFormat
     durable_images: int
     model_bytes_held: int
-    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., session_dir: _Optional[str] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., durable_images: _Optional[int] = ..., model_bytes_held: _Optional[int] = ...) -> None: ...
+    receiver: str
+    def __init__(self, protocol_version: _Optional[int] = ..., has_decoder: _Optional[bool] = ..., encoding: _Optional[_Union[LatentEncoding, str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., session_dir: _Optional[str] = ..., output_format: _Optional[_Union[OutputFormat, str]] = ..., durable_images: _Optional[int] = ..., model_bytes_held: _Optional[int] = ..., receiver: _Optional[str] = ...) -> None: ...
 
 class DurableImages(_message.Message):
     __slots__ = ("keys",)
