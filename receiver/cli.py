@@ -11,7 +11,14 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, one_blas_thread, quiet_process
+from latentlink.shared.cli_help import (
+    IO_WORKERS,
+    HelpFormatter,
+    add_version,
+    one_blas_thread,
+    quiet_process,
+    worker_count,
+)
 from latentlink.shared.protocol import DEFAULT_PORT
 
 __all__ = ["build_parser", "main"]
@@ -49,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", type=Path, default=default_models_dir(), help="decoder cache folder")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the decoder runs")
     parser.add_argument("--grace", type=float, default=30.0, help="seconds to let sessions finish on shutdown")
+    parser.add_argument(
+        "--png-workers",
+        type=worker_count,
+        default=IO_WORKERS,
+        metavar="N",
+        help="threads that encode PNGs, shared by all sessions (they use a core each)",
+    )
     parser.add_argument(
         "--name",
         help="how this receiver names itself to senders (default: HOSTNAME:PORT); "
@@ -153,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             output_format,
             _print_json if args.json else lambda summary: None,
             name=args.name,
+            png_workers=args.png_workers,
             health_service=health_service,
         )
     except OSError:

@@ -14,6 +14,7 @@ from grpc_reflection.v1alpha import reflection
 from latentlink.receiver.auth import TokenAuthInterceptor
 from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S
 from latentlink.receiver.model_store import ModelStore
+from latentlink.receiver.png_workers import PngWorkers
 from latentlink.receiver.servicer import LatentLinkServicer
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.protocol import MAX_SESSIONS, server_options
@@ -37,6 +38,7 @@ def create_server(
     on_session_end: Callable[[dict], None] = lambda summary: None,
     max_sessions: int = MAX_SESSIONS,
     name: str | None = None,
+    png_workers: int = 1,
     health_service: health.HealthServicer | None = None,
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
@@ -47,7 +49,7 @@ def create_server(
     off. Images are written as `output_format`; each finished session's summary
     goes to `on_session_end`; beyond `max_sessions` open sessions, new ones are
     refused with UNAVAILABLE and BUSY_METADATA. The handshake names the receiver
-    `name` (default: hostname:port). A given `health_service` serves the health
+    `name` (default: hostname:port); `png_workers` threads encode its PNGs. A given `health_service` serves the health
     checks, so that the caller can mark the receiver NOT_SERVING when it drains.
     Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
@@ -60,7 +62,9 @@ def create_server(
         interceptors=[TokenAuthInterceptor(token)] if token else [],
     )
     store = ModelStore(models_dir, device=device)
-    servicer = LatentLinkServicer(out_dir, store, idle_timeout_s, output_format, on_session_end, max_sessions)
+    servicer = LatentLinkServicer(
+        out_dir, store, idle_timeout_s, output_format, on_session_end, max_sessions, PngWorkers(png_workers)
+    )
     # Requests arrive as raw bytes: the servicer parses them, so that a garbled one ends the stream with
     # DATA_LOSS (a resend helps) rather than gRPC's INTERNAL.
     stream = grpc.stream_stream_rpc_method_handler(

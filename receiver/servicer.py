@@ -22,6 +22,7 @@ from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import DecoderTooCostly, ModelStore
 from latentlink.receiver.model_upload import ModelUpload
 from latentlink.receiver.output import remove_stale_temporaries
+from latentlink.receiver.png_workers import PngWorkers
 from latentlink.receiver.session import ReceiverSession, check_request, pick_encoding
 from latentlink.shared.model_format import ModelFormatError
 from latentlink.shared.proto import latentlink_pb2 as pb
@@ -89,6 +90,7 @@ class LatentLinkServicer:
         output_format: int = OutputFormat.PNG,
         on_session_end: Callable[[dict], None] = lambda summary: None,
         max_sessions: int = MAX_SESSIONS,
+        png: PngWorkers | None = None,
     ) -> None:
         self.idle_timeout_s = idle_timeout_s
         self.output_format = OutputFormat(output_format)
@@ -99,6 +101,7 @@ class LatentLinkServicer:
         if removed := remove_stale_temporaries(self.out_dir):
             log.info("removed %d half-written files left by an earlier run", removed)
         self.store = store
+        self.png = png or PngWorkers()
         self.name = ""  # this receiver, as the handshake names it (set once the port is bound)
         self._open_sessions: dict[str, _OpenSession] = {}
         self._lock = threading.Lock()
@@ -186,10 +189,14 @@ class LatentLinkServicer:
             raise ProtocolError(
                 "FAILED_PRECONDITION", f"the decoder cannot decode the {encoding.label} encoding its hello asked for"
             )
-        session = ReceiverSession(request.session, folder, self.output_format, digest, decoder, tables, journal)
-        # One writer per session: PNG encoding and the group-commit write of batch k overlap
-        # the decoding of batch k+1, and a session's files never contend for their folder's lock.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"write-{request.session}") as writer:
+        session = ReceiverSession(
+            request.session, folder, self.output_format, digest, decoder, tables, journal, self.png
+        )
+        # PNG encoding and the group-commit write of batch k overlap the decoding of batch k+1. Digits: one
+        # writer per session (its files never contend for their folder's lock), the PNG workers share each
+        # batch. Photos come one per batch: as many writers as PNG workers, each encoding a photo.
+        writers = self.png.workers if decoder.info.any_size else 1
+        with ThreadPoolExecutor(max_workers=writers, thread_name_prefix=f"write-{request.session}") as writer:
             yield from self._serve_batches(session, writer, events, inbox, context, peer, request, encoding)
 
     def _receive_decoder(self, upload: ModelUpload, digest: str, events, peer: str):

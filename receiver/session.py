@@ -15,7 +15,8 @@ from latentlink.receiver.journal import SessionJournal
 from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import is_digest
 from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably
-from latentlink.shared.image_io import batch_file_name, encode_png
+from latentlink.receiver.png_workers import PngWorkers
+from latentlink.shared.image_io import batch_file_name
 from latentlink.shared.model_format import is_any_size
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo
 from latentlink.shared.protocol import MAX_MODEL_BYTES, PROTOCOL_VERSION, SENDER_ID, SESSION_NAME
@@ -90,6 +91,7 @@ class ReceiverSession:
     decoder: CompiledNetwork
     tables: Tables
     journal: SessionJournal
+    png: PngWorkers = field(default_factory=PngWorkers)  # the receiver's PNG encoders, shared by its sessions
     written: int = 0
     failed: int = 0
     bytes_in: int = 0
@@ -157,12 +159,14 @@ class ReceiverSession:
             failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(names, pixels))])
             errors = {i: failed[0] for i in range(len(seqs))} if failed else {}
         else:
-            errors = write_files_durably([(target, encode_png(image)) for _, target, image in images.files.values()])
+            targets = [(target, image) for _, target, image in images.files.values()]
+            encoded = self.png.encode([image for _, image in targets])
+            errors = write_files_durably([(target, data) for (target, _), data in zip(targets, encoded, strict=True)])
         failures = dict(images.failures)
         failures.update((seqs[i], reason) for i, reason in errors.items())
         durable = [seq for seq in seqs if seq not in failures]
-        self.journal.record([images.files[seq][0] for seq in durable], [images.keys[seq] for seq in durable])
-        with self.lock:
+        with self.lock:  # photos' batches are written by several threads
+            self.journal.record([images.files[seq][0] for seq in durable], [images.keys[seq] for seq in durable])
             self.failed += len(failures)
             self.written += images.count - len(failures)
             self.write_s += time.perf_counter() - started

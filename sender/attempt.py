@@ -90,6 +90,7 @@ class SessionOptions:
     handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     min_psnr: float | None = None
     sender_id: str = ""
+    read_workers: int = 1  # threads reading and decoding image files
 
 
 @dataclass
@@ -265,8 +266,9 @@ class Attempt:
             self.report.model_bytes_base = start
 
     def _produce(self, sources: Sequence[SourceImage], batch_size: int) -> None:
-        batches = (sources[first : first + batch_size] for first in range(0, len(sources), batch_size))
-        reader = ReadAhead(batches, READ_AHEAD_BATCHES)  # reading and PNG decoding overlap the encoding
+        batches = [sources[first : first + batch_size] for first in range(0, len(sources), batch_size)]
+        # reading and PNG decoding overlap the encoding, on as many cores as there are workers
+        reader = ReadAhead(batches, READ_AHEAD_BATCHES, self.options.read_workers)
         try:
             for loaded in reader:
                 if self._stopped.is_set():

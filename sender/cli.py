@@ -10,7 +10,14 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, one_blas_thread, quiet_process
+from latentlink.shared.cli_help import (
+    IO_WORKERS,
+    HelpFormatter,
+    add_version,
+    one_blas_thread,
+    quiet_process,
+    worker_count,
+)
 from latentlink.shared.failures import format_failures
 from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES, MAX_SESSIONS, PROXY_GATEWAY, SESSION_NAME
@@ -95,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="passes of rate-distortion-optimised rounding per image (digit models): 1 gives about 1 dB more "
         "at the same size for ~10 ms of sender CPU per image; 0 rounds",
+    )
+    parser.add_argument(
+        "--read-workers",
+        type=worker_count,
+        default=IO_WORKERS,
+        metavar="N",
+        help="threads that read and decode image files (they use a core each)",
     )
     parser.add_argument(
         "--min-psnr",
@@ -461,6 +475,7 @@ def _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, 
                 token=token,
                 retry_for=args.retry_for,
                 min_psnr=args.min_psnr,
+                read_workers=args.read_workers,
             )
     report.skipped = skipped
 

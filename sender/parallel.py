@@ -52,6 +52,8 @@ def send_parallel(
     if len(parts) == 1:
         report = send_images(target, sources, encoder, session=session, credentials=credentials, **options)
         return _with_clashes(report, clashes)
+    # the read workers are the sender's, shared by its streams
+    options["read_workers"] = max(1, options.get("read_workers", 1) // len(parts))
     reports: list[SendReport | None] = [None] * len(parts)
     with open_channel(target, credentials) as channel:
         _connect(channel, min(options.get("handshake_timeout", 20.0), CONNECT_WAIT_S))

@@ -1,10 +1,11 @@
-"""Reads image batches ahead of the encoder, in a thread, so that file reads and PNG decoding overlap it."""
+"""Reads image batches ahead of the encoder, in a thread or worker processes, overlapping file reads with encoding."""
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+import multiprocessing
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,8 +13,6 @@ import numpy as np
 from latentlink.shared.image_io import ImageError, SourceImage
 
 __all__ = ["LoadedBatch", "ReadAhead", "load_batch"]
-
-_END = object()
 
 
 @dataclass(frozen=True)
@@ -40,36 +39,43 @@ def load_batch(batch: Sequence[SourceImage]) -> LoadedBatch:
 
 
 class ReadAhead:
-    """Iterates loaded batches, read up to `depth` ahead by a thread; its errors are raised here. Close when done."""
+    """Iterates loaded batches in order, read up to `depth` ahead by `workers`; a worker's error is raised here.
 
-    def __init__(self, batches: Iterable[Sequence[SourceImage]], depth: int) -> None:
-        self._ready: queue.SimpleQueue = queue.SimpleQueue()
-        self._room = threading.Semaphore(depth)
-        self._closed = threading.Event()
-        threading.Thread(target=self._fill, args=(iter(batches),), daemon=True, name="read-ahead").start()
+    One worker is a thread. Several read image files in worker processes (a file's Python-side handling,
+    not only its PNG decoding, then runs on a core of its own: threads in one process would queue on the
+    GIL for small files); the first batch is read by a thread meanwhile, so that the processes' start-up
+    does not delay the first image. Images in an array (.npy/.npz) are already in memory: a thread reads
+    them. Close when done.
+    """
 
-    def _fill(self, batches: Iterator[Sequence[SourceImage]]) -> None:
-        try:
-            for batch in batches:
-                self._room.acquire()
-                if self._closed.is_set():
-                    return
-                self._ready.put(load_batch(batch))
-            self._ready.put(_END)
-        except BaseException as exc:  # handed to the consumer, which ends the session
-            self._ready.put(exc)
+    def __init__(self, batches: Sequence[Sequence[SourceImage]], depth: int, workers: int = 1) -> None:
+        self._batches = iter(batches)
+        in_files = len(batches) > 1 and all(source.in_file for source in batches[0])
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read")
+        self._processes = _process_pool(workers) if workers > 1 and in_files else None
+        self._depth = max(depth, workers)
+        self._pending: deque[Future] = deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._pending) < self._depth and (batch := next(self._batches, None)) is not None:
+            pool = self._processes if self._processes is not None and self._pending else self._thread
+            self._pending.append(pool.submit(load_batch, batch))
 
     def __iter__(self) -> Iterator[LoadedBatch]:
-        while not self._closed.is_set():
-            item = self._ready.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            self._room.release()
-            yield item
+        while self._pending:
+            loaded = self._pending.popleft().result()
+            self._fill()
+            yield loaded
 
     def close(self) -> None:
-        """Stops reading: the thread ends at its next batch."""
-        self._closed.set()
-        self._room.release()
+        """Stops reading: batches not started are dropped, the workers end after the ones they are reading."""
+        self._pending.clear()
+        for pool in (self._thread, self._processes):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    # forkserver: workers fork from a fresh server process, never from this one and its gRPC threads.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))

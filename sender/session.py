@@ -67,6 +67,7 @@ def send_images(
     retry_for: float = DEFAULT_RETRY_S,
     channel: grpc.Channel | None = None,
     min_psnr: float | None = None,
+    read_workers: int = 1,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
@@ -76,7 +77,8 @@ def send_images(
     breaks after a handshake, the sender reconnects with backoff and resumes (images, and a
     decoder upload, from where the receiver stands) until no progress was made for `retry_for`
     seconds. A given `channel` is used (and left open). With `min_psnr`, every image is decoded
-    locally first and those predicted below it fail instead of being sent.
+    locally first and those predicted below it fail instead of being sent. `read_workers` threads
+    read and decode the image files.
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     report.session = session or new_session_name()
@@ -92,6 +94,7 @@ def send_images(
         batch_size=batch_size,
         handshake_timeout_s=handshake_timeout,
         min_psnr=min_psnr,
+        read_workers=read_workers,
         sender_id=secrets.token_urlsafe(18),  # the same on every reconnect: lets it take over its old stream
     )
     next_seq, backoff, last_progress, held = 0, _FIRST_BACKOFF_S, time.monotonic(), 0

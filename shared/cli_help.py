@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 
-__all__ = ["HelpFormatter", "add_version", "quiet_process"]
+__all__ = ["IO_WORKERS", "HelpFormatter", "add_version", "quiet_process", "worker_count"]
+
+# Default threads that read and decode image files (sender) or encode PNGs (receiver): libpng runs without
+# the GIL there, so each uses a core of its own. Four keep a GPU encoder fed; more rarely pay.
+IO_WORKERS = min(4, os.cpu_count() or 1)
+MAX_IO_WORKERS = 64
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -15,6 +20,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         if action.default in (None, False) or action.default is argparse.SUPPRESS:
             return action.help or ""
         return super()._get_help_string(action)
+
+
+def worker_count(text: str) -> int:
+    """argparse type for a number of worker threads (1..MAX_IO_WORKERS)."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_IO_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected a whole number of workers from 1 to {MAX_IO_WORKERS}, got {text!r}")
+    return count
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:

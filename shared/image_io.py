@@ -62,6 +62,7 @@ class SourceImage:
     size_bytes: int
     reader: Callable[[Any], np.ndarray]
     key: Any
+    in_file: bool = False  # reads a file by its path: the reader can run in a worker process
 
     def load(self) -> np.ndarray:
         """Reads the image as uint8 greyscale; raises ImageError when it cannot."""
@@ -95,7 +96,7 @@ def find_sources(
         left_out = f" ({len(skipped)} other files skipped: {summarize_skipped(skipped)})" if skipped else ""
         raise ImageError(f'folder "{source}" has no image files to send{left_out}')
     reader = functools.partial(_read_under, source, shape, resize)
-    return [SourceImage(name, size, reader, name) for name, size in files]
+    return [SourceImage(name, size, reader, name, in_file=True) for name, size in files]
 
 
 def summarize_skipped(skipped: dict[str, str]) -> str:
@@ -239,7 +240,7 @@ def _is_grey8_png(data: bytes, shape: tuple[int, int]) -> bool:
 
 def _file_source(path: Path, name: str, shape: tuple[int, int], resize: FitResize | None) -> SourceImage:
     reader = functools.partial(read_image, shape=shape, resize=resize)
-    return SourceImage(name, path.stat().st_size, reader, path)
+    return SourceImage(name, path.stat().st_size, reader, path, in_file=True)
 
 
 def _walk(root: Path, skipped: dict[str, str]) -> Iterator[tuple[str, int]]:

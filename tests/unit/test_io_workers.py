@@ -1,0 +1,67 @@
+"""Reading on the sender and PNG encoding on the receiver in several threads: same results, same order."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from latentlink.receiver.png_workers import PngWorkers
+from latentlink.sender.read_ahead import ReadAhead
+from latentlink.shared.image_io import ImageError, SourceImage, encode_png, find_sources
+from tests.conftest import SAMPLES
+
+
+def test_batches_read_by_several_workers_come_in_order_and_match_one_worker():
+    sources = find_sources(SAMPLES, (28, 28))
+    batches = [sources[i : i + 16] for i in range(0, len(sources), 16)]
+    one = list(ReadAhead(batches, depth=2, workers=1))
+    four = ReadAhead(batches, depth=2, workers=4)
+    got = list(four)
+    assert [b.names for b in got] == [b.names for b in one] == [[s.name for s in b] for b in batches]
+    for a, b in zip(got, one, strict=True):
+        np.testing.assert_array_equal(a.pixels, b.pixels)
+
+
+def _pid_image(key: int) -> np.ndarray:
+    """An "image file" whose pixels say which process read it."""
+    return np.full((2, 2), os.getpid(), np.int64)
+
+
+def test_several_workers_read_files_in_other_processes_but_the_first_batch_at_once_here():
+    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(6)]
+    pids = [int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)]
+    assert pids[0] == os.getpid()  # a thread: no wait for the processes to start
+    assert all(pid != os.getpid() for pid in pids[1:])
+
+
+def test_images_already_in_memory_are_read_by_a_thread():
+    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i)] for i in range(4)]
+    assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)} == {os.getpid()}
+
+
+def test_a_reader_crash_is_raised_to_the_consumer_and_unreadable_images_are_failures():
+    def broken(key: int) -> np.ndarray:
+        if key == 1:
+            raise ImageError("not an image")
+        if key == 2:
+            raise RuntimeError("disk on fire")
+        return np.zeros((28, 28), np.uint8)
+
+    batches = [[SourceImage("a", 1, broken, 0), SourceImage("b", 1, broken, 1)], [SourceImage("c", 1, broken, 2)]]
+    reader = iter(ReadAhead(batches, depth=2, workers=2))
+    first = next(reader)
+    assert first.names == ["a"] and first.failed == {"b": "not an image"}
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        next(reader)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_png_workers_give_the_same_bytes_in_the_same_order(workers):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (h, 17), np.uint8) for h in range(1, 12)] + [
+        rng.integers(0, 256, (5, 9, 3), np.uint8)
+    ]
+    assert PngWorkers(workers).encode(images) == [encode_png(image) for image in images]
+    assert PngWorkers(workers).encode([]) == []
