@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, one_blas_thread, quiet_process
+from latentlink.shared.cli_help import HelpFormatter, add_version, command_threads, quiet_process
 from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
 
 __all__ = ["build_parser", "main"]
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
-    one_blas_thread()
+    command_threads()
     args = build_parser().parse_args(argv)
     from latentlink.codec.container import ContainerError
     from latentlink.shared.image_io import ImageError

@@ -14,7 +14,7 @@ from latentlink.shared.cli_help import (
     IO_WORKERS,
     HelpFormatter,
     add_version,
-    one_blas_thread,
+    command_threads,
     quiet_process,
     worker_count,
 )
@@ -366,7 +366,7 @@ def _report_json(report, target: str | None, model) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
-    one_blas_thread()
+    command_threads()
     args = build_parser().parse_args(argv)
     from latentlink.shared.network_runtime import gpu_present
     from latentlink.shared.tf_import import import_in_background, protect_stderr, settle_import

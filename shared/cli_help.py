@@ -9,7 +9,8 @@ __all__ = ["IO_WORKERS", "HelpFormatter", "add_version", "quiet_process", "worke
 
 # Default threads that read and decode image files (sender) or encode PNGs (receiver): libpng runs without
 # the GIL there, so each uses a core of its own. Four keep a GPU encoder fed; more rarely pay.
-IO_WORKERS = min(4, os.cpu_count() or 1)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+IO_WORKERS = min(4, CORES)
 MAX_IO_WORKERS = 64
 
 
@@ -52,14 +53,19 @@ def quiet_process() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
-def one_blas_thread() -> None:
-    """Limits numpy's BLAS to one thread in this command's process (the sender's and receiver's stages overlap).
+def command_threads() -> None:
+    """Gives this command's numpy BLAS one thread, and the numpy runtime a thread per core instead.
 
-    Their stages (reading, encoding, coding, decoding, PNG, writes) already run
-    in parallel threads; BLAS's own worker threads spin while they wait and take
-    those cores. Called in `main` only: a program that imports latentlink keeps
-    its own BLAS settings.
+    The sender's and receiver's stages (reading, encoding, coding, decoding,
+    PNG, writes) overlap in threads; BLAS's own worker threads spin while they
+    wait and take those cores. The runtime cuts a batch over the cores itself,
+    every layer's work included, and each image gives the same floats however
+    it is cut. Called in `main` only: a program that imports latentlink keeps
+    its own settings.
     """
     from threadpoolctl import threadpool_limits
 
+    from latentlink.shared.numpy_runtime import set_threads
+
     threadpool_limits(1, user_api="blas")
+    set_threads(CORES)

@@ -11,12 +11,18 @@ the kernel, or, when it has few outputs, multiplies every pixel first and
 gathers the sums; a transposed convolution runs as one convolution whose
 outputs are its stride x stride output phases, then interleaves them. Large
 batches run in slices and large images in bands, so intermediates stay small.
+
+With `set_threads(n)`, a batch of digits is cut into n parts of whole row
+blocks that run at once on n threads (numpy and BLAS release the GIL): every
+layer's work, not only the matrix products, then uses n cores, and each image
+still gives the same floats (the commands run BLAS itself on one thread).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +30,7 @@ import numpy as np
 from latentlink.shared.model_format import NetworkInfo, tensor_to_array
 from latentlink.shared.proto import model_pb2
 
-__all__ = ["NumpyNetwork", "as_batch", "same_padding"]
+__all__ = ["NumpyNetwork", "as_batch", "same_padding", "set_threads"]
 
 Array = np.ndarray
 _SLICE_ELEMENTS = 1 << 23  # float32 elements of the largest intermediate a slice may hold (32 MB)
@@ -33,6 +39,19 @@ _SLICE_ELEMENTS = 1 << 23  # float32 elements of the largest intermediate a slic
 # zeros, so an image decodes to the same floats in any batch (a resumed session is pixel-identical).
 _ROW_BLOCK = 64
 _BAND_ELEMENTS = 1 << 21  # patch elements gathered at once (8 MB): a large image's convolution goes in bands
+_threads = 1  # threads a batch is cut over (set_threads)
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_pool_lock = threading.Lock()
+
+
+def set_threads(count: int) -> None:
+    """Runs each batch of at least two row blocks on up to `count` threads (1: in the calling thread)."""
+    global _threads, _pool, _pool_size
+    with _pool_lock:
+        _threads = max(1, count)
+        if _threads > _pool_size:
+            _pool, _pool_size = ThreadPoolExecutor(_threads, thread_name_prefix="numpy-runtime"), _threads
 
 
 def _sigmoid(x: Array) -> Array:
@@ -329,9 +348,18 @@ class NumpyNetwork:
         if padded != count:
             batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), np.float32)])
         step = max(1, _SLICE_ELEMENTS // (_ROW_BLOCK * self._largest_per_image(batch.shape[1:]))) * _ROW_BLOCK
-        if padded <= step:
-            return self._forward(batch)[:count]
-        return np.concatenate([self._forward(batch[i : i + step]) for i in range(0, padded, step)])[:count]
+        blocks, parts = padded // _ROW_BLOCK, min(_threads, padded // _ROW_BLOCK)
+        if parts > 1 and _pool is not None:  # whole row blocks per part: the same floats as in one part
+            bounds = [_ROW_BLOCK * (blocks * i // parts) for i in range(parts + 1)]
+            slices = [batch[bounds[i] : bounds[i + 1]] for i in range(parts)]
+            return np.concatenate(list(_pool.map(lambda part: self._sliced(part, step), slices)))[:count]
+        return self._sliced(batch, step)[:count]
+
+    def _sliced(self, batch: Array, step: int) -> Array:
+        """Runs whole row blocks, `step` rows at a time."""
+        if len(batch) <= step:
+            return self._forward(batch)
+        return np.concatenate([self._forward(batch[i : i + step]) for i in range(0, len(batch), step)])
 
     def _forward(self, x: Array) -> Array:
         for layer in self.layers:

@@ -10,7 +10,7 @@ from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.shared.model_format import network_to_bytes, parse_network
 from latentlink.shared.network_runtime import CompiledNetwork
-from latentlink.shared.numpy_runtime import NumpyNetwork
+from latentlink.shared.numpy_runtime import NumpyNetwork, set_threads
 from latentlink.shared.proto import model_pb2
 from latentlink.shared.tf_import import tensorflow
 from tests.conftest import MODELS
@@ -93,6 +93,23 @@ def test_shipped_decoders_give_the_same_floats_in_any_batch(name):
         )
 
 
+@pytest.mark.parametrize("name", ["q4", "seed-k64"])
+def test_a_batch_cut_over_threads_gives_the_same_floats(name):
+    model = load_model_dir(MODELS / name)
+    encoder, decoder = NumpyNetwork(model.encoder), NumpyNetwork(model.decoder)
+    images = np.random.default_rng(1).random((3 * 64 + 5, *encoder.input_shape), np.float32)
+    latents = np.round(np.random.default_rng(0).normal(size=(700, decoder.input_shape[0])) * 3).astype(np.float32)
+    alone = encoder(images), decoder(latents)
+    try:
+        for threads in (2, 3, 8):
+            set_threads(threads)
+            np.testing.assert_array_equal(encoder(images), alone[0])
+            np.testing.assert_array_equal(decoder(latents), alone[1])
+            np.testing.assert_array_equal(decoder(latents[:65]), alone[1][:65])
+    finally:
+        set_threads(1)
+
+
 def test_a_batch_of_the_wrong_shape_is_refused():
     info = _network((13,), [L.Dense(2)], seed=0)
     with pytest.raises(ValueError, match="does not match"):
@@ -145,8 +162,8 @@ def test_commands_give_blas_one_thread():
     script = (
         "import numpy\n"
         "from threadpoolctl import threadpool_info\n"
-        "from latentlink.shared.cli_help import one_blas_thread\n"
-        "one_blas_thread()\n"
+        "from latentlink.shared.cli_help import command_threads\n"
+        "command_threads()\n"
         "print(max(pool['num_threads'] for pool in threadpool_info() if pool['user_api'] == 'blas'))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
