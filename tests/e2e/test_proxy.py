@@ -169,7 +169,8 @@ def test_failover_reports_what_the_dead_receiver_holds_and_delivers_the_rest(tmp
     assert summary["written"] == IMAGES and not summary["failed"]
     placement = summary["written_on"]
     assert set(placement) == {r.name for r in _holder(receivers, "moving")} and dead.name in placement
-    assert len(placement) == 2 and summary["receivers"][dead.name] >= 300
+    # it had written 300 when it died; some of their acknowledgements may have died with it
+    assert len(placement) == 2 and 0 < summary["receivers"][dead.name] <= len(visible_files(dead.out))
     reported = [name for names in placement.values() for name in names]
     assert sorted(reported) == [f"digits_{i:04d}.png" for i in range(IMAGES)]  # each image reported once
     images = np.load(digits)
