@@ -14,7 +14,7 @@ from pathlib import Path
 from latentlink.shared.image_io import output_name
 from latentlink.shared.protocol import MAX_NAME_BYTES
 
-__all__ = ["UnsafeNameError", "output_path", "remove_stale_temporaries", "write_files_durably"]
+__all__ = ["UnsafeNameError", "checked_name", "output_path", "remove_stale_temporaries", "write_files_durably"]
 
 # Linux syncfs(2): one flush of a whole filesystem, far cheaper than an fsync per small file.
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -27,6 +27,17 @@ class UnsafeNameError(ValueError):
 
 def output_path(out_dir: Path, name: str) -> Path:
     """Returns where image `name` is written: same relative path, suffix .png, inside out_dir."""
+    relative = checked_name(name)
+    root = _resolved(out_dir)
+    target = root.joinpath(*relative.split("/"))
+    # A symlink planted inside the output folder must not lead outside it.
+    if not _resolves_inside(target.parent, root) or target.is_symlink():
+        raise UnsafeNameError(f'image name "{name}" leads outside the output folder')
+    return target
+
+
+def checked_name(name: str) -> str:
+    """The relative path image `name` is written to (suffix .png); UnsafeNameError for a name unfit for one."""
     if not name or len(name.encode()) > MAX_NAME_BYTES or "\\" in name or "\0" in name:
         raise UnsafeNameError(f'unusable image name "{name[:80]}"')
     if len(name) > 1 and name[1] == ":" and name[0].isalpha():
@@ -37,14 +48,10 @@ def output_path(out_dir: Path, name: str) -> Path:
         raise UnsafeNameError(f'image name "{name}" must be a relative path without empty, "." or ".." parts')
     if any(len(part.encode()) > 255 for part in parts):
         raise UnsafeNameError(f'image name "{name[:80]}" has a component over 255 bytes')
-    root = _resolved(out_dir)
-    target = root.joinpath(*output_name(name).split("/"))
-    if len(target.name.encode()) > 255:
+    relative = output_name(name)
+    if len(relative.rpartition("/")[2].encode()) > 255:
         raise UnsafeNameError(f'image name "{name[:80]}..." is over 255 bytes once written with the suffix .png')
-    # A symlink planted inside the output folder must not lead outside it.
-    if not _resolves_inside(target.parent, root) or target.is_symlink():
-        raise UnsafeNameError(f'image name "{name}" leads outside the output folder')
-    return target
+    return relative
 
 
 @functools.lru_cache(maxsize=64)

@@ -6,6 +6,7 @@ import io
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,9 @@ from latentlink.receiver import decode_budget
 from latentlink.receiver.journal import SessionJournal
 from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import is_digest
-from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably
+from latentlink.receiver.output import UnsafeNameError, checked_name, output_path, write_files_durably
 from latentlink.receiver.png_workers import PngWorkers
-from latentlink.shared.image_io import batch_file_name
+from latentlink.shared.image_io import batch_file_name, output_name
 from latentlink.shared.model_format import is_any_size
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo
 from latentlink.shared.protocol import MAX_MODEL_BYTES, PROTOCOL_VERSION, SENDER_ID, SESSION_NAME
@@ -76,7 +77,7 @@ class DecodedImages:
     first_seq: int
     count: int
     failures: dict[int, str]
-    files: dict[int, tuple[str, Path, np.ndarray]]  # seq -> (name, target, pixels)
+    files: dict[int, tuple[str, Path | str, np.ndarray]]  # seq -> (name, target, pixels)
     keys: dict[int, bytes]  # seq -> the image's key, for the journal
 
 
@@ -114,8 +115,10 @@ class ReceiverSession:
         """Checks each image of a batch and decodes the good ones to pixels."""
         started = time.perf_counter()
         failures: dict[int, str] = {}
-        targets: dict[int, tuple[str, Path]] = {}
-        seen: set[Path] = set()
+        # where each image goes: its file (PNG), or its name in the batch's file (npz: no path, no system call)
+        targets: dict[int, tuple[str, Path | str]] = {}
+        seen: set[Path | str] = set()
+        place = checked_name if self.output_format == OutputFormat.NPZ else partial(output_path, self.folder)
         photos = bool(batch.shapes)  # images of any size: integer latents, shapes checked on arrival
         finite = np.ones(len(batch.names), bool) if photos else np.all(np.isfinite(batch.latents), axis=1)
         for row, name in enumerate(batch.names):
@@ -125,9 +128,9 @@ class ReceiverSession:
                         f"image shape {list(batch.image_shape)} differs from the decoder's "
                         f"{list(self.decoder.info.output_shape)}"
                     )
-                target = output_path(self.folder, name)  # the name alone is checked, drive letters too
+                target = place(name)  # the name alone is checked, drive letters too
                 if target in seen:  # across batches, the sender keeps names apart (memory stays flat)
-                    raise ValueError(f'another image of this batch maps to "{target.name}"')
+                    raise ValueError(f'another image of this batch maps to "{output_name(name)}"')
                 if not finite[row]:
                     raise ValueError("latent vector has non-finite values")
                 seen.add(target)
@@ -154,7 +157,7 @@ class ReceiverSession:
         started = time.perf_counter()
         seqs = list(images.files)
         if self.output_format == OutputFormat.NPZ and seqs:
-            names = [target.relative_to(self.folder).as_posix() for _, target, _ in images.files.values()]
+            names = [target for _, target, _ in images.files.values()]
             pixels = [image for _, _, image in images.files.values()]
             failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(names, pixels))])
             errors = {i: failed[0] for i in range(len(seqs))} if failed else {}

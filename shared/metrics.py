@@ -29,7 +29,9 @@ class Quality:
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Rounds [0, 1] floats to 8-bit grey levels, as written to PNG."""
-    return np.clip(np.rint(np.asarray(images, np.float64) * 255.0), 0, 255).astype(np.uint8)
+    scaled = np.multiply(images, 255.0, dtype=np.float64)  # float64: exact for float32 inputs
+    np.rint(scaled, out=scaled)
+    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
 
 
 def quality(original: np.ndarray, reconstructed: np.ndarray) -> Quality:

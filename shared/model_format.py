@@ -9,6 +9,7 @@ weights are used. Nothing in a model file can make the loader run code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from dataclasses import dataclass
@@ -87,11 +88,11 @@ class NetworkInfo:
     def any_size(self) -> bool:
         return self.block > 0
 
-    @property
+    @functools.cached_property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.network.input_shape)
 
-    @property
+    @functools.cached_property
     def output_shape(self) -> tuple[int, ...]:
         return tuple(self.network.output_shape)
 

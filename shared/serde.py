@@ -605,12 +605,14 @@ def image_keys(decoder_digest: str, names: Sequence[str], latents: np.ndarray | 
     `latents`: one latent vector per image (the rows of an array, or vectors of different lengths).
     """
     prefix = b"\0" + decoder_digest.encode("ascii") + b"\0"
+    if isinstance(latents, np.ndarray) and latents.ndim == 2:  # one conversion for the batch, then slices
+        data, width = (np.ascontiguousarray(latents, dtype="<f8") + 0.0).tobytes(), 8 * latents.shape[1]
+        rows = (data[i * width : (i + 1) * width] for i in range(len(latents)))
+    else:
+        rows = ((np.ascontiguousarray(row, dtype="<f8") + 0.0).tobytes() for row in latents)  # -0.0 counts as 0
     return [
-        hashlib.blake2b(
-            name.encode() + prefix + (np.ascontiguousarray(row, dtype="<f8") + 0.0).tobytes(),  # -0.0 counts as 0
-            digest_size=KEY_BYTES,
-        ).digest()
-        for name, row in zip(names, latents, strict=True)
+        hashlib.blake2b(name.encode() + prefix + row, digest_size=KEY_BYTES).digest()
+        for name, row in zip(names, rows, strict=True)
     ]
 
 
