@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=worker_count,
         default=IO_WORKERS,
         metavar="N",
-        help="threads that read and decode image files (they use a core each)",
+        help="worker processes that read and decode image files, shared by the --streams (a core each)",
     )
     parser.add_argument(
         "--min-psnr",
