@@ -178,3 +178,12 @@ def test_a_receiver_message_without_a_known_kind_is_corruption_in_transit(data):
     with pytest.raises(ProtocolError, match="corrupt in transit") as caught:
         parse_receiver_message(data)
     assert caught.value.status == "DATA_LOSS"
+
+
+def test_the_handshake_names_the_receiver_and_round_trips():
+    from latentlink.receiver.servicer import LIMITS
+    from latentlink.shared.serde import SessionTerms, handshake_from_proto, handshake_to_proto
+
+    terms = SessionTerms(2, True, pb.LATENT_ENCODING_ANS, LIMITS, "run", 0, 3, 0, receiver="receiver-2:50051")
+    assert handshake_to_proto(terms).handshake.receiver == "receiver-2:50051"
+    assert handshake_from_proto(handshake_to_proto(terms).handshake) == terms
