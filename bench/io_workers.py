@@ -6,7 +6,8 @@ images/s and megapixels/s of the stage on its own (wall clock, best of
 `--repeats`), and the speed-up over one worker measured in the same run:
 
 - sender: read (files -> uint8 arrays), `sender.read_ahead.ReadAhead` as a
-  session runs it (batches of 512 digits, or 8 photos);
+  session runs it (batches of 512 digits, or 8 photos), its workers' start-up
+  included: digits in worker processes, photos in threads;
 - receiver: encode PNG, `receiver.png_workers.PngWorkers` as a session runs
   it (digits: a batch at a time, cut over the workers; photos, one per batch:
   one per writer thread), without the durable write.
@@ -58,8 +59,11 @@ def best_of(repeats: int, run) -> float:
     return min(times)
 
 
-def read_stage(folder: Path, shape: tuple[int, ...], batch: int, workers: int, repeats: int) -> tuple[int, int, float]:
-    sources = find_sources(folder, shape)
+def read_stage(
+    folder: Path, shape: tuple[int, ...], batch: int, workers: int, repeats: int, rounds: int = 1
+) -> tuple[int, int, float]:
+    """A session's reader over the folder (`rounds` times over), worker start-up included."""
+    sources = find_sources(folder, shape) * rounds
     batches = [sources[i : i + batch] for i in range(0, len(sources), batch)]
     pixels = sum(int(np.prod(s.load().shape[:2])) for s in sources)
 
@@ -91,7 +95,8 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=None, help="mnist.npz (default: $LATENTLINK_MNIST or Keras)")
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data" / "kodak")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "latentlink-bench")
-    parser.add_argument("--digits", type=int, default=10_000)
+    parser.add_argument("--digits", type=int, default=60_000)
+    parser.add_argument("--photo-rounds", type=int, default=4, help="read and encode the Kodak images this many times")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -100,7 +105,7 @@ def main() -> int:
     digits = digit_folder(args.work, args.data, args.digits)
     photos = sorted(args.photos.glob("*.png"))
     decoded_digits = [s.load() for s in find_sources(digits, (28, 28))]
-    decoded_photos = [s.load() for s in find_sources(args.photos, ANY_SIZE)]
+    decoded_photos = [s.load() for s in find_sources(args.photos, ANY_SIZE)] * args.photo_rounds
     cases = [
         (
             "sender: read",
@@ -109,8 +114,8 @@ def main() -> int:
         ),
         (
             "sender: read",
-            f"{len(photos)} Kodak PNGs",
-            lambda w: read_stage(args.photos, ANY_SIZE, PHOTO_READ_IMAGES, w, args.repeats),
+            f"{len(photos)} Kodak PNGs x {args.photo_rounds}",
+            lambda w: read_stage(args.photos, ANY_SIZE, PHOTO_READ_IMAGES, w, args.repeats, args.photo_rounds),
         ),
         (
             "receiver: encode PNG",
@@ -119,7 +124,7 @@ def main() -> int:
         ),
         (
             "receiver: encode PNG",
-            f"{len(photos)} Kodak images",
+            f"{len(photos)} Kodak images x {args.photo_rounds}",
             lambda w: png_stage(decoded_photos, 1, w, args.repeats),
         ),
     ]

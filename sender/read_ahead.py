@@ -14,6 +14,9 @@ from latentlink.shared.image_io import ImageError, SourceImage
 
 __all__ = ["LoadedBatch", "ReadAhead", "load_batch"]
 
+# Files under this size on average are read in worker processes, larger ones in threads (see ReadAhead).
+SMALL_FILE_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class LoadedBatch:
@@ -41,18 +44,22 @@ def load_batch(batch: Sequence[SourceImage]) -> LoadedBatch:
 class ReadAhead:
     """Iterates loaded batches in order, read up to `depth` ahead by `workers`; a worker's error is raised here.
 
-    One worker is a thread. Several read image files in worker processes (a file's Python-side handling,
-    not only its PNG decoding, then runs on a core of its own: threads in one process would queue on the
-    GIL for small files); the first batch is read by a thread meanwhile, so that the processes' start-up
-    does not delay the first image. Images in an array (.npy/.npz) are already in memory: a thread reads
-    them. Close when done.
+    Several workers read small image files (a digit's PNG) in worker processes: most of a small file's
+    time is Python-side handling, which threads in one process would queue for on the GIL. The first
+    batch is read by a thread meanwhile, so that the processes' start-up does not delay the first image.
+    Large files (photos) spend their time in libpng without the GIL: threads read them, and nothing is
+    copied between processes. Images in an array (.npy/.npz) are already in memory: one thread reads them.
+    Close when done.
     """
 
     def __init__(self, batches: Sequence[Sequence[SourceImage]], depth: int, workers: int = 1) -> None:
         self._batches = iter(batches)
-        in_files = len(batches) > 1 and all(source.in_file for source in batches[0])
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read")
-        self._processes = _process_pool(workers) if workers > 1 and in_files else None
+        first = batches[0] if batches else []
+        files = bool(first) and all(source.in_file for source in first)
+        small = files and sum(source.size_bytes for source in first) < SMALL_FILE_BYTES * len(first)
+        self._thread = ThreadPoolExecutor(workers if files and not small else 1, thread_name_prefix="read")
+        use_processes = workers > 1 and small and len(batches) > 1
+        self._processes = _process_pool(workers) if use_processes else None
         self._depth = max(depth, workers)
         self._pending: deque[Future] = deque()
         self._fill()

@@ -36,6 +36,11 @@ def test_several_workers_read_files_in_other_processes_but_the_first_batch_at_on
     assert all(pid != os.getpid() for pid in pids[1:])
 
 
+def test_large_files_are_read_by_threads_here():
+    batches = [[SourceImage(f"{i}.png", 1 << 20, _pid_image, i, in_file=True)] for i in range(4)]
+    assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)} == {os.getpid()}
+
+
 def test_images_already_in_memory_are_read_by_a_thread():
     batches = [[SourceImage(f"{i}.png", 1, _pid_image, i)] for i in range(4)]
     assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)} == {os.getpid()}
