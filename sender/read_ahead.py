@@ -16,6 +16,8 @@ __all__ = ["LoadedBatch", "ReadAhead", "load_batch"]
 
 # Files under this size on average are read in worker processes, larger ones in threads (see ReadAhead).
 SMALL_FILE_BYTES = 64 * 1024
+# Fewer batches than this are read by the thread: starting processes (0.2-0.3 s of CPU) would not pay.
+PROCESS_MIN_BATCHES = 8
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class ReadAhead:
         files = bool(first) and all(source.in_file for source in first)
         small = files and sum(source.size_bytes for source in first) < SMALL_FILE_BYTES * len(first)
         self._thread = ThreadPoolExecutor(workers if files and not small else 1, thread_name_prefix="read")
-        use_processes = workers > 1 and small and len(batches) > 1
+        use_processes = workers > 1 and small and len(batches) > PROCESS_MIN_BATCHES
         self._processes = _process_pool(workers) if use_processes else None
         self._depth = max(depth, workers)
         self._pending: deque[Future] = deque()

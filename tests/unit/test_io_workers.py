@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from latentlink.receiver.png_workers import PngWorkers
-from latentlink.sender.read_ahead import ReadAhead
+from latentlink.sender.read_ahead import PROCESS_MIN_BATCHES, ReadAhead
 from latentlink.shared.image_io import ImageError, SourceImage, encode_png, find_sources
 from tests.conftest import SAMPLES
 
@@ -30,10 +30,12 @@ def _pid_image(key: int) -> np.ndarray:
 
 
 def test_several_workers_read_files_in_other_processes_but_the_first_batch_at_once_here():
-    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(6)]
+    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(PROCESS_MIN_BATCHES + 4)]
     pids = [int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)]
     assert pids[0] == os.getpid()  # a thread: no wait for the processes to start
     assert all(pid != os.getpid() for pid in pids[1:])
+    few = batches[:PROCESS_MIN_BATCHES]  # not worth starting processes for
+    assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(few, depth=2, workers=2)} == {os.getpid()}
 
 
 def test_large_files_are_read_by_threads_here():
