@@ -69,7 +69,7 @@ def test_models_lists_every_shipped_model(tmp_path):
     result = _latentlink("models", cwd=tmp_path)
     assert result.returncode == 0
     listed = {line.split()[0] for line in result.stdout.splitlines()[1:] if line.strip()}
-    assert {"q1", "q2", "q3", "rd-q4", "rd-q5", "conv-k64", "seed-k64", "photo-q1", "photo-q2", "photo-q3"} <= listed
+    assert {"q1", "q2", "q3", "rd-q4", "q5", "conv-k64", "seed-k64", "photo-q1", "photo-q2", "photo-q3"} <= listed
     assert "--quality 4 (default)" in result.stdout and "23.64 dB" in result.stdout
 
 
