@@ -43,6 +43,7 @@ _threads = 1  # threads a batch is cut over (set_threads)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+_local = threading.local()  # in_pool: this thread runs a part of a batch (it must not wait on the pool itself)
 
 
 def set_threads(count: int) -> None:
@@ -127,7 +128,8 @@ class _Gather:
 def _patch_product(pixels: Array, gather: _Gather, kernel: Array) -> Array:
     """(n, h * w, c) pixels -> (n * outputs, out): every output's patch times the [taps * c, out] kernel.
 
-    A large image goes in bands of outputs, so that the patches stay small (and in cache) whatever its size.
+    A large image goes in bands of outputs, so that the patches stay small (and in cache) whatever its size;
+    outside the runtime's own threads, the bands run on them (a photo's convolution uses every core).
     """
     n, _, c = pixels.shape
     taps = kernel.shape[0] // c
@@ -136,10 +138,18 @@ def _patch_product(pixels: Array, gather: _Gather, kernel: Array) -> Array:
     if band >= outputs:
         return gather(pixels).reshape(n * outputs, -1) @ kernel
     out = np.empty((n, outputs, kernel.shape[1]), np.float32)
-    for first in range(0, outputs, band):
+
+    def run(first: int) -> None:
         last = min(first + band, outputs)
         patches = gather(pixels, first * taps, last * taps).reshape(n * (last - first), -1)
         out[:, first:last] = (patches @ kernel).reshape(n, last - first, -1)
+
+    firsts = range(0, outputs, band)
+    if _threads > 1 and _pool is not None and not getattr(_local, "in_pool", False) and len(firsts) > 1:
+        list(_pool.map(run, firsts))  # each band writes its own rows: the same floats as one by one
+    else:
+        for first in firsts:
+            run(first)
     return out.reshape(n * outputs, -1)
 
 
@@ -352,8 +362,15 @@ class NumpyNetwork:
         if parts > 1 and _pool is not None:  # whole row blocks per part: the same floats as in one part
             bounds = [_ROW_BLOCK * (blocks * i // parts) for i in range(parts + 1)]
             slices = [batch[bounds[i] : bounds[i + 1]] for i in range(parts)]
-            return np.concatenate(list(_pool.map(lambda part: self._sliced(part, step), slices)))[:count]
+            return np.concatenate(list(_pool.map(lambda part: self._in_pool(part, step), slices)))[:count]
         return self._sliced(batch, step)[:count]
+
+    def _in_pool(self, batch: Array, step: int) -> Array:
+        _local.in_pool = True
+        try:
+            return self._sliced(batch, step)
+        finally:
+            _local.in_pool = False
 
     def _sliced(self, batch: Array, step: int) -> Array:
         """Runs whole row blocks, `step` rows at a time."""

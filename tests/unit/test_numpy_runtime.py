@@ -110,6 +110,20 @@ def test_a_batch_cut_over_threads_gives_the_same_floats(name):
         set_threads(1)
 
 
+def test_a_photo_cut_into_bands_over_threads_gives_the_same_floats():
+    model = load_model_dir(MODELS / "photo-q1")
+    encoder, decoder = NumpyNetwork(model.encoder), NumpyNetwork(model.decoder)
+    image = np.random.default_rng(2).random((1, 320, 448, 3), np.float32)
+    alone = encoder(image)
+    decoded = decoder(np.round(alone))
+    try:
+        set_threads(2)
+        np.testing.assert_array_equal(encoder(image), alone)
+        np.testing.assert_array_equal(decoder(np.round(alone)), decoded)
+    finally:
+        set_threads(1)
+
+
 def test_a_batch_of_the_wrong_shape_is_refused():
     info = _network((13,), [L.Dense(2)], seed=0)
     with pytest.raises(ValueError, match="does not match"):
