@@ -22,7 +22,7 @@ class PngWorkers:
     def encode(self, images: Sequence[np.ndarray]) -> list[bytes]:
         """PNG bytes of each image, in order; a batch is cut into one contiguous part per worker."""
         if self._pool is None or len(images) < 2:
-            return [encode_png(image) for image in images]
+            return _encode_all(images)
         parts = min(self.workers, len(images))
         bounds = [len(images) * i // parts for i in range(parts + 1)]
         futures = [self._pool.submit(_encode_all, images[bounds[i] : bounds[i + 1]]) for i in range(parts)]

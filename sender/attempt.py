@@ -90,7 +90,7 @@ class SessionOptions:
     handshake_timeout_s: float = DEFAULT_HANDSHAKE_TIMEOUT_S
     min_psnr: float | None = None
     sender_id: str = ""
-    read_workers: int = 1  # threads reading and decoding image files
+    read_workers: int = 1  # workers reading and decoding image files (sender/read_ahead.py)
 
 
 @dataclass

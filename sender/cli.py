@@ -188,7 +188,7 @@ def format_report(report, target: str, model) -> str:
             f"(predicted on {basis} {report.quality_images} images)"
         )
     placement = report.placement()
-    if len(placement) > 1 and not report.streams:
+    if report.moved and not report.streams:
         lines.append(
             f"  after a failover, this session's images are on {len(placement)} receivers, each image counted on the "
             "one that acknowledged it (--json lists the names):"

@@ -77,8 +77,8 @@ def send_images(
     breaks after a handshake, the sender reconnects with backoff and resumes (images, and a
     decoder upload, from where the receiver stands) until no progress was made for `retry_for`
     seconds. A given `channel` is used (and left open). With `min_psnr`, every image is decoded
-    locally first and those predicted below it fail instead of being sent. `read_workers` threads
-    read and decode the image files.
+    locally first and those predicted below it fail instead of being sent. `read_workers` workers
+    read and decode the image files (sender/read_ahead.py says which kind).
     """
     report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
     report.session = session or new_session_name()

@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 
-__all__ = ["IO_WORKERS", "HelpFormatter", "add_version", "quiet_process", "worker_count"]
+__all__ = [
+    "CORES",
+    "IO_WORKERS",
+    "HelpFormatter",
+    "add_version",
+    "command_threads",
+    "quiet_process",
+    "worker_count",
+]
 
-# Default threads that read and decode image files (sender) or encode PNGs (receiver): libpng runs without
-# the GIL there, so each uses a core of its own. Four keep a GPU encoder fed; more rarely pay.
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# Default workers that read image files (sender) or encode PNGs (receiver), each on a core of its own.
+# Four keep a GPU encoder fed; more rarely pay.
 IO_WORKERS = min(4, CORES)
 MAX_IO_WORKERS = 64
 
@@ -24,7 +32,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 
 def worker_count(text: str) -> int:
-    """argparse type for a number of worker threads (1..MAX_IO_WORKERS)."""
+    """argparse type for a number of workers (1..MAX_IO_WORKERS)."""
     try:
         count = int(text)
     except ValueError:

@@ -24,6 +24,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -43,16 +44,32 @@ _threads = 1  # threads a batch is cut over (set_threads)
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
-_local = threading.local()  # in_pool: this thread runs a part of a batch (it must not wait on the pool itself)
+_local = threading.local()  # in_pool: this thread is one of the pool's, running a part of some work
 
 
 def set_threads(count: int) -> None:
-    """Runs each batch of at least two row blocks on up to `count` threads (1: in the calling thread)."""
+    """Cuts work over up to `count` threads (1: all in the calling thread); see `_run_all`."""
     global _threads, _pool, _pool_size
     with _pool_lock:
         _threads = max(1, count)
         if _threads > _pool_size:
             _pool, _pool_size = ThreadPoolExecutor(_threads, thread_name_prefix="numpy-runtime"), _threads
+
+
+def _run_all(function: Callable[[Any], Any], items: list) -> list:
+    """`function` of each item, in order: on the runtime's threads when there are several items and the
+    caller is not one of those threads itself (it would wait on the pool it occupies), else here."""
+    if _threads > 1 and _pool is not None and len(items) > 1 and not getattr(_local, "in_pool", False):
+        return list(_pool.map(lambda item: _in_pool(function, item), items))
+    return [function(item) for item in items]
+
+
+def _in_pool(function: Callable[[Any], Any], item: Any) -> Any:
+    _local.in_pool = True
+    try:
+        return function(item)
+    finally:
+        _local.in_pool = False
 
 
 def _sigmoid(x: Array) -> Array:
@@ -139,17 +156,12 @@ def _patch_product(pixels: Array, gather: _Gather, kernel: Array) -> Array:
         return gather(pixels).reshape(n * outputs, -1) @ kernel
     out = np.empty((n, outputs, kernel.shape[1]), np.float32)
 
-    def run(first: int) -> None:
+    def run(first: int) -> None:  # one band
         last = min(first + band, outputs)
         patches = gather(pixels, first * taps, last * taps).reshape(n * (last - first), -1)
         out[:, first:last] = (patches @ kernel).reshape(n, last - first, -1)
 
-    firsts = range(0, outputs, band)
-    if _threads > 1 and _pool is not None and not getattr(_local, "in_pool", False) and len(firsts) > 1:
-        list(_pool.map(run, firsts))  # each band writes its own rows: the same floats as one by one
-    else:
-        for first in firsts:
-            run(first)
+    _run_all(run, list(range(0, outputs, band)))  # each band writes its own rows: the same floats in any order
     return out.reshape(n * outputs, -1)
 
 
@@ -359,18 +371,9 @@ class NumpyNetwork:
             batch = np.concatenate([batch, np.zeros((padded - count, *batch.shape[1:]), np.float32)])
         step = max(1, _SLICE_ELEMENTS // (_ROW_BLOCK * self._largest_per_image(batch.shape[1:]))) * _ROW_BLOCK
         blocks, parts = padded // _ROW_BLOCK, min(_threads, padded // _ROW_BLOCK)
-        if parts > 1 and _pool is not None:  # whole row blocks per part: the same floats as in one part
-            bounds = [_ROW_BLOCK * (blocks * i // parts) for i in range(parts + 1)]
-            slices = [batch[bounds[i] : bounds[i + 1]] for i in range(parts)]
-            return np.concatenate(list(_pool.map(lambda part: self._in_pool(part, step), slices)))[:count]
-        return self._sliced(batch, step)[:count]
-
-    def _in_pool(self, batch: Array, step: int) -> Array:
-        _local.in_pool = True
-        try:
-            return self._sliced(batch, step)
-        finally:
-            _local.in_pool = False
+        bounds = [_ROW_BLOCK * (blocks * i // parts) for i in range(parts + 1)]  # whole row blocks per part
+        slices = [batch[bounds[i] : bounds[i + 1]] for i in range(parts)]
+        return np.concatenate(_run_all(lambda part: self._sliced(part, step), slices))[:count]
 
     def _sliced(self, batch: Array, step: int) -> Array:
         """Runs whole row blocks, `step` rows at a time."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,13 @@ def default_model():
 @pytest.fixture(scope="session")
 def encoder(default_model) -> BatchEncoder:
     return BatchEncoder(default_model, device="cpu")
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (nothing listens on it now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def visible(folder: Path) -> list[Path]:

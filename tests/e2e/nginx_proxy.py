@@ -11,13 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-NGINX = shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
+from tests.e2e.conftest import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")  # sbin is often not on a user's PATH
 
 
 def render_config(

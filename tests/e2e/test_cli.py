@@ -18,6 +18,7 @@ from latentlink.shared.image_io import read_image
 from latentlink.shared.metrics import quality
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
 from tests.conftest import SAMPLES
+from tests.e2e.conftest import free_port
 
 ENV = dict(os.environ)  # the installed package, not the source folder
 
@@ -131,9 +132,7 @@ def test_unusable_input_is_a_one_line_error(tmp_path, setup, message):
 
 
 def test_dead_target_is_a_clear_error_and_nonzero_exit(tmp_path):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     result = _send("--target", f"127.0.0.1:{port}", "--quiet", str(SAMPLES / "test_00000.png"))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("sender: error: cannot reach a receiver")

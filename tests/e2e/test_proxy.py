@@ -19,8 +19,8 @@ import pytest
 
 from latentlink.shared.image_io import read_image
 from tests.conftest import SAMPLES
-from tests.e2e.conftest import visible, visible_files
-from tests.e2e.nginx_proxy import NGINX, free_port, start_nginx
+from tests.e2e.conftest import free_port, visible, visible_files
+from tests.e2e.nginx_proxy import NGINX, start_nginx
 from tests.e2e.test_cli import ENV, _command
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (apt-get install nginx-light)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 from latentlink.sender.encode import BatchEncoder
 from latentlink.shared.image_io import read_image
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
-from tests.e2e.conftest import visible_files
+from tests.e2e.conftest import free_port, visible_files
 from tests.e2e.test_cli import ENV, _command
 
 IMAGES = 3000
@@ -43,9 +42,7 @@ def test_sigkilled_receiver_is_resumed_and_every_image_lands_once(tmp_path, mnis
     _, x_test = mnist
     images = x_test[:IMAGES]
     np.save(tmp_path / "digits.npy", images)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     out, models = tmp_path / "out", tmp_path / "models"
     receiver = _start_receiver(port, out, models)
     sender = subprocess.Popen(

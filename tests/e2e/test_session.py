@@ -20,7 +20,7 @@ from latentlink.shared.model_dir import default_model_dir
 from latentlink.shared.proto import latentlink_pb2_grpc
 from latentlink.shared.serde import ENCODING_NAMES, wire_latents
 from tests.conftest import SAMPLES
-from tests.e2e.conftest import start_receiver
+from tests.e2e.conftest import free_port, start_receiver
 
 
 def _sources(folder: Path = SAMPLES, count: int | None = None):
@@ -92,11 +92,8 @@ def test_bad_files_are_reported_per_image_and_good_ones_still_land(receiver, enc
 
 
 def test_dead_target_fails_every_image_with_a_clear_reason(encoder):
-    import socket
 
-    with socket.socket() as probe:  # a port that was free a moment ago has no listener
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # nothing listens there
     sources = _sources(count=3)
     report = send_images(f"127.0.0.1:{port}", sources, encoder)
     assert report.failure.status == "UNAVAILABLE" and not report.failure.reached
