@@ -11,6 +11,7 @@ over the overlapping PSNR range) compare every curve with JPEG and with WebP.
     .venv/bin/python bench/photo_rd.py                     # all codecs, every shipped photo-* model
     .venv/bin/python bench/photo_rd.py --limit 2 --models  # quick look: 2 images, standard codecs only
     .venv/bin/python bench/photo_rd.py --models photo-q2 photo-q4 --json rd.json --crop-figure crop.png
+    .venv/bin/python bench/photo_rd.py --efforts 0 1       # the photo ladder with the sender's search too
 
 Tables go to stdout, progress and notes to stderr.
 """
@@ -182,12 +183,12 @@ def photo_models() -> list[str]:
     return [folder.name for folder in shipped_model_dirs() if folder.name.startswith("photo-")]
 
 
-def run_latentlink(model: str, image: np.ndarray) -> tuple[float, float, np.ndarray, float, float]:
+def run_latentlink(model: str, image: np.ndarray, effort: int = 0) -> tuple[float, float, np.ndarray, float, float]:
     """Compresses and decompresses one image; returns bpp, PSNR, the decoded image and both times in seconds."""
     from latentlink import compress, decompress
 
     start = time.perf_counter()
-    data = compress([image], model=model)
+    data = compress([image], model=model, effort=effort)
     coded = time.perf_counter()
     decoded = np.asarray(decompress(data))
     done = time.perf_counter()
@@ -196,14 +197,24 @@ def run_latentlink(model: str, image: np.ndarray) -> tuple[float, float, np.ndar
     return bits_per_pixel(data, image), psnr(image, decoded[0]), decoded[0], coded - start, done - coded
 
 
-def measure_model(model: str, images: list[np.ndarray]) -> Point:
-    """The point of one latentlink model; a first, untimed run builds its networks."""
-    run_latentlink(model, images[0])
-    bpp, quality, _, encode_s, decode_s = zip(*(run_latentlink(model, image) for image in images), strict=True)
+def latentlink_curve(effort: int) -> str:
+    """The curve a latentlink model's point belongs to: one per sender-side search effort."""
+    return LATENTLINK if effort == 0 else f"{LATENTLINK} --effort {effort}"
+
+
+def measure_model(model: str, images: list[np.ndarray], effort: int = 0) -> Point:
+    """The point of one latentlink model at one effort; a first, untimed run builds its networks."""
+    run_latentlink(model, images[0][:64, :64], effort)
+    runs = (run_latentlink(model, image, effort) for image in images)
+    bpp, quality, _, encode_s, decode_s = zip(*runs, strict=True)
     per_image = {"bpp": bpp, "psnr": quality, "encode_s": encode_s, "decode_s": decode_s}
     means = {key: float(np.mean(values)) for key, values in per_image.items()}
-    point = Point(LATENTLINK, model, **means, per_image={key: list(values) for key, values in per_image.items()})
-    log(f"  {model}: {point.bpp:.3f} bpp, {point.psnr:.2f} dB, enc {point.encode_s:.3f} s, dec {point.decode_s:.3f} s")
+    curve = latentlink_curve(effort)
+    point = Point(curve, model, **means, per_image={key: list(values) for key, values in per_image.items()})
+    log(
+        f"  {curve} {model}: {point.bpp:.3f} bpp, {point.psnr:.2f} dB, "
+        f"enc {point.encode_s:.3f} s, dec {point.decode_s:.3f} s"
+    )
     return point
 
 
@@ -281,7 +292,7 @@ def plot_rd(curves: dict[str, list[Point]], path: Path, n_images: int) -> None:
     """bpp against PSNR, one line per codec, reference rows dashed."""
     fig, ax = plt.subplots(figsize=(8, 5.5))
     for name, curve in curves.items():
-        reference, ours = curve[0].reference, name == LATENTLINK
+        reference, ours = curve[0].reference, name.startswith(LATENTLINK)
         ax.plot(
             [p.bpp for p in curve],
             [p.psnr for p in curve],
@@ -353,6 +364,14 @@ def main() -> None:
     parser.add_argument(
         "--models", nargs="*", help="latentlink models (default: every shipped photo-* model; none: --models alone)"
     )
+    parser.add_argument(
+        "--efforts",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="sender-side search efforts to measure each latentlink model at (each its own curve; 1 and 2 take "
+        "seconds per image)",
+    )
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "photo_rd.png")
     parser.add_argument("--json", type=Path, help="write every number, per image too, here")
     parser.add_argument("--crop-figure", type=Path, help=f"save crops of {CROP_IMAGE} at a similar bit rate here")
@@ -368,13 +387,15 @@ def main() -> None:
     codecs = [codec for codec in standard_codecs() if available(codec)]
     points = [point for codec in codecs for point in measure_codec(codec, images)]
     measured = []
-    for model in models:
-        try:
-            points.append(measure_model(model, images))
-        except Exception as exc:
-            log(f"note: latentlink model {model} skipped ({type(exc).__name__}: {exc})")
-            continue
-        measured.append(model)
+    for effort in args.efforts:
+        for model in models:
+            try:
+                points.append(measure_model(model, images, effort))
+            except Exception as exc:
+                log(f"note: latentlink model {model} at effort {effort} skipped ({type(exc).__name__}: {exc})")
+                continue
+            if model not in measured:
+                measured.append(model)
     points += reference_points()
 
     curves = curves_of(points)

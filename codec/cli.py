@@ -17,6 +17,8 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from latentlink.sender.cli import add_effort_argument
+
     parser = argparse.ArgumentParser(
         prog="latentlink",
         description="Compress and decompress images with latentlink's learned codec, without a network.",
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resize", action="store_true", help="scale images of another size to fit, keeping the aspect ratio"
     )
     compress.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
+    add_effort_argument(compress)
 
     decompress = commands.add_parser(
         "decompress",
@@ -114,7 +117,7 @@ def _compress(args: argparse.Namespace) -> int:
     if not loaded.names:
         print("\n".join(format_failures(failed)), file=sys.stderr)
         return _fail(f"none of the {len(sources)} images could be read; nothing written", EXIT_FAILED)
-    data = compress(loaded.pixels, model=model, names=loaded.names, device=args.device)
+    data = compress(loaded.pixels, model=model, names=loaded.names, device=args.device, effort=args.effort)
     _write_files([(args.output, data)])
     count = len(loaded.names)
     quality = QualityMeter(exact_images=count)

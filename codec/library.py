@@ -60,8 +60,10 @@ def compress(
     MNIST ladder (`quality` 1..5, default 4) and anything else the photo
     ladder (`quality` 1..3, default 2); `model` is any model folder instead.
     `names` (default image_000000.png, ...) are kept in the container for
-    `latentlink decompress`. `effort` (digit models) searches each image's
-    latents for a better rate-distortion trade (see sender/search.py). Raises
+    `latentlink decompress`. `effort` (0-2) searches each image's latents for
+    a better rate-distortion trade under the same decoder (digit models:
+    sender/search.py, ~10 ms per image; photo models: sender/photo_search.py,
+    seconds per image on a CPU, with TensorFlow). Raises
     ValueError for images the model cannot take.
     """
     if quality is not None and model is not None:
@@ -76,7 +78,7 @@ def compress(
     encoder = _encoder(files, device)
     encoding = supported_encodings(encoder.tables)[0]
     if files.encoder.any_size:
-        batches = _photo_batches(encoder, files, images, names)
+        batches = _photo_batches(encoder, files, images, names, effort)
         container = Container(files.decoder.digest, files.name, files.image_shape, encoding, tuple(batches))
         return pack_container(container)
     pixels = _as_image_stack(images, files.image_shape)
@@ -93,7 +95,7 @@ def compress(
     return pack_container(container)
 
 
-def _photo_batches(encoder, files: ModelFiles, images: list[np.ndarray], names: list[str]) -> list:
+def _photo_batches(encoder, files: ModelFiles, images: list[np.ndarray], names: list[str], effort: int) -> list:
     """Codes images of any size one by one, in the batches a sender would send."""
     coded = []
     for index, (name, image) in enumerate(zip(names, images, strict=True)):
@@ -102,7 +104,7 @@ def _photo_batches(encoder, files: ModelFiles, images: list[np.ndarray], names: 
             raise ValueError(f"image {index} is {image.dtype}{list(image.shape)}; (H, W) or (H, W, 3) uint8 expected")
         if image.shape[0] * image.shape[1] > MAX_BATCH_PIXELS or min(image.shape[:2]) < 1:
             raise ValueError(f"image {index} is {image.shape[1]}x{image.shape[0]}: 1 to {MAX_BATCH_PIXELS} pixels")
-        latents, data = encoder.encode_photo(image)
+        latents, data = encoder.encode_photo(image, effort)
         coded.append(CodedImage(name, image_shape(image), latents, data))
     return list(photo_batches(files.decoder.digest, coded, files.latent_dim))
 

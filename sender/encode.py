@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from latentlink.sender.photo_search import SEARCH_STEPS, PhotoSearch, search_weight
 from latentlink.sender.search import refine
 from latentlink.shared.metrics import Quality
 from latentlink.shared.model_dir import ModelFiles
@@ -43,13 +44,18 @@ class BatchEncoder:
 
     def __init__(self, model: ModelFiles, device: str = "auto", effort: int = 0) -> None:
         self.model = model
-        # --effort: passes of rate-distortion-optimised rounding (sender/search.py); needs the trained beta.
+        # --effort: passes of rate-distortion-optimised rounding for digit models (sender/search.py), which need
+        # the trained beta; steps of gradient search for photo models (sender/photo_search.py), the trained lambda.
         self._beta = model.card.get("config", {}).get("beta")
-        self.effort_possible = self._beta is not None
+        self.any_size = model.encoder.any_size  # a photo model: images of any size, one bitstream each
+        self._lmbda = search_weight(model.card) if self.any_size else None
+        self.effort_possible = self._beta is not None or self._lmbda is not None
         self.effort = effort if self.effort_possible else 0
+        self._device = device
+        self._search: PhotoSearch | None = None
+        self._search_lock = threading.Lock()
         # A decoder with entropy-coding tables was trained on integer latents.
         self.tables = coding_tables(model.decoder.network)
-        self.any_size = model.encoder.any_size  # a photo model: images of any size, one bitstream each
         if device == "gpu":
             resolve_device(device)  # raises RuntimeError now rather than at the first batch
         self._networks: Future[tuple[Network | PhotoEncoder, Network]] = Future()
@@ -62,6 +68,8 @@ class BatchEncoder:
             else:
                 encoder = load_network(self.model.encoder, device)
             networks = (encoder, load_network(self.model.decoder, device))
+            if self.any_size and self.effort:
+                self._photo_search(encoder)  # TensorFlow and the search's networks, before the first image
             freeze_heap()  # the sender keeps these for good: exempt them from every garbage collection
             self._networks.set_result(networks)
         except BaseException as exc:  # re-raised by the first encode
@@ -87,9 +95,24 @@ class BatchEncoder:
         passes = (self.effort if effort is None else effort) if self.effort_possible else 0
         return refine(self.decoder_network, self.tables, images, latents.astype(np.float64), self._beta, passes)
 
-    def encode_photo(self, image: np.ndarray) -> tuple[PhotoLatents, bytes]:
-        """A photo model: one uint8 image of any size, (h, w) or (h, w, 3), to its latents and bitstream."""
-        return self._networks.result()[0].encode(image)
+    def encode_photo(self, image: np.ndarray, effort: int | None = None) -> tuple[PhotoLatents, bytes]:
+        """A photo model: one uint8 image of any size, (h, w) or (h, w, 3), to its latents and bitstream.
+
+        y is rounded, or searched for with `effort` (default: the encoder's).
+        """
+        encoder = self._networks.result()[0]
+        steps = SEARCH_STEPS[(self.effort if effort is None else effort) if self.effort_possible else 0]
+        if not steps:
+            return encoder.encode(image)
+        search = self._photo_search(encoder)
+        return encoder.encode(image, lambda *found: search.refine(*found, steps))
+
+    def _photo_search(self, encoder: PhotoEncoder) -> PhotoSearch:
+        """The photo search, built once (it imports TensorFlow)."""
+        with self._search_lock:
+            if self._search is None:
+                self._search = PhotoSearch(self.model.decoder, encoder.tables, self._lmbda, self._device)
+            return self._search
 
     def reconstruct_photo(self, latents: PhotoLatents, shape: tuple[int, int, int]) -> np.ndarray:
         """Decodes one image's latents to the uint8 image a receiver will write."""

@@ -12,6 +12,7 @@ The receiver needs only the bitstream and (h, w, channels).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import constriction
@@ -32,10 +33,14 @@ __all__ = [
     "PhotoEncoder",
     "PhotoLatents",
     "PhotoTables",
+    "Search",
     "latent_sizes",
     "pad_image",
     "to_image",
 ]
+
+# A sender-side search: (image, padded input, continuous y, rounded z) -> the integer y to send.
+Search = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 PAD = 64  # the models' total downsampling of z: images are padded to a multiple of it
 
@@ -140,15 +145,16 @@ class PhotoEncoder:
         self.tables = PhotoTables(decoder.network)
         self.channels = encoder.input_shape[-1]
 
-    def latents(self, image: np.ndarray) -> PhotoLatents:
-        """The rounded latents of one uint8 image, (h, w) or (h, w, c)."""
-        y = self.analysis(pad_image(image, self.channels)[None])
-        z = np.round(self.hyper_analysis(y))  # from y before rounding, as in training
-        return PhotoLatents(z[0].astype(np.int64), np.round(y[0]).astype(np.int64))
+    def encode(self, image: np.ndarray, search: Search | None = None) -> tuple[PhotoLatents, bytes]:
+        """The latents of one uint8 image, (h, w) or (h, w, c), and their bitstream.
 
-    def encode(self, image: np.ndarray) -> tuple[PhotoLatents, bytes]:
-        """The latents of one image and their bitstream."""
-        latents = self.latents(image)
+        y is rounded, or chosen by `search(image, padded input, continuous y, rounded z)`.
+        """
+        padded = pad_image(image, self.channels)
+        y = self.analysis(padded[None])
+        z = np.round(self.hyper_analysis(y))[0].astype(np.int64)  # from y before rounding, as in training
+        rounded = np.round(y[0]).astype(np.int64) if search is None else search(image, padded, y[0], z)
+        latents = PhotoLatents(z, rounded)
         return latents, self.tables.encode(latents, *image.shape[:2])
 
 

@@ -183,3 +183,29 @@ def test_latentlink_compress_info_and_decompress_keep_sizes_and_modes(mixed_fold
     for name, original in _originals(mixed_folder).items():
         with Image.open(tmp_path / "restored" / name) as image:
             assert np.asarray(image).shape == original.shape, name
+
+
+def test_the_senders_search_sends_what_the_library_searches_and_latentlink_compress_takes_it(
+    receiver_process,  # noqa: F811
+    tmp_path,
+):
+    address, out, _ = receiver_process
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    originals = {"a.png": _picture((64, 96, 3), 3), "b.png": _picture((40, 70, 1), 4)}
+    for name, image in originals.items():
+        Image.fromarray(image).save(folder / name)
+    result = _send("--target", address, "--json", "--quality", "1", "--effort", "1", str(folder))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    searched = decompress(compress(list(originals.values()), quality=1, effort=1))
+    rounded = decompress(compress(list(originals.values()), quality=1))
+    for (name, _), image, plain in zip(originals.items(), searched, rounded, strict=True):
+        with Image.open(out / summary["session_dir"] / name) as written:
+            np.testing.assert_array_equal(np.asarray(written), image, err_msg=name)
+        assert not np.array_equal(image, plain), name
+    made = _latentlink("compress", str(folder), "-o", "searched.llnk", "--quality", "1", "--effort", "1", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "searched.llnk").read_bytes() == compress(
+        list(originals.values()), quality=1, effort=1, names=list(originals)
+    )

@@ -1,0 +1,137 @@
+"""Sender-side search for photo models (`--effort` with a photo model): better integer latents for one image.
+
+The decoder and its tables are fixed, so the sender may send whichever
+integer y it likes; plain rounding of the encoder's output is one choice,
+rarely the best. This search minimises what the model was trained on, bits
+per pixel + lambda x 255^2 x MSE, for the one image at hand, by gradient
+descent on y through the decoder with stochastic Gumbel annealing (Yang,
+Bamler & Mandt 2020, "Improving inference for neural image compression"):
+each element is a soft, random mix of the integers either side of it, the mix
+hardening as the temperature falls. The rate is the exact code length of the
+tables, interpolated between integers (exact at the integers); z, and so
+each element's table, stays the encoder's. Every few steps the rounded y is
+scored exactly, and the best seen (plain rounding included) is what is sent:
+never worse than rounding for that cost. It runs in TensorFlow (gradients),
+on the sender's GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from latentlink.shared.model_format import NetworkInfo
+from latentlink.shared.photo_codec import PhotoTables
+
+__all__ = ["SEARCH_STEPS", "PhotoSearch", "search_weight"]
+
+SEARCH_STEPS = {0: 0, 1: 40, 2: 120}  # gradient steps per image for each --effort
+SCORE_EVERY = 10  # steps between exact scores of the rounded latents
+TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.02  # the annealing: soft mixes at first, near-rounding at the end
+LEARNING_RATE = 0.03  # Adam, on the latents (in units of the integer grid)
+ADAM_BETAS = (0.9, 0.999)
+
+
+class PhotoSearch:
+    """Searches one image's y under a photo model's fixed decoder and tables."""
+
+    def __init__(self, decoder: NetworkInfo, tables: PhotoTables, lmbda: float, device: str = "auto") -> None:
+        from latentlink.shared.keras_bridge import keras_from_network
+        from latentlink.shared.network_runtime import resolve_device
+        from latentlink.shared.tf_import import tensorflow
+
+        tf = tensorflow()
+        self._tf = tf
+        self._device = resolve_device(device)
+        with tf.device(self._device):
+            self.synthesis = keras_from_network(decoder)
+        self.tables = tables
+        self.weight = lmbda * 255.0**2  # of the MSE (in [0, 1] units) against bits per pixel
+        scales = tables.scales
+        code_lengths = scales.precision - np.log2(np.maximum(scales.pmfs, 1).astype(np.float64))
+        self._lengths = tf.constant(code_lengths.astype(np.float32))
+        self._offsets = tf.constant(scales.offsets.astype(np.float32))
+        self._last_symbol = tf.constant((scales.lengths - 2).astype(np.float32))  # the escape is the last
+        self._width = int(scales.pmfs.shape[1])
+        self._compiled_step = tf.function(self._step, reduce_retracing=True)
+        self._score = tf.function(
+            lambda latents, rows, target: self._cost(tf.round(latents), rows, target), reduce_retracing=True
+        )
+
+    def _bits(self, y, rows):
+        """Code length of each element of y under its table row, linear between integers (exact at them)."""
+        tf = self._tf
+        symbol = tf.clip_by_value(y - tf.gather(self._offsets, rows), 0.0, tf.gather(self._last_symbol, rows) - 1e-3)
+        lower = tf.floor(symbol)
+        index = rows * self._width + tf.cast(lower, tf.int32)
+        flat = tf.reshape(self._lengths, [-1])
+        t = symbol - lower
+        return (1.0 - t) * tf.gather(flat, index) + t * tf.gather(flat, index + 1)
+
+    def _cost(self, mix, rows, target):
+        """Bits per pixel + weight x MSE of latents `mix`, on the image's own pixels (`target`, 1 or 3 channels)."""
+        tf = self._tf
+        size = tf.shape(target)
+        decoded = tf.clip_by_value(self.synthesis(mix)[:, : size[1], : size[2]], 0.0, 1.0)
+        if target.shape[-1] == 1:  # a grey image is written as the mean of the decoded channels
+            decoded = tf.reduce_mean(decoded, axis=-1, keepdims=True)
+        pixels = tf.cast(size[1] * size[2], tf.float32)
+        return tf.reduce_sum(self._bits(mix, rows)) / pixels + self.weight * tf.reduce_mean(tf.square(decoded - target))
+
+    def _step(self, latents, moments, rows, target, temperature, seed):
+        """One Adam step on the latents, the cost taken at a random soft mix of the integers either side."""
+        tf = self._tf
+        with tf.GradientTape() as tape:
+            tape.watch(latents)
+            lower = tf.floor(latents)
+            # SGA: each side's log-odds fall with its distance (atanh), then Gumbel noise picks a soft mix.
+            near = tf.clip_by_value(latents - lower, 1e-5, 1.0 - 1e-5)
+            logits = tf.stack([-tf.atanh(near), -tf.atanh(1.0 - near)], axis=-1) / temperature
+            noise = tf.random.stateless_uniform(tf.shape(logits), seed, 1e-9, 1.0)
+            weights = tf.nn.softmax(logits - tf.math.log(-tf.math.log(noise)), axis=-1)
+            loss = self._cost(lower + weights[..., 1], rows, target)
+        gradient = tape.gradient(loss, latents)
+        first, second, count = moments
+        count += 1.0
+        first = ADAM_BETAS[0] * first + (1.0 - ADAM_BETAS[0]) * gradient
+        second = ADAM_BETAS[1] * second + (1.0 - ADAM_BETAS[1]) * tf.square(gradient)
+        unbiased = first / (1.0 - ADAM_BETAS[0] ** count), second / (1.0 - ADAM_BETAS[1] ** count)
+        latents -= LEARNING_RATE * unbiased[0] / (tf.sqrt(unbiased[1]) + 1e-8)
+        return latents, (first, second, count)
+
+    def refine(self, image: np.ndarray, padded: np.ndarray, y: np.ndarray, z: np.ndarray, steps: int) -> np.ndarray:
+        """Integer y (int64, y's shape) for one image with `steps` of search.
+
+        `image` is the (h, w) or (h, w, 3) uint8 image, `padded` the encoder's
+        (h', w', 3) float input, `y` its continuous output and `z` the rounded
+        side information.
+        """
+        rounded = np.round(y).astype(np.int64)
+        if steps <= 0:
+            return rounded
+        tf = self._tf
+        height, width = image.shape[:2]
+        with tf.device(self._device):
+            rows = tf.constant(self.tables.network.rows(z)[None].astype(np.int32))
+            channels = 1 if image.ndim == 2 else 3
+            target = tf.constant(padded[None, :height, :width, :channels])
+            latents = tf.constant(y[None].astype(np.float32))
+            moments = (tf.zeros_like(latents), tf.zeros_like(latents), tf.constant(0.0))
+            best, best_cost = rounded, float(self._score(latents, rows, target))
+            for i in range(1, steps + 1):
+                temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** (i / steps)
+                latents, moments = self._compiled_step(
+                    latents, moments, rows, target, tf.constant(temperature), tf.constant([i, 0])
+                )
+                if i % SCORE_EVERY == 0 or i == steps:
+                    trial = float(self._score(latents, rows, target))
+                    if trial < best_cost:
+                        best, best_cost = np.round(latents.numpy()[0]).astype(np.int64), trial
+        return best
+
+
+def search_weight(card: dict) -> float | None:
+    """The rate-distortion weight a photo model was trained with (its card's lambda), or None."""
+    value = card.get("config", {}).get("lmbda")
+    return None if value is None or not math.isfinite(value) else float(value)
