@@ -7,8 +7,8 @@ latent differs). Each is deterministic on its own, whatever the batch.
 
 Convolutions are matrix multiplies (BLAS does the work): a convolution gathers
 its input patches with one precomputed index (im2col) and multiplies them by
-the kernel, or, when it has few outputs, multiplies every pixel first and
-gathers the sums; a transposed convolution runs as one convolution whose
+the kernel, or, when it has few outputs, multiplies every pixel by every tap
+first and adds up shifted slices of the products; a transposed convolution runs as one convolution whose
 outputs are its stride x stride output phases, then interleaves them. Large
 batches run in slices and large images in bands, so intermediates stay small.
 
@@ -165,6 +165,11 @@ def _patch_product(pixels: Array, gather: _Gather, kernel: Array) -> Array:
     return out.reshape(n * outputs, -1)
 
 
+def _reading(outputs: int, size: int, shift: int, stride: int) -> tuple[int, int]:
+    """The outputs o (first, past the last) whose input o * stride + shift lies inside 0..size-1."""
+    return max(0, -(shift // stride)), min(outputs, (size - 1 - shift) // stride + 1)
+
+
 @dataclass(frozen=True)
 class _Conv:
     """Conv2D: gathers each output's input patch (im2col, one indexed copy) and multiplies it by the kernel."""
@@ -175,7 +180,7 @@ class _Conv:
     stride: int
     same: bool
     activation: Callable[[Array], Array]
-    few_outputs: bool  # multiply every pixel by every tap first, then gather the sums
+    few_outputs: bool  # multiply every pixel by every tap first, then sum shifted slices of the products
     per_pixel: Array | None  # with few outputs: the kernel as [in, kh * kw * out], every tap of a pixel at once
     _layouts: _LayoutCache = field(default_factory=_LayoutCache, compare=False)
 
@@ -187,30 +192,49 @@ class _Conv:
         flat = np.ascontiguousarray(kernel.reshape(-1, out))  # [kh * kw * in, out]
         return cls(flat, bias, (kh, kw), stride, same, activation, few, per_pixel)
 
-    def _layout(self, h: int, w: int) -> tuple[int, int, _Gather]:
-        """Output size, and which input pixel each patch element reads (or, with few outputs, which product)."""
+    def _layout(self, h: int, w: int) -> tuple[int, int, int, int, _Gather | None]:
+        """Output size, padding before (top, left), and which input pixel each patch element reads (im2col only)."""
         (kh, kw), s = self.size, self.stride
         if self.same:
             (out_h, top, _), (out_w, left, _) = same_padding(h, kh, s), same_padding(w, kw, s)
         else:
             out_h, out_w, top, left = (h - kh) // s + 1, (w - kw) // s + 1, 0, 0
+        if self.few_outputs:
+            return out_h, out_w, top, left, None
         oy, ox, i, j = np.meshgrid(np.arange(out_h), np.arange(out_w), np.arange(kh), np.arange(kw), indexing="ij")
-        gather = _Gather.of(h, w, oy * s + i - top, ox * s + j - left)
-        if self.few_outputs:  # read tap t's product of the pixel instead of the pixel
-            gather = _Gather(gather.index * (kh * kw) + j.ravel() + kw * i.ravel(), gather.outside)
-        return out_h, out_w, gather
+        return out_h, out_w, top, left, _Gather.of(h, w, oy * s + i - top, ox * s + j - left)
 
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
-        out_h, out_w, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
-        taps, channels = self.size[0] * self.size[1], self.kernel.shape[1]
-        if self.few_outputs:
-            products = (x.reshape(-1, c) @ self.per_pixel).reshape(n, h * w * taps, channels)
-            out = gather(products).reshape(n * out_h * out_w, taps, channels).sum(axis=1)
+        out_h, out_w, top, left, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
+        if gather is None:
+            out = self._tap_sums(x, out_h, out_w, top, left)
         else:
             out = _patch_product(x.reshape(n, h * w, c), gather, self.kernel)
         out += self.bias
         return self.activation(out).reshape(n, out_h, out_w, -1)
+
+    def _tap_sums(self, x: Array, out_h: int, out_w: int, top: int, left: int) -> Array:
+        """With few outputs: every pixel times every tap at once, tap-major (each tap's products contiguous), then
+        each output sums its taps' products, tap by tap in order, each tap's read as one shifted slice."""
+        n, h, w, c = x.shape
+        (kh, kw), s = self.size, self.stride
+        channels = self.kernel.shape[1]
+        products = (self.per_pixel.T @ x.reshape(-1, c).T).reshape(kh * kw, channels, n, h, w)
+        out = np.zeros((channels, n, out_h, out_w), np.float32)
+        for i in range(kh):
+            (r0, r1), dy = _reading(out_h, h, i - top, s), i - top
+            for j in range(kw):
+                (c0, c1), dx = _reading(out_w, w, j - left, s), j - left
+                if r1 > r0 and c1 > c0:
+                    out[:, :, r0:r1, c0:c1] += products[
+                        i * kw + j,
+                        :,
+                        :,
+                        r0 * s + dy : (r1 - 1) * s + dy + 1 : s,
+                        c0 * s + dx : (c1 - 1) * s + dx + 1 : s,
+                    ]
+        return np.ascontiguousarray(out.transpose(1, 2, 3, 0)).reshape(n * out_h * out_w, channels)
 
     def largest(self, shape: tuple[int, ...]) -> int:
         return -(-shape[0] // self.stride) * -(-shape[1] // self.stride) * self.kernel.shape[0]  # the patches
