@@ -29,7 +29,7 @@ __all__ = ["SEARCH_STEPS", "PhotoSearch", "search_weight"]
 SEARCH_STEPS = {0: 0, 1: 40, 2: 120}  # gradient steps per image for each --effort
 SCORE_EVERY = 10  # steps between exact scores of the rounded latents
 TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.02  # the annealing: soft mixes at first, near-rounding at the end
-LEARNING_RATE = 0.03  # Adam, on the latents (in units of the integer grid)
+LEARNING_RATE = 0.05  # Adam, on the latents (in units of the integer grid)
 ADAM_BETAS = (0.9, 0.999)
 
 
