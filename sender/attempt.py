@@ -353,8 +353,8 @@ class Attempt:
         report = self.report
         keys = image_keys(self.encoder.model.decoder.digest, names, vectors)
         in_place = {name for name, key in zip(names, keys, strict=True) if key in self.durable}
-        for name in in_place:
-            report.record_written(name, f"{report.session_dir}/{output_name(name)}")
+        found = list(in_place)
+        report.record_written(found, [f"{report.session_dir}/{output_name(name)}" for name in found])
         report.already_in_place += sum(name not in report.sent_names for name in in_place)  # not acks lost
         self.options.on_progress(len(in_place), 0)
         if in_place:
@@ -401,14 +401,18 @@ class Attempt:
             self._in_flight_images -= len(sent.names)
             self._window.notify_all()
         report = self.report
-        for offset, name in enumerate(sent.names):
-            seq = outcome.first_seq + offset
-            if seq in outcome.failures:
-                report.failed[name] = outcome.failures[seq] or "failed on the receiver"
-            elif self.output_format == OutputFormat.NPZ:
-                report.record_written(name, f"{report.session_dir}/{batch_file_name(outcome.first_seq)}")
-            else:
-                report.record_written(name, f"{report.session_dir}/{output_name(name)}")
+        written = sent.names
+        if outcome.failures:
+            written = []
+            for seq, name in enumerate(sent.names, outcome.first_seq):
+                if seq in outcome.failures:
+                    report.failed[name] = outcome.failures[seq] or "failed on the receiver"
+                else:
+                    written.append(name)
+        if self.output_format == OutputFormat.NPZ:  # one file for the batch
+            report.record_written(written, f"{report.session_dir}/{batch_file_name(outcome.first_seq)}")
+        else:
+            report.record_written(written, [f"{report.session_dir}/{output_name(name)}" for name in written])
         if len(outcome.failures) < len(sent.names):
             self._advanced()
             report.first_written_at = report.first_written_at or time.time()

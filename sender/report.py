@@ -61,10 +61,11 @@ class SendReport:
         """Bits on the wire per pixel sent (images of any size), or None when nothing was sent."""
         return 8 * self.wire_bytes / self.pixels_sent if self.pixels_sent else None
 
-    def record_written(self, name: str, path: str) -> None:
-        """An image is durable at `path` (under the output folder) on the current receiver."""
-        self.written[name] = path
-        self.written_on[name] = self.receiver
+    def record_written(self, names: Sequence[str], paths: Sequence[str] | str) -> None:
+        """Images are durable on the current receiver, each at its path under the output folder (one `paths`
+        for all: an npz batch)."""
+        self.written.update(dict.fromkeys(names, paths) if isinstance(paths, str) else zip(names, paths, strict=True))
+        self.written_on.update(dict.fromkeys(names, self.receiver))
 
     def placement(self) -> dict[str, list[str]]:
         """Receiver -> the names it wrote, in the order acknowledged: more than one after a failover."""

@@ -17,7 +17,7 @@ def _report(session: str, placements: list[tuple[str, int]], first: int = 0) -> 
     for receiver, count in placements:
         report.receiver = receiver  # a handshake with this receiver
         for _ in range(count):
-            report.record_written(f"img{index:03d}.png", f"{session}/img{index:03d}.png")
+            report.record_written([f"img{index:03d}.png"], [f"{session}/img{index:03d}.png"])
             index += 1
     report.images = report.sent = index - first
     return report
