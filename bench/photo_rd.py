@@ -209,11 +209,13 @@ def measure_model(model: str, images: list[np.ndarray], effort: int = 0) -> Poin
     bpp, quality, _, encode_s, decode_s = zip(*runs, strict=True)
     per_image = {"bpp": bpp, "psnr": quality, "encode_s": encode_s, "decode_s": decode_s}
     means = {key: float(np.mean(values)) for key, values in per_image.items()}
+    if effort:  # the same decoder as effort 0, timed right after TensorFlow's search, whose idle threads still spin
+        means["decode_s"] = None
     curve = latentlink_curve(effort)
     point = Point(curve, model, **means, per_image={key: list(values) for key, values in per_image.items()})
     log(
         f"  {curve} {model}: {point.bpp:.3f} bpp, {point.psnr:.2f} dB, "
-        f"enc {point.encode_s:.3f} s, dec {point.decode_s:.3f} s"
+        f"enc {seconds(point.encode_s)} s, dec {seconds(point.decode_s)} s"
     )
     return point
 
