@@ -31,6 +31,8 @@ CASES = {
     "conv same strides": ((11, 7, 3), [L.Conv2D(5, 3, 2, "same", activation="relu"), L.Conv2D(4, 5, 3, "same")]),
     "conv valid": ((12, 9, 2), [L.Conv2D(6, (3, 2), 2, "valid", activation="tanh"), L.Conv2D(1, 2, 1, "valid")]),
     "conv few outputs (scatter)": ((9, 10, 16), [L.Conv2D(1, 3, 1, "same", activation="sigmoid")]),
+    "conv few outputs strided": ((11, 10, 40), [L.Conv2D(2, 3, 2, "same", activation="relu")]),
+    "conv few outputs valid": ((12, 9, 20), [L.Conv2D(1, (3, 2), 3, "valid", activation="tanh")]),
     "transpose same": (
         (5, 3, 4),
         [L.Conv2DTranspose(6, 3, 2, "same", activation="relu"), L.Conv2DTranspose(2, 5, 2, "same")],
