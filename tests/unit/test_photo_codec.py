@@ -193,8 +193,8 @@ def test_golden_photo_bitstream():
     assert hashlib.sha256(data).hexdigest() == GOLDEN_PHOTO_SHA256, f"{len(data)} bytes; decoder {model.decoder.digest}"
 
 
-GOLDEN_DECODER = "51173e5fe7433f72bf0091e591c03b6b6ff9aefd7b3f152b491ba1ec57d20531"
-GOLDEN_PHOTO_SHA256 = "5c8258715238666f22d0702a98d27cb2ad53a655db23664ffd71dd91f0db56ea"
+GOLDEN_DECODER = "3e6f327c2d2c6edd89b21530fb331ee09fd1dfea5e5c720761cf9f57ebaef4d2"
+GOLDEN_PHOTO_SHA256 = "e796696186d4157ac5052219c184ecafd39330c381a426701f10b564a8ea5c89"
 
 
 def test_an_exported_model_loads_back_for_further_training(tiny, tiny_folder, tmp_path):
