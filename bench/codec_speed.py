@@ -6,7 +6,7 @@ CPU for comparison) over the 10,000 MNIST test images, best of 3, and puts
 each network's multiply-adds per second next to what the machine's BLAS does
 on a large float32 matrix product in the same run. numpy runs twice: as a
 library gets it (BLAS's threads, the batch in one piece) and as the commands
-run it (`command_threads`: BLAS on one thread, the batch cut over a thread per
+run it (`command_runtime`: BLAS on one thread, the batch cut over a thread per
 core). Images/s are wall clock; on a shared machine compare the ratios. Photo
 models: one 768x512 image.
 

@@ -30,7 +30,7 @@ import numpy as np
 from latentlink.receiver.png_workers import PngWorkers
 from latentlink.sender.attempt import PHOTO_READ_IMAGES
 from latentlink.sender.read_ahead import ReadAhead
-from latentlink.shared.cli_help import command_threads
+from latentlink.shared.cli_help import command_runtime
 from latentlink.shared.image_io import ANY_SIZE, encode_png, find_sources
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
 from latentlink.train.mnist import load_mnist
@@ -100,7 +100,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    command_threads()
+    command_runtime()
     args.work.mkdir(parents=True, exist_ok=True)
     digits = digit_folder(args.work, args.data, args.digits)
     photos = sorted(args.photos.glob("*.png"))

@@ -185,9 +185,9 @@ def prepare(work: Path, data: Path, sizes: list[int]) -> dict[str, Path]:
 def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAGES) -> list[tuple[str, str, float]]:
     """CPU microseconds per image of each stage of both systems, each stage timed alone, as the commands run."""
     from latentlink.sender.encode import BatchEncoder
-    from latentlink.shared.cli_help import command_threads
+    from latentlink.shared.cli_help import command_runtime
 
-    command_threads()  # BLAS on one thread (its spinning threads would count), the runtime on every core
+    command_runtime()  # BLAS on one thread (its spinning threads would count), the runtime on every core
 
     model = load_model_dir(default_model_dir())
     codec = BatchEncoder(model, "cpu")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, command_threads, quiet_process
+from latentlink.shared.cli_help import HelpFormatter, add_version, command_runtime, quiet_process
 from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
 
 __all__ = ["build_parser", "main"]
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
-    command_threads()
+    command_runtime()
     args = build_parser().parse_args(argv)
     from latentlink.codec.container import ContainerError
     from latentlink.shared.image_io import ImageError

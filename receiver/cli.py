@@ -15,7 +15,7 @@ from latentlink.shared.cli_help import (
     IO_WORKERS,
     HelpFormatter,
     add_version,
-    command_threads,
+    command_runtime,
     quiet_process,
     worker_count,
 )
@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
-    command_threads()
+    command_runtime()
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,

@@ -14,7 +14,7 @@ from latentlink.shared.cli_help import (
     IO_WORKERS,
     HelpFormatter,
     add_version,
-    command_threads,
+    command_runtime,
     quiet_process,
     worker_count,
 )
@@ -374,7 +374,7 @@ def _report_json(report, target: str | None, model) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
-    command_threads()
+    command_runtime()
     args = build_parser().parse_args(argv)
     from latentlink.shared.network_runtime import gpu_present
     from latentlink.shared.tf_import import import_in_background, protect_stderr, settle_import

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, command_threads, quiet_process
+from latentlink.shared.cli_help import HelpFormatter, add_version, command_runtime, quiet_process
 from latentlink.shared.resources import package_folder
 
 __all__ = ["main"]
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
-    command_threads()
+    command_runtime()
     args = build_parser().parse_args(argv)
     args.images = args.images or package_folder("samples", "mnist")
     out, models = args.workdir / "received", args.workdir / "decoders"

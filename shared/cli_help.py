@@ -10,7 +10,7 @@ __all__ = [
     "IO_WORKERS",
     "HelpFormatter",
     "add_version",
-    "command_threads",
+    "command_runtime",
     "quiet_process",
     "worker_count",
 ]
@@ -61,15 +61,19 @@ def quiet_process() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
-def command_threads() -> None:
-    """Gives this command's numpy BLAS one thread, and the numpy runtime a thread per core instead.
+def command_runtime() -> None:
+    """Sets this command's CPU work up: numpy's BLAS on one thread, the numpy runtime on a thread per core, and
+    freed memory kept for reuse.
 
     The sender's and receiver's stages (reading, encoding, coding, decoding,
     PNG, writes) overlap in threads; BLAS's own worker threads spin while they
     wait and take those cores. The runtime cuts a batch over the cores itself,
     every layer's work included, and each image gives the same floats however
-    it is cut. Called in `main` only: a program that imports latentlink keeps
-    its own settings.
+    it is cut. Every batch allocates and frees megabytes of arrays: glibc's
+    default gives that memory back to the system and takes it again (a page
+    fault per page), which cost a loopback folder run a third of its CPU in
+    system time (`bench/RESULTS.md`). Called in `main` only: a program that
+    imports latentlink keeps its own settings.
     """
     from threadpoolctl import threadpool_limits
 
@@ -77,3 +81,22 @@ def command_threads() -> None:
 
     threadpool_limits(1, user_api="blas")
     set_threads(CORES)
+    _keep_freed_memory()
+
+
+# glibc's mallopt parameters, and what the commands set: arrays up to 32 MiB (its largest allowed threshold) come
+# from the heap rather than mmap, and up to 256 MiB freed at the top of a heap stays there for the next batch.
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+_ALLOCATOR_SETTINGS = ((_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 256 << 20), (_M_TOP_PAD, 16 << 20))
+
+
+def _keep_freed_memory() -> None:
+    """Tells glibc's allocator to keep freed memory for reuse (nothing elsewhere: other C libraries lack mallopt)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    for parameter, value in _ALLOCATOR_SETTINGS:
+        mallopt(parameter, value)

@@ -178,8 +178,8 @@ def test_commands_give_blas_one_thread():
     script = (
         "import numpy\n"
         "from threadpoolctl import threadpool_info\n"
-        "from latentlink.shared.cli_help import command_threads\n"
-        "command_threads()\n"
+        "from latentlink.shared.cli_help import command_runtime\n"
+        "command_runtime()\n"
         "print(max(pool['num_threads'] for pool in threadpool_info() if pool['user_api'] == 'blas'))"
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
