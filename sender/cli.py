@@ -153,7 +153,7 @@ def add_effort_argument(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="search each image's latents for a better size/quality trade under the same decoder: digit models, "
         "1 gives about 1 dB more at the same size for ~10 ms of sender CPU per image; photo models (with "
-        "TensorFlow), 1 gives 0.3-0.5 dB more at 1-2.5%% fewer bits for ~7 s per 768x512 photo on 2 cores, 2 a "
+        "TensorFlow), 1 gives 0.3-0.5 dB more at 1-2.5%% fewer bits for ~6 s per 768x512 photo on 2 cores, 2 a "
         "little more for 3x that; 0 rounds",
     )
 
