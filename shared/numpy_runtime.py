@@ -75,7 +75,13 @@ def _in_pool(function: Callable[[Any], Any], item: Any) -> Any:
 
 
 def _sigmoid(x: Array) -> Array:
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(np.float32, copy=False)  # never overflows
+    """0.5 (1 + tanh(x / 2)), which never overflows, in place like the other activations (x is a layer's own
+    output): the same float32 operations in the same order, without three temporaries."""
+    x *= np.float32(0.5)
+    np.tanh(x, out=x)
+    x += np.float32(1.0)
+    x *= np.float32(0.5)
+    return x
 
 
 _ACTIVATIONS: dict[int, Callable[[Array], Array]] = {
