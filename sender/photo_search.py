@@ -49,8 +49,7 @@ class PhotoSearch:
         self.tables = tables
         self.weight = lmbda * 255.0**2  # of the MSE (in [0, 1] units) against bits per pixel
         scales = tables.scales
-        code_lengths = scales.precision - np.log2(np.maximum(scales.pmfs, 1).astype(np.float64))
-        self._lengths = tf.constant(code_lengths.astype(np.float32))
+        self._lengths = tf.constant(scales.symbol_bits.astype(np.float32))  # read only within each row's length
         self._offsets = tf.constant(scales.offsets.astype(np.float32))
         self._last_symbol = tf.constant((scales.lengths - 2).astype(np.float32))  # the escape is the last
         self._width = int(scales.pmfs.shape[1])
@@ -80,7 +79,10 @@ class PhotoSearch:
         return tf.reduce_sum(self._bits(mix, rows)) / pixels + self.weight * tf.reduce_mean(tf.square(decoded - target))
 
     def _step(self, latents, moments, rows, target, temperature, seed):
-        """One Adam step on the latents, the cost taken at a random soft mix of the integers either side."""
+        """One Adam step on the latents, the cost taken at a random soft mix of the integers either side.
+
+        Adam is written out on plain tensors: a Keras optimizer needs variables of one fixed shape, and every
+        image's latents have their own (the step would be traced again for each image)."""
         tf = self._tf
         with tf.GradientTape() as tape:
             tape.watch(latents)

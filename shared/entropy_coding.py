@@ -76,7 +76,13 @@ class EntropyTables:
     def code_length(self, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Ideal code length in bits of each integer value coded with its row (an escape adds its 32 raw bits)."""
         symbols, escaped = self._symbols(values, rows)
-        return self.precision - np.log2(self.pmfs[rows, symbols].astype(np.float64)) + 32 * escaped
+        return self.symbol_bits[rows, symbols] + 32 * escaped
+
+    @functools.cached_property
+    def symbol_bits(self) -> np.ndarray:
+        """Ideal code length in bits of every symbol of every row, [C, W] float64 (inf past a row's length)."""
+        with np.errstate(divide="ignore"):
+            return self.precision - np.log2(self.pmfs.astype(np.float64))
 
     def _symbols(self, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         values = np.asarray(values, np.float64)
