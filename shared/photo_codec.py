@@ -153,8 +153,8 @@ class PhotoEncoder:
         padded = pad_image(image, self.channels)
         y = self.analysis(padded[None])
         z = np.round(self.hyper_analysis(y))[0].astype(np.int64)  # from y before rounding, as in training
-        rounded = np.round(y[0]).astype(np.int64) if search is None else search(image, padded, y[0], z)
-        latents = PhotoLatents(z, rounded)
+        chosen = np.round(y[0]).astype(np.int64) if search is None else search(image, padded, y[0], z)
+        latents = PhotoLatents(z, chosen)
         return latents, self.tables.encode(latents, *image.shape[:2])
 
 
