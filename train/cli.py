@@ -206,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if config.prior == "context":
             from latentlink.train.context_prior import context_prior_proto
 
-            entropy_model = context_prior_proto(prior)
+            seen = model.encoder.predict(x_train.astype(np.float32) / 255.0, batch_size=1000, verbose=0)
+            entropy_model = context_prior_proto(prior, np.round(seen))
         else:
             entropy_model = EntropyTables(*integer_pmfs(prior), precision=16).to_proto()
     else:

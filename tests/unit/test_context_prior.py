@@ -9,11 +9,18 @@ import pytest
 
 from latentlink.shared.context_coding import ContextTables
 from latentlink.shared.entropy_coding import BitstreamError
+from latentlink.shared.integer_network import IntegerNetwork
 from latentlink.shared.keras_bridge import network_from_keras
-from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network, tensor_from_array
+from latentlink.shared.model_format import (
+    ModelFormatError,
+    network_to_bytes,
+    parse_network,
+    tensor_from_array,
+    tensor_to_array,
+)
 from latentlink.shared.proto import model_pb2
 from latentlink.train.autoencoder import rd_autoencoder
-from latentlink.train.context_prior import ContextPrior, context_prior_proto
+from latentlink.train.context_prior import MEAN_BINS, SCALES, ContextPrior, context_prior_proto, fit_tables
 from tests.conftest import outputs_under_thread_counts
 
 LATENT = 8
@@ -27,7 +34,7 @@ def decoder() -> model_pb2.Network:
     prior = ContextPrior(LATENT, hidden=(16, 16))
     prior.build(None)
     network = network_from_keras(rd_autoencoder(LATENT, 4).decoder, model_pb2.ROLE_DECODER, "ctx")
-    network.context_prior.CopyFrom(context_prior_proto(prior))
+    network.context_prior.CopyFrom(context_prior_proto(prior, _latents(1000, seed=9)))
     return parse_network(network_to_bytes(network)).network
 
 
@@ -54,6 +61,24 @@ def test_each_latents_table_depends_only_on_the_latents_before_it(decoder):
         again_whole, again_rows = tables.choose(changed)
         np.testing.assert_array_equal(again_rows[:, d], rows[:, d])
         np.testing.assert_array_equal(again_whole[:, d], whole[:, d])
+
+
+def test_tables_reach_twice_the_largest_scale_predicted_for_the_training_latents(decoder):
+    prior = decoder.context_prior
+    for spread in (0.3, 3.0):
+        latents = _latents(1000, seed=4) * spread // 2
+        refit = fit_tables(prior, latents)
+        assert refit.layers == prior.layers and refit.mean_bins in MEAN_BINS
+        log_scales = IntegerNetwork.from_proto(prior).outputs(latents[:, None, :])[:, 0, LATENT:]
+        wanted = 2 * np.exp(log_scales.max() / 2.0**prior.fraction_bits)
+        levels = len(tensor_to_array(refit.thresholds)) + 1
+        assert SCALES[levels - 1] >= min(wanted, SCALES[-1]) and (levels == 1 or SCALES[levels - 2] < wanted)
+        network = model_pb2.Network()
+        network.CopyFrom(decoder)
+        network.context_prior.CopyFrom(refit)
+        tables = ContextTables(parse_network(network_to_bytes(network)).network)
+        wide = _latents(300, seed=5) * 4  # scales past the last table: coded with it, at a cost, exactly
+        np.testing.assert_array_equal(tables.decode(tables.encode(wide), len(wide)), wide)
 
 
 def test_a_prior_that_looks_ahead_is_refused(decoder):
@@ -106,5 +131,5 @@ def test_golden_context_bitstream():
     assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256, f"{len(data)} bytes"
 
 
-GOLDEN_DECODER = "3d3519a37d12af39c46dc112388e8bfee88528c35fe247c3c8db9a575dce36ec"
-GOLDEN_SHA256 = "a2a52eddf2bf02c55e29bcaa7f976f74b256398eae9471837d5611d5d117d3c6"
+GOLDEN_DECODER = "37a789ddef286096ed6985b1df0ce8a95cf6d4730630c4fa8a21d68549e76722"
+GOLDEN_SHA256 = "bc7183dd1595152a8ce46bc53358cd37799503f6612b9b2f64b188b2ccb2354d"
