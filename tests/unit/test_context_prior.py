@@ -131,5 +131,5 @@ def test_golden_context_bitstream():
     assert hashlib.sha256(data).hexdigest() == GOLDEN_SHA256, f"{len(data)} bytes"
 
 
-GOLDEN_DECODER = "37a789ddef286096ed6985b1df0ce8a95cf6d4730630c4fa8a21d68549e76722"
-GOLDEN_SHA256 = "bc7183dd1595152a8ce46bc53358cd37799503f6612b9b2f64b188b2ccb2354d"
+GOLDEN_DECODER = "7c014384cf581788455c00407cdbe211c82518df37bdc0e2ae973e4c40ae907f"
+GOLDEN_SHA256 = "39019e68bf103a9661265837fe9a4a6e53652e5f9feec6c9dbc9f0ec55c85685"
