@@ -17,8 +17,7 @@ import numpy as np
 
 from latentlink.shared.model_dir import load_model_dir, save_model_dir
 from latentlink.shared.network_runtime import load_network
-from latentlink.shared.serde import coding_tables
-from latentlink.train.context_prior import fit_tables
+from latentlink.train.context_prior import fit_tables, mean_bits
 from latentlink.train.mnist import load_mnist
 
 
@@ -36,8 +35,8 @@ def refit(folder: Path, x_train: np.ndarray, x_test: np.ndarray) -> None:
     if decoder == model.decoder.network:
         print(f"{folder}: tables unchanged")
         return
-    before = float(coding_tables(model.decoder.network).bits(latents(x_test)).mean())
-    after = float(coding_tables(decoder).bits(latents(x_test)).mean())
+    test = latents(x_test)
+    before, after = mean_bits(model.decoder.network.context_prior, test), mean_bits(decoder.context_prior, test)
     card = {
         **model.card,
         "test": {**model.card["test"], "table_bits_per_image": after},

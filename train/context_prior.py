@@ -13,7 +13,17 @@ tensorflow()  # imports TensorFlow and Keras quietly, without writing to ~/.kera
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-__all__ = ["ContextPrior", "MaskedDense", "SCALES", "MEAN_BINS", "context_prior_proto", "fit_tables"]
+__all__ = [
+    "ContextPrior",
+    "MaskedDense",
+    "SCALES",
+    "MEAN_BINS",
+    "context_prior_proto",
+    "fit_tables",
+    "gaussian_bits",
+    "mean_bits",
+    "with_tables",
+]
 
 # Table levels: scales from 0.11 (a latent almost surely at its mean) to 64, log-spaced.
 SCALES = np.exp(np.linspace(math.log(0.11), math.log(64.0), 48))
@@ -76,12 +86,17 @@ class ContextPrior(keras.layers.Layer):
 
     def bits(self, y):
         """Rate in bits of each example's (noisy or rounded) latent vector, shape (n,)."""
-        mean, log_scale = self.parameters(y)
-        scale = ops.exp(ops.clip(log_scale, math.log(SCALES[0]), math.log(SCALES[-1])))
-        values = ops.abs(y - mean)
-        upper = 0.5 * ops.erfc(-(0.5 - values) / (scale * math.sqrt(2.0)))
-        lower = 0.5 * ops.erfc(-(-0.5 - values) / (scale * math.sqrt(2.0)))
-        return ops.sum(-ops.log(ops.maximum(upper - lower, 1e-9)) / math.log(2.0), axis=1)
+        return gaussian_bits(y, *self.parameters(y))
+
+
+def gaussian_bits(y, mean, log_scale):
+    """Bits of each row of y under Gaussians of these means and log-scales (clipped to SCALES), each convolved
+    with a unit uniform: the prior's code length before any table, summed over axis 1."""
+    scale = ops.exp(ops.clip(log_scale, math.log(SCALES[0]), math.log(SCALES[-1])))
+    values = ops.abs(y - mean)
+    upper = 0.5 * ops.erfc(-(0.5 - values) / (scale * math.sqrt(2.0)))
+    lower = 0.5 * ops.erfc(-(-0.5 - values) / (scale * math.sqrt(2.0)))
+    return ops.sum(-ops.log(ops.maximum(upper - lower, 1e-9)) / math.log(2.0), axis=1)
 
 
 def context_prior_proto(prior: ContextPrior, latents: np.ndarray):
@@ -111,27 +126,37 @@ def fit_tables(prior, latents: np.ndarray):
     The tables depend only on the integer network's outputs, so a shipped decoder's can be rebuilt without its
     float weights. A predicted scale past the last table is coded with the last: more bits, never an error.
     """
-    from latentlink.shared.context_coding import ContextTables
     from latentlink.shared.integer_network import IntegerNetwork
-    from latentlink.shared.model_format import tensor_from_array
-    from latentlink.shared.proto import model_pb2
-    from latentlink.train.integer_export import gaussian_tables, log_thresholds
 
     latents = np.asarray(latents, np.float64)
     outputs = IntegerNetwork.from_proto(prior).outputs(latents[:, None, :])
     largest = float(np.exp(outputs[:, 0, latents.shape[1] :].max() / 2.0**prior.fraction_bits))
     scales = SCALES[: int(np.searchsorted(SCALES, min(SCALE_HEADROOM * largest, SCALES[-1]))) + 1]
-    candidates = []
-    for bins in MEAN_BINS:
-        centres = (np.arange(bins) + 0.5) / bins  # a mean in bin b lies b/bins .. (b+1)/bins above its floor
-        fitted = model_pb2.ContextPrior(
-            layers=prior.layers,
-            fraction_bits=prior.fraction_bits,
-            mean_bins=bins,
-            thresholds=tensor_from_array(log_thresholds(scales)),
-            tables=gaussian_tables(scales, centres).to_proto(),
-        )
-        tables = ContextTables(model_pb2.Network(input_shape=[latents.shape[1]], context_prior=fitted))
-        candidates.append((float(tables.bits(latents).sum()), fitted))
-    best = min(bits for bits, _ in candidates)
-    return next(fitted for bits, fitted in candidates if bits <= best * (1 + BINS_TOLERANCE))
+    candidates = [with_tables(prior, scales, bins) for bins in MEAN_BINS]
+    bits = [mean_bits(candidate, latents) for candidate in candidates]
+    return next(c for c, b in zip(candidates, bits, strict=True) if b <= min(bits) * (1 + BINS_TOLERANCE))
+
+
+def with_tables(prior, scales: np.ndarray, bins: int):
+    """The context prior's integer network with tables for these scales and `bins` mean bins."""
+    from latentlink.shared.model_format import tensor_from_array
+    from latentlink.shared.proto import model_pb2
+    from latentlink.train.integer_export import gaussian_tables, log_thresholds
+
+    centres = (np.arange(bins) + 0.5) / bins  # a mean in bin b lies b/bins .. (b+1)/bins above its floor
+    return model_pb2.ContextPrior(
+        layers=prior.layers,
+        fraction_bits=prior.fraction_bits,
+        mean_bins=bins,
+        thresholds=tensor_from_array(log_thresholds(scales)),
+        tables=gaussian_tables(scales, centres).to_proto(),
+    )
+
+
+def mean_bits(prior, latents: np.ndarray) -> float:
+    """Mean code length in bits of the rows of (n, d) integer latents under a context prior's exact tables."""
+    from latentlink.shared.context_coding import ContextTables
+    from latentlink.shared.proto import model_pb2
+
+    network = model_pb2.Network(input_shape=[latents.shape[1]], context_prior=prior)
+    return float(ContextTables(network).bits(latents).mean())
