@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from latentlink.sender.annealing import annealed_step
 from latentlink.shared.model_format import NetworkInfo
 from latentlink.shared.photo_codec import PhotoTables
 
@@ -30,7 +31,6 @@ SEARCH_STEPS = {0: 0, 1: 40, 2: 120}  # gradient steps per image for each --effo
 SCORE_EVERY = 10  # steps between exact scores of the rounded latents
 TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.02  # the annealing: soft mixes at first, near-rounding at the end
 LEARNING_RATE = 0.05  # Adam, on the latents (in units of the integer grid)
-ADAM_BETAS = (0.9, 0.999)
 
 
 class PhotoSearch:
@@ -79,28 +79,9 @@ class PhotoSearch:
         return tf.reduce_sum(self._bits(mix, rows)) / pixels + self.weight * tf.reduce_mean(tf.square(decoded - target))
 
     def _step(self, latents, moments, rows, target, temperature, seed):
-        """One Adam step on the latents, the cost taken at a random soft mix of the integers either side.
-
-        Adam is written out on plain tensors: a Keras optimizer needs variables of one fixed shape, and every
-        image's latents have their own (the step would be traced again for each image)."""
-        tf = self._tf
-        with tf.GradientTape() as tape:
-            tape.watch(latents)
-            lower = tf.floor(latents)
-            # SGA: each side's log-odds fall with its distance (atanh), then Gumbel noise picks a soft mix.
-            near = tf.clip_by_value(latents - lower, 1e-5, 1.0 - 1e-5)
-            logits = tf.stack([-tf.atanh(near), -tf.atanh(1.0 - near)], axis=-1) / temperature
-            noise = tf.random.stateless_uniform(tf.shape(logits), seed, 1e-9, 1.0)
-            weights = tf.nn.softmax(logits - tf.math.log(-tf.math.log(noise)), axis=-1)
-            loss = self._cost(lower + weights[..., 1], rows, target)
-        gradient = tape.gradient(loss, latents)
-        first, second, count = moments
-        count += 1.0
-        first = ADAM_BETAS[0] * first + (1.0 - ADAM_BETAS[0]) * gradient
-        second = ADAM_BETAS[1] * second + (1.0 - ADAM_BETAS[1]) * tf.square(gradient)
-        unbiased = first / (1.0 - ADAM_BETAS[0] ** count), second / (1.0 - ADAM_BETAS[1] ** count)
-        latents -= LEARNING_RATE * unbiased[0] / (tf.sqrt(unbiased[1]) + 1e-8)
-        return latents, (first, second, count)
+        """One annealing step on the latents for this image's cost."""
+        cost = lambda mix: self._cost(mix, rows, target)  # noqa: E731
+        return annealed_step(self._tf, latents, moments, cost, temperature, seed, LEARNING_RATE)
 
     def refine(self, image: np.ndarray, padded: np.ndarray, y: np.ndarray, z: np.ndarray, steps: int) -> np.ndarray:
         """Integer y (int64, y's shape) for one image with `steps` of search.
