@@ -112,6 +112,7 @@ def context_prior_proto(prior: ContextPrior, latents: np.ndarray):
     for layer in prior.layers_:
         layers.append(integer_layer(layer.masked_kernel(), ops.convert_to_numpy(layer.bias), fraction, layer.relu))
         fraction = ACTIVATION_FRACTION
+    # The whole grid's thresholds only make it a readable network; fit_tables sets the tables and thresholds.
     network = model_pb2.ContextPrior(
         layers=layers, fraction_bits=ACTIVATION_FRACTION, thresholds=tensor_from_array(log_thresholds(SCALES))
     )
