@@ -9,7 +9,8 @@ Bamler & Mandt 2020, "Improving inference for neural image compression"):
 each element is a soft, random mix of the integers either side of it, the mix
 hardening as the temperature falls. The rate is the exact code length of the
 tables, interpolated between integers (exact at the integers); z, and so
-each element's table, stays the encoder's. Every few steps the rounded y is
+each element's table and mean, stays the encoder's (for a mean-scale model the
+search moves y less its mean, which the synthesis gets back added). Every few steps the rounded y is
 scored exactly, and the best seen (plain rounding included) is what is sent:
 never worse than rounding for that cost. It runs in TensorFlow (gradients),
 on the sender's GPU when there is one.
@@ -55,7 +56,8 @@ class PhotoSearch:
         self._width = int(scales.pmfs.shape[1])
         self._compiled_step = tf.function(self._step, reduce_retracing=True)
         self._score = tf.function(
-            lambda latents, rows, target: self._cost(tf.round(latents), rows, target), reduce_retracing=True
+            lambda latents, rows, mean, target: self._cost(tf.round(latents), rows, mean, target),
+            reduce_retracing=True,
         )
 
     def _bits(self, y, rows):
@@ -68,47 +70,53 @@ class PhotoSearch:
         t = symbol - lower
         return (1.0 - t) * tf.gather(flat, index) + t * tf.gather(flat, index + 1)
 
-    def _cost(self, mix, rows, target):
-        """Bits per pixel + weight x MSE of latents `mix`, on the image's own pixels (`target`, 1 or 3 channels)."""
+    def _cost(self, mix, rows, mean, target):
+        """Bits per pixel + weight x MSE of coded latents `mix` (y less `mean`), on the image's own pixels
+        (`target`, 1 or 3 channels)."""
         tf = self._tf
         size = tf.shape(target)
-        decoded = tf.clip_by_value(self.synthesis(mix)[:, : size[1], : size[2]], 0.0, 1.0)
+        decoded = tf.clip_by_value(self.synthesis(mix + mean)[:, : size[1], : size[2]], 0.0, 1.0)
         if target.shape[-1] == 1:  # a grey image is written as the mean of the decoded channels
             decoded = tf.reduce_mean(decoded, axis=-1, keepdims=True)
         pixels = tf.cast(size[1] * size[2], tf.float32)
         return tf.reduce_sum(self._bits(mix, rows)) / pixels + self.weight * tf.reduce_mean(tf.square(decoded - target))
 
-    def _step(self, latents, moments, rows, target, temperature, seed):
+    def _step(self, latents, moments, rows, mean, target, temperature, seed):
         """One annealing step on the latents for this image's cost."""
-        cost = lambda mix: self._cost(mix, rows, target)  # noqa: E731
+        cost = lambda mix: self._cost(mix, rows, mean, target)  # noqa: E731
         return annealed_step(self._tf, latents, moments, cost, temperature, seed, LEARNING_RATE)
 
     def refine(self, image: np.ndarray, padded: np.ndarray, y: np.ndarray, z: np.ndarray, steps: int) -> np.ndarray:
-        """Integer y (int64, y's shape) for one image with `steps` of search.
+        """The integer y to code (int64, y's shape; less its mean for a mean-scale model) for one image,
+        with `steps` of search.
 
         `image` is the (h, w) or (h, w, 3) uint8 image, `padded` the encoder's
         (h', w', 3) float input, `y` its continuous output and `z` the rounded
         side information.
         """
+        table_rows, table_mean = self.tables.network.predict(z)
+        if table_mean is not None:
+            y = y - table_mean
         rounded = np.round(y).astype(np.int64)
         if steps <= 0:
             return rounded
         tf = self._tf
         height, width = image.shape[:2]
         with tf.device(self._device):
-            rows = tf.constant(self.tables.network.rows(z)[None].astype(np.int32))
+            rows = tf.constant(table_rows[None].astype(np.int32))
+            mean = tf.constant(0.0 if table_mean is None else table_mean[None].astype(np.float32))
             channels = 1 if image.ndim == 2 else 3
             target = tf.constant(padded[None, :height, :width, :channels])
             latents = tf.constant(y[None].astype(np.float32))
             moments = (tf.zeros_like(latents), tf.zeros_like(latents), tf.constant(0.0))
-            best, best_cost = rounded, float(self._score(latents, rows, target))
+            best, best_cost = rounded, float(self._score(latents, rows, mean, target))
             for i in range(1, steps + 1):
                 temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** (i / steps)
                 latents, moments = self._compiled_step(
-                    latents, moments, rows, target, tf.constant(temperature), tf.constant([i, 0])
+                    latents, moments, rows, mean, target, tf.constant(temperature), tf.constant([i, 0])
                 )
                 if i % SCORE_EVERY == 0 or i == steps:
-                    trial = float(self._score(latents, rows, target))
+                    trial = float(self._score(latents, rows, mean, target))
                     if trial < best_cost:
                         best, best_cost = np.round(latents.numpy()[0]).astype(np.int64), trial
         return best

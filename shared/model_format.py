@@ -233,6 +233,7 @@ def _walk(layers, shape: tuple[int, ...], label: str, any_size: bool) -> tuple[t
 
 
 INTEGER_BOUND = 1 << 20  # every integer-network activation, and its input, is clamped to +-INTEGER_BOUND
+MAX_MEAN_FRACTION_BITS = 20  # a hyperprior's means: at most as fine as 2^-20
 _EXACT_LIMIT = 1 << 53  # below this, float64 holds every integer exactly
 
 
@@ -273,11 +274,16 @@ def _check_hyperprior(prior: model_pb2.HyperPrior, latent_channels: int) -> int:
     """Checks the integer network's exactness bound and the tables; returns its multiply-adds per y position."""
     if len(UnknownFieldSet(prior)) or not 1 <= prior.side_channels <= 1024:
         raise ModelFormatError("hyperprior: side channels outside 1..1024 or unknown fields")
+    if prior.mean_fraction_bits > (MAX_MEAN_FRACTION_BITS if prior.means else 0):
+        raise ModelFormatError(
+            f"hyperprior: mean fraction bits outside 0..{MAX_MEAN_FRACTION_BITS} (and 0 without means)"
+        )
     channels, scale, macs, _ = _check_integer_layers(prior.layers, prior.side_channels, "hyperprior")
-    if channels != latent_channels or scale != 4.0:
+    needed = 2 * latent_channels if prior.means else latent_channels
+    if channels != needed or scale != 4.0:
         raise ModelFormatError(
             f"hyperprior: the integer network maps z to {channels} channels at {scale}x its size; "
-            f"the decoder needs {latent_channels} at 4x"
+            f"the decoder needs {needed} at 4x"
         )
     levels = _check_thresholds(prior.thresholds, "hyperprior")
     _check_tables(prior.side, prior.side_channels, "hyperprior side tables")

@@ -102,4 +102,4 @@ def decode_photo(decoder: Network, latents, shape: tuple[int, int, int]) -> np.n
     """Decodes one image of any size from its PhotoLatents to the uint8 image a receiver writes (the one place)."""
     from latentlink.shared.photo_codec import to_image
 
-    return to_image(decoder(latents.y[None].astype(np.float32))[0], *shape)
+    return to_image(decoder(latents.synthesis_input[None].astype(np.float32))[0], *shape)

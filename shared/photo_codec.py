@@ -3,10 +3,12 @@
 An image of height h and width w (1 or 3 channels) is padded, by repeating its
 edge pixels, to a multiple of 64 each way; grey images go through a colour
 model as three equal channels and come back as the rounded mean. Its latents
-are y (h'/16 x w'/16 x M) and z (h'/64 x w'/64 x Z), rounded to integers. The
-bitstream is one ANS stream: z coded with the per-channel tables, then y, each
-element with the scale-table row the integer hyper-synthesis picks from z.
-The receiver needs only the bitstream and (h, w, channels).
+are y (h'/16 x w'/16 x M) and z (h'/64 x w'/64 x Z), rounded to integers (for
+a mean-scale model, y less the mean the integer hyper-synthesis predicts from z
+is what is rounded, and the decoder adds the mean back). The bitstream is one
+ANS stream: z coded with the per-channel tables, then y, each element with the
+scale-table row the integer hyper-synthesis picks from z. The receiver needs
+only the bitstream and (h, w, channels).
 """
 
 from __future__ import annotations
@@ -79,10 +81,16 @@ def to_image(decoded: np.ndarray, height: int, width: int, channels: int) -> np.
 
 @dataclass(frozen=True)
 class PhotoLatents:
-    """The rounded latents of one image: z then y, integers held as int64."""
+    """The coded latents of one image: z then y, integers held as int64, and y's predicted means, if any."""
 
     z: np.ndarray  # (zh, zw, Z)
-    y: np.ndarray  # (yh, yw, M)
+    y: np.ndarray  # (yh, yw, M): what is coded (for a mean-scale model, y less its mean, rounded)
+    mean: np.ndarray | None = field(default=None, compare=False)  # (yh, yw, M) float64, from z alone
+
+    @property
+    def synthesis_input(self) -> np.ndarray:
+        """What the decoder's synthesis transform gets: the coded y plus its mean (float64, exact)."""
+        return self.y if self.mean is None else self.y + self.mean
 
     @functools.cached_property
     def vector(self) -> np.ndarray:
@@ -116,7 +124,7 @@ class PhotoTables:
         if latents.z.shape != z_shape or latents.y.shape != y_shape:
             raise ValueError(f"latents {latents.z.shape}/{latents.y.shape} do not fit a {height}x{width} image")
         coder = constriction.stream.stack.AnsCoder()
-        self.scales.push(coder, latents.y, self.network.rows(latents.z))
+        self.scales.push(coder, latents.y, self.network.rows(latents.z))  # rows only: y is already less its mean
         self.side.push(coder, latents.z, self._side_rows(z_shape))
         return coder.get_compressed().astype("<u4").tobytes()
 
@@ -126,12 +134,13 @@ class PhotoTables:
         coder = ans_coder(data)
         try:
             z = self.side.pop(coder, self._side_rows(z_shape))
-            y = self.scales.pop(coder, self.network.rows(z))
+            rows, mean = self.network.predict(z)
+            y = self.scales.pop(coder, rows)
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise BitstreamError(f"corrupt bitstream: {exc}") from None
         if not coder.is_empty():
             raise BitstreamError("corrupt bitstream: data left over after the image's latents")
-        return PhotoLatents(z, y)
+        return PhotoLatents(z, y, mean)
 
 
 class PhotoEncoder:
@@ -148,13 +157,18 @@ class PhotoEncoder:
     def encode(self, image: np.ndarray, search: Search | None = None) -> tuple[PhotoLatents, bytes]:
         """The latents of one uint8 image, (h, w) or (h, w, c), and their bitstream.
 
-        y is rounded, or chosen by `search(image, padded input, continuous y, rounded z)`.
+        y less its predicted mean (if any) is rounded, or chosen by `search(image, padded input,
+        continuous y, rounded z)`.
         """
         padded = pad_image(image, self.channels)
         y = self.analysis(padded[None])
         z = np.round(self.hyper_analysis(y))[0].astype(np.int64)  # from y before rounding, as in training
-        chosen = np.round(y[0]).astype(np.int64) if search is None else search(image, padded, y[0], z)
-        latents = PhotoLatents(z, chosen)
+        _, mean = self.tables.network.predict(z)
+        if search is not None:
+            chosen = search(image, padded, y[0], z)
+        else:
+            chosen = np.round(y[0] if mean is None else y[0] - mean).astype(np.int64)
+        latents = PhotoLatents(z, chosen, mean)
         return latents, self.tables.encode(latents, *image.shape[:2])
 
 

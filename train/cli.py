@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     photo.add_argument("--latent-channels", type=int, default=PhotoConfig.latent, help="latent channels M")
     photo.add_argument("--grey", action="store_true", help="train on greyscale images (default: colour)")
     photo.add_argument(
+        "--scale-only",
+        action="store_true",
+        help="a scale hyperprior (Balle 2018) instead of the default mean-scale one (Minnen 2018)",
+    )
+    photo.add_argument(
         "--init", type=Path, help="start from this checkpoint, or this photo model folder (photo-q2, ...): fine-tuning"
     )
     photo.add_argument("--checkpoint", type=Path, help="save the weights here as training goes")

@@ -30,6 +30,7 @@ def train_photo_command(args: argparse.Namespace, argv: Sequence[str] | None) ->
         learning_rate=args.learning_rate or PhotoConfig.learning_rate,
         val_fraction=args.val_fraction,
         seed=args.seed,
+        means=not args.scale_only,
     )
     try:
         images, skipped = load_image_folder(args.images, config.crop, 1 if args.grey else 3)

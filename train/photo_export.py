@@ -28,7 +28,8 @@ __all__ = ["evaluate_photo_model", "integer_hyper_synthesis", "load_photo_model"
 
 
 def integer_hyper_synthesis(hyper_synthesis) -> tuple[list[model_pb2.IntegerConv], np.ndarray]:
-    """Quantises the trained hyper-synthesis into integer layers, and the scale table into output thresholds."""
+    """Quantises the trained hyper-synthesis into integer layers (outputs with ACTIVATION_FRACTION fractional
+    bits: log-scales, then means for a mean-scale model), and the scale table into log-scale thresholds."""
     layers, fraction = [], 0  # z is an integer
     for layer in hyper_synthesis.layers:
         kernel, bias = layer.get_weights()
@@ -63,10 +64,12 @@ def write_photo_model(model, config, history: dict, out: Path, name: str, comman
             thresholds=tensor_from_array(thresholds),
             side=side.to_proto(),
             scales=scale_tables().to_proto(),
+            means=model.means,
+            mean_fraction_bits=ACTIVATION_FRACTION if model.means else 0,  # the last layer's output fraction
         )
     )
     card = {
-        "family": "photo-hyperprior",
+        "family": "photo-mean-scale-hyperprior" if model.means else "photo-hyperprior",
         "config": asdict(config),
         "train_command": command,
         "training": history,
@@ -112,6 +115,7 @@ def load_photo_model(model, files: ModelFiles) -> None:
     only as frozen tables, starts afresh.
     """
     from latentlink.shared.model_format import tensor_to_array
+    from latentlink.train.photo_model import widen_hyper_synthesis
 
     def float_layers(keras_model, portable_layers) -> None:
         weights = []
@@ -134,4 +138,4 @@ def load_photo_model(model, files: ModelFiles) -> None:
         weights.append((tensor_to_array(layer.kernel) / 2.0**weight_fraction).astype(np.float32))
         weights.append((tensor_to_array(layer.bias) / 2.0 ** (fraction + weight_fraction)).astype(np.float32))
         fraction = ACTIVATION_FRACTION
-    model.hyper_synthesis.set_weights(weights)
+    model.hyper_synthesis.set_weights(widen_hyper_synthesis(weights, model))

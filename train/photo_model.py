@@ -5,16 +5,20 @@ Four networks, each a Sequential of portable layers:
 - analysis  (encoder file):  image (H, W, 3) in [0, 1] -> y (H/16, W/16, M)
 - hyper_analysis (encoder):  y -> z (H/64, W/64, Z)
 - synthesis (decoder file):  rounded y -> image
-- hyper_synthesis (decoder, as an integer network after training): rounded z -> log-scale of each y
+- hyper_synthesis (decoder, as an integer network after training): rounded z -> log-scale of each y,
+  and (a mean-scale model, Minnen et al. 2018) its mean
 
-z is coded with a learned factorised prior per channel; each y with a zero-mean
-Gaussian whose scale the hyper-synthesis predicts.
+z is coded with a learned factorised prior per channel; each y, less its
+predicted mean, with a zero-mean Gaussian whose scale the hyper-synthesis
+predicts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import numpy as np
 
 from latentlink.shared.tf_import import tensorflow
 
@@ -33,6 +37,7 @@ __all__ = [
     "SCALE_LEVELS",
     "STRIDE",
     "Z_STRIDE",
+    "widen_hyper_synthesis",
 ]
 
 STRIDE = 16  # image pixels per y position, each way
@@ -85,14 +90,29 @@ class PhotoModel:
     def trainable_variables(self) -> list:
         return [v for part in self.parts().values() for v in part.trainable_variables]
 
+    @property
+    def means(self) -> bool:
+        """Whether the hyper-synthesis predicts a mean for each y as well as its scale."""
+        return self.hyper_synthesis.output_shape[-1] == 2 * self.synthesis.input_shape[-1]
+
+    def scale_and_mean(self, z_hat):
+        """The training-time scale and mean of each y given z (the mean is 0 in a scale-only model)."""
+        out = self.hyper_synthesis(z_hat)
+        if not self.means:
+            return self.log_scale_to_scale(out), ops.zeros_like(out)
+        log_scale, mean = ops.split(out, 2, axis=-1)
+        return self.log_scale_to_scale(log_scale), mean
+
     @staticmethod
     def log_scale_to_scale(log_scale):
         """Training-time scales, bounded like the quantised scale table."""
         return ops.exp(ops.clip(log_scale, math.log(SCALE_MIN), math.log(SCALE_MAX)))
 
 
-def build_photo_model(channels: int = 64, latent: int = 96, hyper: int = 64, side: int = 32, colours: int = 3):
-    """Builds a fresh PhotoModel; `channels` N, `latent` M, hyper width, `side` Z channels."""
+def build_photo_model(
+    channels: int = 64, latent: int = 96, hyper: int = 64, side: int = 32, colours: int = 3, means: bool = True
+):
+    """Builds a fresh PhotoModel; `channels` N, `latent` M, hyper width, `side` Z channels; `means`: mean-scale."""
     from latentlink.train.factorized_prior import FactorizedPrior
 
     def conv(filters: int, kernel: int = 5, stride: int = 2, activation: str = "linear"):
@@ -143,10 +163,22 @@ def build_photo_model(channels: int = 64, latent: int = 96, hyper: int = 64, sid
             keras.Input((None, None, side)),
             deconv(hyper, 5, 2, "relu"),
             deconv(hyper, 5, 2, "relu"),
-            conv(latent, 3, 1),
+            conv(2 * latent if means else latent, 3, 1),
         ],
         name="hyper_synthesis",
     )
     z_prior = FactorizedPrior(side)
     z_prior.build(None)
     return PhotoModel(analysis, synthesis, hyper_analysis, hyper_synthesis, z_prior)
+
+
+def widen_hyper_synthesis(weights: list, model: PhotoModel) -> list:
+    """A scale-only hyper-synthesis's weights fitted to `model`'s: a mean-scale model's last layer gets zero
+    weights for its means (it starts as the scale-only model). Weights that already fit come back unchanged."""
+    shapes = [tuple(w.shape) for w in model.hyper_synthesis.get_weights()]
+    out = []
+    for weight, shape in zip(weights, shapes, strict=True):
+        if weight.shape != shape and shape[-1] == 2 * weight.shape[-1]:
+            weight = np.concatenate([weight, np.zeros_like(weight)], axis=-1)
+        out.append(weight)
+    return out

@@ -31,6 +31,7 @@ class PhotoConfig:
     clip_norm: float = 1.0  # gradients are clipped to this global norm (as CompressAI trains): GDN can diverge
     val_fraction: float = 0.1
     seed: int = 0
+    means: bool = True  # the hyper-synthesis predicts each latent's mean as well as its scale (Minnen et al. 2018)
 
 
 class ImageFolderError(ValueError):
@@ -91,11 +92,13 @@ def save_checkpoint(model, path: Path) -> None:
 
 
 def load_checkpoint(model, path: Path) -> None:
-    """Loads weights written by `save_checkpoint` into a model of the same shape."""
+    """Loads weights written by `save_checkpoint` into a model of the same shape (or its mean-scale widening)."""
+    from latentlink.train.photo_model import widen_hyper_synthesis
+
     with np.load(path, allow_pickle=False) as data:
         for name, part in model.parts().items():
-            count = len(part.get_weights())
-            part.set_weights([data[f"{name}/{i}"] for i in range(count)])
+            weights = [data[f"{name}/{i}"] for i in range(len(part.get_weights()))]
+            part.set_weights(widen_hyper_synthesis(weights, model) if name == "hyper_synthesis" else weights)
 
 
 def gaussian_bits(y, scale):
@@ -132,11 +135,13 @@ def train_photo(
     tf = tensorflow()
     import keras
 
-    from latentlink.train.photo_model import PhotoModel, build_photo_model
+    from latentlink.train.photo_model import build_photo_model
 
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = build_photo_model(config.channels, config.latent, config.hyper, config.side, training[0].shape[2])
+    model = build_photo_model(
+        config.channels, config.latent, config.hyper, config.side, training[0].shape[2], config.means
+    )
     if init is not None and Path(init).is_file():
         load_checkpoint(model, init)
     elif init is not None:  # a model folder, or a shipped model's name
@@ -153,13 +158,11 @@ def train_photo(
     def forward(batch, training: bool):
         y = model.analysis(batch, training=training)
         z = model.hyper_analysis(y, training=training)
-        if training:
-            z_hat = z + tf.random.uniform(tf.shape(z), -0.5, 0.5)
-            y_noisy = y + tf.random.uniform(tf.shape(y), -0.5, 0.5)
-        else:
-            z_hat, y_noisy = tf.round(z), tf.round(y)
-        scale = PhotoModel.log_scale_to_scale(model.hyper_synthesis(z_hat, training=training))
-        y_hat = y + tf.stop_gradient(tf.round(y) - y)  # the decoder learns on what it will decode
+        z_hat = z + tf.random.uniform(tf.shape(z), -0.5, 0.5) if training else tf.round(z)
+        scale, mean = model.scale_and_mean(z_hat)
+        residual = y - mean  # what is coded: y less its predicted mean, rounded
+        y_noisy = residual + tf.random.uniform(tf.shape(y), -0.5, 0.5) if training else tf.round(residual)
+        y_hat = y + tf.stop_gradient(tf.round(residual) - residual)  # the decoder learns on what it will decode
         x_hat = model.synthesis(y_hat, training=training)
         pixels = tf.cast(tf.reduce_prod(tf.shape(batch)[:3]), tf.float32)
         z_bits = tf.reduce_sum(model.z_prior.bits(tf.reshape(z_hat, [-1, z.shape[-1]])))

@@ -11,7 +11,15 @@ import pytest
 from latentlink.shared.integer_network import conv2d_same, conv2d_transpose_same
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network, tensor_from_array
-from latentlink.shared.photo_codec import PhotoDecoder, PhotoEncoder, PhotoLatents, PhotoTables, latent_sizes
+from latentlink.shared.photo_codec import (
+    PhotoDecoder,
+    PhotoEncoder,
+    PhotoLatents,
+    PhotoTables,
+    latent_sizes,
+    pad_image,
+    to_image,
+)
 from latentlink.shared.proto import latentlink_pb2 as pb
 from latentlink.shared.proto import model_pb2
 from latentlink.shared.serde import LatentCodecError, latents_from_batch
@@ -31,6 +39,9 @@ def tiny_folder(tmp_path_factory):
     keras.utils.set_random_seed(3)
     config = PhotoConfig(channels=8, latent=8, hyper=8, side=4)
     model = build_photo_model(config.channels, config.latent, config.hyper, config.side)
+    rng = np.random.default_rng(3)
+    for layer in model.hyper_synthesis.layers:  # biases off zero, so that z = 0 still predicts means
+        layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape).astype(np.float32))
     folder = tmp_path_factory.mktemp("tiny")
     write_photo_model(model, config, {}, folder, "tiny", "test")
     return folder
@@ -39,6 +50,19 @@ def tiny_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny(tiny_folder):
     return load_model_dir(tiny_folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_scale_only(tmp_path_factory):
+    """The same, without means: a scale hyperprior (Balle 2018), as `latentlink-train --scale-only` makes."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    config = PhotoConfig(channels=8, latent=8, hyper=8, side=4, means=False)
+    model = build_photo_model(config.channels, config.latent, config.hyper, config.side, means=False)
+    folder = tmp_path_factory.mktemp("tiny-scale")
+    write_photo_model(model, config, {}, folder, "tiny-scale", "test")
+    return load_model_dir(folder)
 
 
 def _image(shape, seed=0) -> np.ndarray:
@@ -63,6 +87,76 @@ def test_any_size_round_trips_in_shape_and_mode(tiny, shape):
     np.testing.assert_array_equal(decoded_latents.y, latents.y)
     np.testing.assert_array_equal(decoded_latents.z, latents.z)
     assert pixels.shape == image.shape and pixels.dtype == np.uint8
+
+
+def test_a_mean_scale_decoder_adds_the_mean_it_predicts_from_z(tiny):
+    """What is coded is y less its mean, rounded; the synthesis gets it back with the exact integer mean."""
+    from latentlink.shared.network_runtime import load_network
+
+    assert tiny.decoder.network.hyperprior.means and tiny.decoder.network.hyperprior.mean_fraction_bits == 10
+    encoder, decoder = PhotoEncoder(tiny.encoder, tiny.decoder, "cpu"), PhotoDecoder(tiny.decoder)
+    image = _image((70, 90, 3))
+    latents, data = encoder.encode(image)
+    y = encoder.analysis(pad_image(image, 3)[None])[0]
+    _, mean = decoder.tables.network.predict(latents.z)
+    assert np.any(mean != 0) and np.all(mean * 1024 == np.round(mean * 1024))  # 10 fractional bits, exactly
+    np.testing.assert_array_equal(latents.y, np.round(y - mean))
+    decoded_latents, pixels = decoder.decode(data, 70, 90, 3)
+    np.testing.assert_array_equal(decoded_latents.mean, mean)
+    synthesis = load_network(tiny.decoder, "cpu")
+    with_mean = to_image(synthesis((latents.y + mean)[None].astype(np.float32))[0], 70, 90, 3)
+    without = to_image(synthesis(latents.y[None].astype(np.float32))[0], 70, 90, 3)
+    np.testing.assert_array_equal(pixels, with_mean)
+    assert not np.array_equal(pixels, without)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (40, 70, 1)])
+def test_a_scale_only_model_still_round_trips(tiny_scale_only, shape):
+    assert not tiny_scale_only.decoder.network.hyperprior.means
+    encoder, decoder = (
+        PhotoEncoder(tiny_scale_only.encoder, tiny_scale_only.decoder, "cpu"),
+        PhotoDecoder(tiny_scale_only.decoder),
+    )
+    image = _image(shape)
+    latents, data = encoder.encode(image)
+    y = encoder.analysis(pad_image(image, 3)[None])[0]
+    np.testing.assert_array_equal(latents.y, np.round(y))
+    decoded_latents, pixels = decoder.decode(data, *shape)
+    assert decoded_latents.mean is None and latents.mean is None
+    np.testing.assert_array_equal(decoded_latents.y, latents.y)
+    assert pixels.shape == image.shape
+
+
+def test_exported_means_follow_the_trained_hyper_synthesis(tiny_folder):
+    """The integer hyper-synthesis's means are the float network's, within its quantisation."""
+    import keras
+
+    from latentlink.train.photo_export import load_photo_model
+
+    tiny = load_model_dir(tiny_folder)
+    model = build_photo_model(8, 8, 8, 4)
+    load_photo_model(model, tiny)
+    z = np.random.default_rng(5).integers(-4, 5, (3, 5, 4))
+    float_mean = keras.ops.convert_to_numpy(model.hyper_synthesis(z[None].astype(np.float32)))[0, ..., 8:]
+    _, mean = PhotoTables(tiny.decoder.network).network.predict(z)
+    np.testing.assert_allclose(mean, float_mean, atol=0.02)
+
+
+def test_a_scale_only_checkpoint_starts_a_mean_scale_model_as_itself(tmp_path):
+    """Fine-tuning a scale-only model into a mean-scale one: same scales, means of zero, to begin with."""
+    import keras
+
+    from latentlink.train.photo_training import load_checkpoint, save_checkpoint
+
+    keras.utils.set_random_seed(4)
+    scale_only = build_photo_model(8, 8, 8, 4, means=False)
+    save_checkpoint(scale_only, tmp_path / "scale.npz")
+    mean_scale = build_photo_model(8, 8, 8, 4)
+    load_checkpoint(mean_scale, tmp_path / "scale.npz")
+    z = np.random.default_rng(6).integers(-4, 5, (1, 3, 5, 4)).astype(np.float32)
+    (scale, zero), (expected, _) = mean_scale.scale_and_mean(z), scale_only.scale_and_mean(z)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(scale), keras.ops.convert_to_numpy(expected))
+    assert not np.any(keras.ops.convert_to_numpy(zero))
 
 
 def test_exported_files_are_canonical_and_bounded(tiny):
@@ -125,6 +219,11 @@ def test_an_integer_network_that_could_leave_the_exact_range_is_refused(tiny):
         parse_network(network_to_bytes(network))
 
 
+def _without_means(network: model_pb2.Network) -> None:
+    """A mean-scale decoder that says it is scale-only: its network's outputs no longer fit."""
+    network.hyperprior.means, network.hyperprior.mean_fraction_bits = False, 0
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -132,6 +231,8 @@ def test_an_integer_network_that_could_leave_the_exact_range_is_refused(tiny):
         (lambda n: n.ClearField("hyperprior"), "carries a hyperprior"),
         (lambda n: n.layers.add().flatten.SetInParent(), "cannot take images of any size"),
         (lambda n: n.hyperprior.thresholds.CopyFrom(tensor_from_array(np.array([3, 1], np.int32))), "ascending"),
+        (_without_means, "maps z to 16 channels.*needs 8"),
+        (lambda n: setattr(n.hyperprior, "mean_fraction_bits", 21), "mean fraction bits"),
     ],
 )
 def test_malformed_photo_decoders_are_refused(tiny, edit, message):
@@ -139,6 +240,14 @@ def test_malformed_photo_decoders_are_refused(tiny, edit, message):
     network.CopyFrom(tiny.decoder.network)
     edit(network)
     with pytest.raises(ModelFormatError, match=message):
+        parse_network(network_to_bytes(network))
+
+
+def test_mean_fraction_bits_without_means_are_refused(tiny_scale_only):
+    network = model_pb2.Network()
+    network.CopyFrom(tiny_scale_only.decoder.network)
+    network.hyperprior.mean_fraction_bits = 10
+    with pytest.raises(ModelFormatError, match="0 without means"):
         parse_network(network_to_bytes(network))
 
 
