@@ -12,6 +12,7 @@ over the overlapping PSNR range) compare every curve with JPEG and with WebP.
     .venv/bin/python bench/photo_rd.py --limit 2 --models  # quick look: 2 images, standard codecs only
     .venv/bin/python bench/photo_rd.py --models photo-q2 photo-q4 --json rd.json --crop-figure crop.png
     .venv/bin/python bench/photo_rd.py --efforts 0 1       # the photo ladder with the sender's search too
+    .venv/bin/python bench/photo_rd.py --compare old/photo-q1 old/photo-q2  # and an earlier ladder, as its own curve
 
 Tables go to stdout, progress and notes to stderr.
 """
@@ -197,13 +198,16 @@ def run_latentlink(model: str, image: np.ndarray, effort: int = 0) -> tuple[floa
     return bits_per_pixel(data, image), psnr(image, decoded[0]), decoded[0], coded - start, done - coded
 
 
-def latentlink_curve(effort: int) -> str:
-    """The curve a latentlink model's point belongs to: one per sender-side search effort."""
-    return LATENTLINK if effort == 0 else f"{LATENTLINK} --effort {effort}"
+def latentlink_curve(effort: int, compared: bool = False) -> str:
+    """The curve a latentlink model's point belongs to: one per sender-side search effort (and one per effort
+    for compared, unshipped, model folders)."""
+    name = LATENTLINK if effort == 0 else f"{LATENTLINK} --effort {effort}"
+    return f"{name} (compared)" if compared else name
 
 
-def measure_model(model: str, images: list[np.ndarray], effort: int = 0) -> Point:
-    """The point of one latentlink model at one effort; a first, untimed run builds its networks."""
+def measure_model(model: str, images: list[np.ndarray], effort: int = 0, compared: bool = False) -> Point:
+    """The point of one latentlink model (a shipped name or a folder) at one effort; a first, untimed run
+    builds its networks."""
     run_latentlink(model, images[0][:64, :64], effort)
     runs = (run_latentlink(model, image, effort) for image in images)
     bpp, quality, _, encode_s, decode_s = zip(*runs, strict=True)
@@ -211,8 +215,8 @@ def measure_model(model: str, images: list[np.ndarray], effort: int = 0) -> Poin
     means = {key: float(np.mean(values)) for key, values in per_image.items()}
     if effort:  # the same decoder as effort 0, timed right after TensorFlow's search, whose idle threads still spin
         means["decode_s"] = None
-    curve = latentlink_curve(effort)
-    point = Point(curve, model, **means, per_image={key: list(values) for key, values in per_image.items()})
+    curve = latentlink_curve(effort, compared)
+    point = Point(curve, str(model), **means, per_image={key: list(values) for key, values in per_image.items()})
     log(
         f"  {curve} {model}: {point.bpp:.3f} bpp, {point.psnr:.2f} dB, "
         f"enc {seconds(point.encode_s)} s, dec {seconds(point.decode_s)} s"
@@ -374,6 +378,15 @@ def main() -> None:
         help="sender-side search efforts to measure each latentlink model at (each its own curve; 1 and 2 take "
         "seconds per image)",
     )
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="photo model folders (not shipped; e.g. an earlier ladder) measured at --compare-efforts, as their own "
+        "curves",
+    )
+    parser.add_argument("--compare-efforts", type=int, nargs="+", default=[0], help="efforts for --compare")
     parser.add_argument("--plot", type=Path, default=REPO / "bench" / "photo_rd.png")
     parser.add_argument("--json", type=Path, help="write every number, per image too, here")
     parser.add_argument("--crop-figure", type=Path, help=f"save crops of {CROP_IMAGE} at a similar bit rate here")
@@ -398,6 +411,11 @@ def main() -> None:
                 continue
             if model not in measured:
                 measured.append(model)
+    points += [
+        measure_model(folder, images, effort, compared=True)
+        for effort in args.compare_efforts
+        for folder in args.compare
+    ]
     points += reference_points()
 
     curves = curves_of(points)

@@ -14,6 +14,7 @@ def train_photo_command(args: argparse.Namespace, argv: Sequence[str] | None) ->
     """Trains the photo codec as the parsed arguments say and writes the model folder; returns the exit code."""
     from latentlink.train.photo_training import (
         ImageFolderError,
+        InitError,
         PhotoConfig,
         load_image_folder,
         split_images,
@@ -42,7 +43,11 @@ def train_photo_command(args: argparse.Namespace, argv: Sequence[str] | None) ->
     log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     bar = not args.quiet and sys.stderr.isatty()
     training, validation = split_images(images, config)
-    model, history = train_photo(config, training, validation, args.checkpoint, args.init, progress=bar, log=log)
+    try:
+        model, history = train_photo(config, training, validation, args.checkpoint, args.init, progress=bar, log=log)
+    except InitError as exc:
+        print(f"latentlink-train: error: {exc}", file=sys.stderr)
+        return 2
     from latentlink.shared.model_dir import update_card
     from latentlink.train.photo_export import evaluate_photo_model, write_photo_model
 

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PhotoConfig", "load_image_folder", "split_images", "train_photo", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "InitError",
+    "PhotoConfig",
+    "load_image_folder",
+    "split_images",
+    "train_photo",
+    "save_checkpoint",
+    "load_checkpoint",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,11 @@ class PhotoConfig:
 
 class ImageFolderError(ValueError):
     """A training folder has no usable images."""
+
+
+class InitError(ValueError):
+    """What --init names cannot start this model (another shape: width, latent channels, a mean-scale model
+    for a scale-only one)."""
 
 
 def load_image_folder(folder: Path, min_side: int, colours: int = 3) -> tuple[list[np.ndarray], list[str]]:
@@ -101,6 +114,21 @@ def load_checkpoint(model, path: Path) -> None:
             part.set_weights(widen_hyper_synthesis(weights, model) if name == "hyper_synthesis" else weights)
 
 
+def _start_from(model, init: Path) -> None:
+    """Loads a checkpoint, a model folder or a shipped model's name into `model`; raises InitError if it does
+    not fit."""
+    from latentlink.shared.model_dir import load_model_dir
+    from latentlink.train.photo_export import load_photo_model
+
+    try:
+        if init.is_file():
+            load_checkpoint(model, init)
+        else:
+            load_photo_model(model, load_model_dir(init))
+    except (ValueError, KeyError, OSError) as exc:  # a shape that differs, a file or folder missing
+        raise InitError(f"--init {init} does not fit this model: {exc}") from None
+
+
 def gaussian_bits(y, scale):
     """Bits of each y under a zero-mean Gaussian of `scale`, convolved with a unit-width uniform."""
     from keras import ops
@@ -142,13 +170,8 @@ def train_photo(
     model = build_photo_model(
         config.channels, config.latent, config.hyper, config.side, training[0].shape[2], config.means
     )
-    if init is not None and Path(init).is_file():
-        load_checkpoint(model, init)
-    elif init is not None:  # a model folder, or a shipped model's name
-        from latentlink.shared.model_dir import load_model_dir
-        from latentlink.train.photo_export import load_photo_model
-
-        load_photo_model(model, load_model_dir(init))
+    if init is not None:
+        _start_from(model, Path(init))
     schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, config.steps), config.final_rate)
     optimizer = keras.optimizers.Adam(schedule, global_clipnorm=config.clip_norm)
     variables = model.trainable_variables()
