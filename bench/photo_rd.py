@@ -191,7 +191,8 @@ def run_latentlink(model: str, image: np.ndarray, effort: int = 0) -> tuple[floa
     start = time.perf_counter()
     data = compress([image], model=model, effort=effort)
     coded = time.perf_counter()
-    decoded = np.asarray(decompress(data))
+    folder = model if Path(model).is_dir() else None  # a compared folder is not among the shipped models
+    decoded = np.asarray(decompress(data, folder))
     done = time.perf_counter()
     if decoded.dtype != np.uint8 or decoded.shape != (1, *image.shape):
         raise ValueError(f"decompress returned {decoded.dtype} {list(decoded.shape)}, not uint8 {[1, *image.shape]}")

@@ -142,17 +142,25 @@ def test_exported_means_follow_the_trained_hyper_synthesis(tiny_folder):
     np.testing.assert_allclose(mean, float_mean, atol=0.02)
 
 
-def test_a_scale_only_checkpoint_starts_a_mean_scale_model_as_itself(tmp_path):
-    """Fine-tuning a scale-only model into a mean-scale one: same scales, means of zero, to begin with."""
+@pytest.mark.parametrize("source", ["checkpoint", "model folder"])
+def test_a_scale_only_model_starts_a_mean_scale_model_as_itself(tmp_path, source):
+    """Fine-tuning a scale-only model (a checkpoint, or shipped files) into a mean-scale one: same scales,
+    means of zero, to begin with."""
     import keras
 
+    from latentlink.train.photo_export import load_photo_model
     from latentlink.train.photo_training import load_checkpoint, save_checkpoint
 
     keras.utils.set_random_seed(4)
     scale_only = build_photo_model(8, 8, 8, 4, means=False)
-    save_checkpoint(scale_only, tmp_path / "scale.npz")
     mean_scale = build_photo_model(8, 8, 8, 4)
-    load_checkpoint(mean_scale, tmp_path / "scale.npz")
+    if source == "checkpoint":
+        save_checkpoint(scale_only, tmp_path / "scale.npz")
+        load_checkpoint(mean_scale, tmp_path / "scale.npz")
+    else:
+        files = write_photo_model(scale_only, PhotoConfig(means=False), {}, tmp_path / "scale", "scale", "test")
+        load_photo_model(scale_only, files)  # both from the integer hyper-synthesis, within its rounding
+        load_photo_model(mean_scale, files)
     z = np.random.default_rng(6).integers(-4, 5, (1, 3, 5, 4)).astype(np.float32)
     (scale, zero), (expected, _) = mean_scale.scale_and_mean(z), scale_only.scale_and_mean(z)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(scale), keras.ops.convert_to_numpy(expected))
@@ -289,7 +297,8 @@ def test_shapes_that_do_not_fit_the_bitstream_fail_the_batch(tiny):
 
 
 def test_golden_photo_bitstream():
-    """Seeded integer latents coded with the shipped photo-q1 decoder: these exact bytes, on any machine."""
+    """Seeded integer latents coded with the shipped photo-q1 decoder: these exact bytes, and these exact
+    means (float64) added back, on any machine."""
     model = load_model_dir("photo-q1")
     assert model.decoder.digest == GOLDEN_DECODER, "photo-q1 changed: pin its golden bitstream again"
     tables = PhotoTables(model.decoder.network)
@@ -300,10 +309,12 @@ def test_golden_photo_bitstream():
     decoded = tables.decode(data, 100, 150)
     np.testing.assert_array_equal(decoded.y, latents.y)
     assert hashlib.sha256(data).hexdigest() == GOLDEN_PHOTO_SHA256, f"{len(data)} bytes; decoder {model.decoder.digest}"
+    assert hashlib.sha256(decoded.mean.tobytes()).hexdigest() == GOLDEN_MEANS_SHA256  # what the synthesis adds
 
 
-GOLDEN_DECODER = "3e6f327c2d2c6edd89b21530fb331ee09fd1dfea5e5c720761cf9f57ebaef4d2"
-GOLDEN_PHOTO_SHA256 = "e796696186d4157ac5052219c184ecafd39330c381a426701f10b564a8ea5c89"
+GOLDEN_DECODER = "324f06a344b36406e05f6b6f7fa3179504f1a03c487613dd1a340ea3e8ba6d3f"
+GOLDEN_PHOTO_SHA256 = "c931fe89139b71b4e5d06c33ee5f6608d0036380e78ed43cac11c67ea4815fc1"
+GOLDEN_MEANS_SHA256 = "fc08996ee4d5115ccfb7eaf362932f15f66b1f4815a4bc4a870d5f34360e56f8"
 
 
 def test_an_exported_model_loads_back_for_further_training(tiny, tiny_folder, tmp_path):
