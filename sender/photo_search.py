@@ -86,15 +86,23 @@ class PhotoSearch:
         cost = lambda mix: self._cost(mix, rows, mean, target)  # noqa: E731
         return annealed_step(self._tf, latents, moments, cost, temperature, seed, LEARNING_RATE)
 
-    def refine(self, image: np.ndarray, padded: np.ndarray, y: np.ndarray, z: np.ndarray, steps: int) -> np.ndarray:
+    def refine(
+        self,
+        image: np.ndarray,
+        padded: np.ndarray,
+        y: np.ndarray,
+        table_rows: np.ndarray,
+        table_mean: np.ndarray | None,
+        steps: int,
+    ) -> np.ndarray:
         """The integer y to code (int64, y's shape; less its mean for a mean-scale model) for one image,
         with `steps` of search.
 
         `image` is the (h, w) or (h, w, 3) uint8 image, `padded` the encoder's
-        (h', w', 3) float input, `y` its continuous output and `z` the rounded
-        side information.
+        (h', w', 3) float input, `y` its continuous output, `table_rows` and
+        `table_mean` what the integer hyper-synthesis predicts for y from the
+        rounded side information (the mean None for a scale-only model).
         """
-        table_rows, table_mean = self.tables.network.predict(z)
         if table_mean is not None:
             y = y - table_mean
         rounded = np.round(y).astype(np.int64)

@@ -41,8 +41,8 @@ __all__ = [
     "to_image",
 ]
 
-# A sender-side search: (image, padded input, continuous y, rounded z) -> the integer y to send.
-Search = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+# A sender-side search: (image, padded input, continuous y, table rows, means or None) -> the integer y to code.
+Search = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 PAD = 64  # the models' total downsampling of z: images are padded to a multiple of it
 
@@ -118,13 +118,15 @@ class PhotoTables:
     def _side_rows(shape: tuple[int, int, int]) -> np.ndarray:
         return np.broadcast_to(np.arange(shape[2]), shape)  # z is coded with the row of its channel
 
-    def encode(self, latents: PhotoLatents, height: int, width: int) -> bytes:
-        """Codes one image's rounded latents (shapes must fit the image size)."""
+    def encode(self, latents: PhotoLatents, height: int, width: int, rows: np.ndarray | None = None) -> bytes:
+        """Codes one image's rounded latents (shapes must fit the image size); `rows`, y's table rows, if the
+        caller has already had the hyper-synthesis predict them from z."""
         z_shape, y_shape = self.shapes(height, width)
         if latents.z.shape != z_shape or latents.y.shape != y_shape:
             raise ValueError(f"latents {latents.z.shape}/{latents.y.shape} do not fit a {height}x{width} image")
         coder = constriction.stream.stack.AnsCoder()
-        self.scales.push(coder, latents.y, self.network.rows(latents.z))  # rows only: y is already less its mean
+        rows = self.network.rows(latents.z) if rows is None else rows
+        self.scales.push(coder, latents.y, rows)  # y is already less its mean
         self.side.push(coder, latents.z, self._side_rows(z_shape))
         return coder.get_compressed().astype("<u4").tobytes()
 
@@ -158,18 +160,18 @@ class PhotoEncoder:
         """The latents of one uint8 image, (h, w) or (h, w, c), and their bitstream.
 
         y less its predicted mean (if any) is rounded, or chosen by `search(image, padded input,
-        continuous y, rounded z)`.
+        continuous y, y's table rows, y's means or None)`.
         """
         padded = pad_image(image, self.channels)
         y = self.analysis(padded[None])
         z = np.round(self.hyper_analysis(y))[0].astype(np.int64)  # from y before rounding, as in training
-        _, mean = self.tables.network.predict(z)
+        rows, mean = self.tables.network.predict(z)
         if search is not None:
-            chosen = search(image, padded, y[0], z)
+            chosen = search(image, padded, y[0], rows, mean)
         else:
             chosen = np.round(y[0] if mean is None else y[0] - mean).astype(np.int64)
         latents = PhotoLatents(z, chosen, mean)
-        return latents, self.tables.encode(latents, *image.shape[:2])
+        return latents, self.tables.encode(latents, *image.shape[:2], rows)
 
 
 class PhotoDecoder:
