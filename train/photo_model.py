@@ -176,9 +176,11 @@ def widen_hyper_synthesis(weights: list, model: PhotoModel) -> list:
     """A scale-only hyper-synthesis's weights fitted to `model`'s: a mean-scale model's last layer gets zero
     weights for its means (it starts as the scale-only model). Weights that already fit come back unchanged."""
     shapes = [tuple(w.shape) for w in model.hyper_synthesis.get_weights()]
-    out = []
-    for weight, shape in zip(weights, shapes, strict=True):
-        if weight.shape != shape and shape[-1] == 2 * weight.shape[-1]:
-            weight = np.concatenate([weight, np.zeros_like(weight)], axis=-1)
-        out.append(weight)
+    out = list(weights)
+    if len(out) != len(shapes):
+        return out  # does not fit: Keras says how
+    for i in (-2, -1):  # the last layer's kernel and bias only
+        weight, shape = out[i], shapes[i]
+        if weight.shape != shape and shape == (*weight.shape[:-1], 2 * weight.shape[-1]):
+            out[i] = np.concatenate([weight, np.zeros_like(weight)], axis=-1)
     return out

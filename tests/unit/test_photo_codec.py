@@ -167,6 +167,15 @@ def test_a_scale_only_model_starts_a_mean_scale_model_as_itself(tmp_path, source
     assert not np.any(keras.ops.convert_to_numpy(zero))
 
 
+def test_only_the_last_layer_is_widened_for_means(tmp_path):
+    """A hyper-synthesis of another width (whose first bias is half as wide) is refused, not padded."""
+    from latentlink.train.photo_training import load_checkpoint, save_checkpoint
+
+    save_checkpoint(build_photo_model(8, 8, 4, 4, means=False), tmp_path / "narrow.npz")
+    with pytest.raises(ValueError):
+        load_checkpoint(build_photo_model(8, 8, 8, 4), tmp_path / "narrow.npz")
+
+
 def test_exported_files_are_canonical_and_bounded(tiny):
     assert tiny.encoder.any_size and tiny.decoder.any_size
     assert tiny.encoder.block == 16 and tiny.decoder.block == 1
