@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlink.sender.annealing import annealed_step
+from latentlink.sender.annealing import LEARNING_RATE, annealed_step, is_scored, temperature_at
 from latentlink.sender.encode import BatchEncoder
 from latentlink.sender.search import refine
 from latentlink.shared.keras_bridge import keras_from_network
@@ -26,8 +26,6 @@ from latentlink.shared.tf_import import tensorflow
 from latentlink.train.context_prior import gaussian_bits
 from latentlink.train.mnist import load_mnist
 
-TEMPERATURE_START, TEMPERATURE_END, SCORE_EVERY = 0.5, 0.02, 10  # as the photo search
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -35,7 +33,7 @@ def main() -> None:
     parser.add_argument("--quality", type=int, default=2)
     parser.add_argument("--images", type=int, default=256, help="the last N training images")
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 200])
-    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     args = parser.parse_args()
     tf = tensorflow()
     x_train, _ = load_mnist(args.data)
@@ -92,9 +90,8 @@ def main() -> None:
         best = np.round(continuous)
         best_cost = cost(best)
         for i in range(1, steps + 1):
-            temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** (i / steps)
-            latents, moments = step(latents, moments, tf.constant(temperature), tf.constant([i, 0]))
-            if i % SCORE_EVERY == 0 or i == steps:
+            latents, moments = step(latents, moments, tf.constant(temperature_at(i, steps)), tf.constant([i, 0]))
+            if is_scored(i, steps):
                 candidate = np.round(latents.numpy()).astype(np.float64)
                 trial = cost(candidate)
                 better = trial < best_cost

@@ -5,9 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-__all__ = ["ADAM_BETAS", "annealed_step"]
+__all__ = ["ADAM_BETAS", "LEARNING_RATE", "SCORE_EVERY", "annealed_step", "is_scored", "temperature_at"]
 
 ADAM_BETAS = (0.9, 0.999)
+LEARNING_RATE = 0.05  # Adam, on the latents (in units of the integer grid)
+SCORE_EVERY = 10  # steps between exact scores of the rounded latents
+TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.02  # soft mixes at first, near-rounding at the end
+
+
+def temperature_at(step: int, steps: int) -> float:
+    """The temperature at `step` (1..steps) of a search: geometric from TEMPERATURE_START to TEMPERATURE_END."""
+    return TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** (step / steps)
+
+
+def is_scored(step: int, steps: int) -> bool:
+    """Whether the rounded latents are scored exactly after `step`: every SCORE_EVERY steps, and the last."""
+    return step % SCORE_EVERY == 0 or step == steps
 
 
 def annealed_step(tf, latents, moments, cost: Callable, temperature, seed, learning_rate: float):

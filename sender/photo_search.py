@@ -22,16 +22,13 @@ import math
 
 import numpy as np
 
-from latentlink.sender.annealing import annealed_step
+from latentlink.sender.annealing import LEARNING_RATE, annealed_step, is_scored, temperature_at
 from latentlink.shared.model_format import NetworkInfo
 from latentlink.shared.photo_codec import PhotoTables
 
 __all__ = ["SEARCH_STEPS", "PhotoSearch", "search_weight"]
 
 SEARCH_STEPS = {0: 0, 1: 40, 2: 120}  # gradient steps per image for each --effort
-SCORE_EVERY = 10  # steps between exact scores of the rounded latents
-TEMPERATURE_START, TEMPERATURE_END = 0.5, 0.02  # the annealing: soft mixes at first, near-rounding at the end
-LEARNING_RATE = 0.05  # Adam, on the latents (in units of the integer grid)
 
 
 class PhotoSearch:
@@ -119,11 +116,10 @@ class PhotoSearch:
             moments = (tf.zeros_like(latents), tf.zeros_like(latents), tf.constant(0.0))
             best, best_cost = rounded, float(self._score(latents, rows, mean, target))
             for i in range(1, steps + 1):
-                temperature = TEMPERATURE_START * (TEMPERATURE_END / TEMPERATURE_START) ** (i / steps)
                 latents, moments = self._compiled_step(
-                    latents, moments, rows, mean, target, tf.constant(temperature), tf.constant([i, 0])
+                    latents, moments, rows, mean, target, tf.constant(temperature_at(i, steps)), tf.constant([i, 0])
                 )
-                if i % SCORE_EVERY == 0 or i == steps:
+                if is_scored(i, steps):
                     trial = float(self._score(latents, rows, mean, target))
                     if trial < best_cost:
                         best, best_cost = np.round(latents.numpy()[0]).astype(np.int64), trial
