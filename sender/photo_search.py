@@ -96,12 +96,11 @@ class PhotoSearch:
         with `steps` of search.
 
         `image` is the (h, w) or (h, w, 3) uint8 image, `padded` the encoder's
-        (h', w', 3) float input, `y` its continuous output, `table_rows` and
-        `table_mean` what the integer hyper-synthesis predicts for y from the
-        rounded side information (the mean None for a scale-only model).
+        (h', w', 3) float input, `y` its continuous output less `table_mean`,
+        `table_rows` and `table_mean` what the integer hyper-synthesis predicts
+        for y from the rounded side information (the mean None for a
+        scale-only model).
         """
-        if table_mean is not None:
-            y = y - table_mean
         rounded = np.round(y).astype(np.int64)
         if steps <= 0:
             return rounded

@@ -41,7 +41,8 @@ __all__ = [
     "to_image",
 ]
 
-# A sender-side search: (image, padded input, continuous y, table rows, means or None) -> the integer y to code.
+# A sender-side search: (image, padded input, continuous y less its means, table rows, means or None) -> the
+# integer y to code.
 Search = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 PAD = 64  # the models' total downsampling of z: images are padded to a multiple of it
@@ -160,16 +161,17 @@ class PhotoEncoder:
         """The latents of one uint8 image, (h, w) or (h, w, c), and their bitstream.
 
         y less its predicted mean (if any) is rounded, or chosen by `search(image, padded input,
-        continuous y, y's table rows, y's means or None)`.
+        continuous y less its mean, y's table rows, y's means or None)`.
         """
         padded = pad_image(image, self.channels)
         y = self.analysis(padded[None])
         z = np.round(self.hyper_analysis(y))[0].astype(np.int64)  # from y before rounding, as in training
         rows, mean = self.tables.network.predict(z)
+        coded = y[0] if mean is None else y[0] - mean  # what is coded, before rounding
         if search is not None:
-            chosen = search(image, padded, y[0], rows, mean)
+            chosen = search(image, padded, coded, rows, mean)
         else:
-            chosen = np.round(y[0] if mean is None else y[0] - mean).astype(np.int64)
+            chosen = np.round(coded).astype(np.int64)
         latents = PhotoLatents(z, chosen, mean)
         return latents, self.tables.encode(latents, *image.shape[:2], rows)
 
