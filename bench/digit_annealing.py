@@ -22,6 +22,7 @@ from latentlink.sender.search import refine
 from latentlink.shared.keras_bridge import keras_from_network
 from latentlink.shared.model_dir import load_model_dir, quality_model_dir
 from latentlink.shared.model_format import tensor_to_array
+from latentlink.shared.network_runtime import load_network
 from latentlink.shared.tf_import import tensorflow
 from latentlink.train.context_prior import gaussian_bits
 from latentlink.train.mnist import load_mnist
@@ -41,7 +42,7 @@ def main() -> None:
     model = load_model_dir(quality_model_dir(args.quality))
     encoder = BatchEncoder(model, "cpu")
     beta, tables, decode = model.card["config"]["beta"], encoder.tables, encoder.decoder_network
-    continuous = encoder._networks.result()[0](images.astype(np.float32) / 255.0).astype(np.float64)
+    continuous = load_network(model.encoder, "cpu")(images.astype(np.float32) / 255.0).astype(np.float64)
     target = images.astype(np.float32) / 255.0
 
     def cost(latents: np.ndarray) -> np.ndarray:
