@@ -65,13 +65,11 @@ class IntegerLayer:
 
 @dataclass(frozen=True)
 class IntegerNetwork:
-    """The hyper-synthesis: rounded z (h, w, Z) -> the table row, and for a mean-scale model the mean,
-    of every element of y (4h, 4w, M)."""
+    """A prior's integer network (a hyper-synthesis, a context prior's MADE) and the thresholds that turn its
+    log-scale outputs into table rows; what the outputs mean is the prior's own code's to say."""
 
     layers: tuple[IntegerLayer, ...]
     thresholds: np.ndarray  # int64, ascending
-    means: bool = False
-    mean_fraction_bits: int = 0
 
     @classmethod
     def from_proto(cls, prior: model_pb2.HyperPrior | model_pb2.ContextPrior) -> IntegerNetwork:
@@ -87,10 +85,7 @@ class IntegerNetwork:
             )
             for layer in prior.layers
         )
-        thresholds = tensor_to_array(prior.thresholds).astype(np.int64)
-        if isinstance(prior, model_pb2.HyperPrior):
-            return cls(layers, thresholds, prior.means, prior.mean_fraction_bits)
-        return cls(layers, thresholds)  # a context prior's network: its own code reads the outputs
+        return cls(layers, tensor_to_array(prior.thresholds).astype(np.int64))
 
     def outputs(self, z: np.ndarray) -> np.ndarray:
         """The network's integer output for integer z, as float64."""
@@ -98,18 +93,3 @@ class IntegerNetwork:
         for layer in self.layers:
             x = layer(x)
         return x
-
-    def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """The scale-table row of every element of y (how many thresholds lie at or below its log-scale
-        output), and its mean (float64, exact) for a mean-scale model, else None."""
-        out = self.outputs(z)
-        if self.means:
-            out, mean = np.split(out, 2, axis=-1)
-            mean = mean / float(1 << self.mean_fraction_bits)
-        else:
-            mean = None
-        return np.searchsorted(self.thresholds, out.astype(np.int64), side="right"), mean
-
-    def rows(self, z: np.ndarray) -> np.ndarray:
-        """The scale-table row of every element of y."""
-        return self.predict(z)[0]

@@ -107,6 +107,7 @@ class PhotoTables:
         self.side = EntropyTables.from_proto(prior.side)
         self.scales = EntropyTables.from_proto(prior.scales)
         self.network = IntegerNetwork.from_proto(prior)
+        self.means, self.mean_fraction_bits = prior.means, prior.mean_fraction_bits
         self.side_channels = prior.side_channels
         self.latent_channels = decoder.input_shape[-1]
 
@@ -114,6 +115,17 @@ class PhotoTables:
         """The shapes of z and y for an image of this size."""
         (yh, yw), (zh, zw) = latent_sizes(height, width)
         return (zh, zw, self.side_channels), (yh, yw, self.latent_channels)
+
+    def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """What the integer hyper-synthesis predicts from rounded z for every element of y: its scale-table row
+        (how many thresholds lie at or below its log-scale output) and, for a mean-scale model, its mean
+        (float64, exact; else None)."""
+        out = self.network.outputs(z)
+        mean = None
+        if self.means:
+            out, mean = np.split(out, 2, axis=-1)
+            mean = mean / float(1 << self.mean_fraction_bits)
+        return np.searchsorted(self.network.thresholds, out.astype(np.int64), side="right"), mean
 
     @staticmethod
     def _side_rows(shape: tuple[int, int, int]) -> np.ndarray:
@@ -126,7 +138,7 @@ class PhotoTables:
         if latents.z.shape != z_shape or latents.y.shape != y_shape:
             raise ValueError(f"latents {latents.z.shape}/{latents.y.shape} do not fit a {height}x{width} image")
         coder = constriction.stream.stack.AnsCoder()
-        rows = self.network.rows(latents.z) if rows is None else rows
+        rows = self.predict(latents.z)[0] if rows is None else rows
         self.scales.push(coder, latents.y, rows)  # y is already less its mean
         self.side.push(coder, latents.z, self._side_rows(z_shape))
         return coder.get_compressed().astype("<u4").tobytes()
@@ -137,7 +149,7 @@ class PhotoTables:
         coder = ans_coder(data)
         try:
             z = self.side.pop(coder, self._side_rows(z_shape))
-            rows, mean = self.network.predict(z)
+            rows, mean = self.predict(z)
             y = self.scales.pop(coder, rows)
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise BitstreamError(f"corrupt bitstream: {exc}") from None
@@ -166,7 +178,7 @@ class PhotoEncoder:
         padded = pad_image(image, self.channels)
         y = self.analysis(padded[None])
         z = np.round(self.hyper_analysis(y))[0].astype(np.int64)  # from y before rounding, as in training
-        rows, mean = self.tables.network.predict(z)
+        rows, mean = self.tables.predict(z)
         coded = y[0] if mean is None else y[0] - mean  # what is coded, before rounding
         if search is not None:
             chosen = search(image, padded, coded, rows, mean)

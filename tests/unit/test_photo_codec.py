@@ -98,7 +98,7 @@ def test_a_mean_scale_decoder_adds_the_mean_it_predicts_from_z(tiny):
     image = _image((70, 90, 3))
     latents, data = encoder.encode(image)
     y = encoder.analysis(pad_image(image, 3)[None])[0]
-    _, mean = decoder.tables.network.predict(latents.z)
+    _, mean = decoder.tables.predict(latents.z)
     assert np.any(mean != 0) and np.all(mean * 1024 == np.round(mean * 1024))  # 10 fractional bits, exactly
     np.testing.assert_array_equal(latents.y, np.round(y - mean))
     decoded_latents, pixels = decoder.decode(data, 70, 90, 3)
@@ -138,7 +138,7 @@ def test_exported_means_follow_the_trained_hyper_synthesis(tiny_folder):
     load_photo_model(model, tiny)
     z = np.random.default_rng(5).integers(-4, 5, (3, 5, 4))
     float_mean = keras.ops.convert_to_numpy(model.hyper_synthesis(z[None].astype(np.float32)))[0, ..., 8:]
-    _, mean = PhotoTables(tiny.decoder.network).network.predict(z)
+    _, mean = PhotoTables(tiny.decoder.network).predict(z)
     np.testing.assert_allclose(mean, float_mean, atol=0.02)
 
 
