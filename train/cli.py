@@ -124,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="a scale hyperprior (Balle 2018) instead of the default mean-scale one (Minnen 2018)",
     )
     photo.add_argument(
-        "--init", type=Path, help="start from this checkpoint, or this photo model folder (photo-q2, ...): fine-tuning"
+        "--init",
+        type=Path,
+        help="start from this checkpoint, or this photo model folder (photo-q2, ...): fine-tuning; a narrower "
+        "model (--width, --latent-channels) grows into this one, starting as itself",
     )
     photo.add_argument("--checkpoint", type=Path, help="save the weights here as training goes")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")

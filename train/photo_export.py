@@ -108,16 +108,17 @@ def evaluate_photo_model(files: ModelFiles, images: list[np.ndarray]) -> dict[st
 
 
 def load_photo_model(model, files: ModelFiles) -> None:
-    """Loads a shipped or exported photo model's weights into a PhotoModel of the same shape, to train it further.
+    """Loads a shipped or exported photo model's weights into a PhotoModel of the same shape, or grown from it
+    (`grow_weights`), to train it further.
 
     The transforms come back exactly; the hyper-synthesis from its integer
     weights (within their rounding); the prior over z, which the files hold
     only as frozen tables, starts afresh.
     """
     from latentlink.shared.model_format import tensor_to_array
-    from latentlink.train.photo_model import widen_hyper_synthesis
+    from latentlink.train.photo_model import grow_weights
 
-    def float_layers(keras_model, portable_layers) -> None:
+    def float_layers(portable_layers) -> list:
         weights = []
         for layer in portable_layers:
             kind = layer.WhichOneof("kind")
@@ -127,15 +128,20 @@ def load_photo_model(model, files: ModelFiles) -> None:
                 weights += [np.sqrt(np.maximum(beta - 1e-6, 0)), np.sqrt(gamma)]
             elif kind in ("conv2d", "conv2d_transpose"):
                 weights += [tensor_to_array(spec.kernel), tensor_to_array(spec.bias)]
-        keras_model.set_weights(weights)
+        return weights
 
-    float_layers(model.analysis, files.encoder.network.layers)
-    float_layers(model.synthesis, files.decoder.network.layers)
-    float_layers(model.hyper_analysis, files.encoder.network.hyper_analysis)
-    weights, fraction = [], 0
+    hyper_synthesis, fraction = [], 0
     for layer in files.decoder.network.hyperprior.layers:
         weight_fraction = layer.shift + ACTIVATION_FRACTION - fraction
-        weights.append((tensor_to_array(layer.kernel) / 2.0**weight_fraction).astype(np.float32))
-        weights.append((tensor_to_array(layer.bias) / 2.0 ** (fraction + weight_fraction)).astype(np.float32))
+        hyper_synthesis.append((tensor_to_array(layer.kernel) / 2.0**weight_fraction).astype(np.float32))
+        hyper_synthesis.append((tensor_to_array(layer.bias) / 2.0 ** (fraction + weight_fraction)).astype(np.float32))
         fraction = ACTIVATION_FRACTION
-    model.hyper_synthesis.set_weights(widen_hyper_synthesis(weights, model))
+    weights = {
+        "analysis": float_layers(files.encoder.network.layers),
+        "synthesis": float_layers(files.decoder.network.layers),
+        "hyper_analysis": float_layers(files.encoder.network.hyper_analysis),
+        "hyper_synthesis": hyper_synthesis,
+        "z_prior": model.z_prior.get_weights(),
+    }
+    for name, grown in grow_weights(weights, model).items():
+        model.parts()[name].set_weights(grown)

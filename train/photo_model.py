@@ -37,7 +37,7 @@ __all__ = [
     "SCALE_LEVELS",
     "STRIDE",
     "Z_STRIDE",
-    "widen_hyper_synthesis",
+    "grow_weights",
 ]
 
 STRIDE = 16  # image pixels per y position, each way
@@ -172,15 +172,82 @@ def build_photo_model(
     return PhotoModel(analysis, synthesis, hyper_analysis, hyper_synthesis, z_prior)
 
 
-def widen_hyper_synthesis(weights: list, model: PhotoModel) -> list:
-    """A scale-only hyper-synthesis's weights fitted to `model`'s: a mean-scale model's last layer gets zero
-    weights for its means (it starts as the scale-only model). Weights that already fit come back unchanged."""
-    shapes = [tuple(w.shape) for w in model.hyper_synthesis.get_weights()]
-    out = list(weights)
-    if len(out) != len(shapes):
-        return out  # does not fit: Keras says how
-    for i in (-2, -1):  # the last layer's kernel and bias only
-        weight, shape = out[i], shapes[i]
-        if weight.shape != shape and shape == (*weight.shape[:-1], 2 * weight.shape[-1]):
-            out[i] = np.concatenate([weight, np.zeros_like(weight)], axis=-1)
-    return out
+def grow_weights(weights: dict[str, list], model: PhotoModel) -> dict[str, list]:
+    """Fits the weights of a narrower model (fewer channels N, latents M or hyper channels; or scale-only) into
+    `model`, which then starts as that model: to train a wider one on from a trained one (Net2Net's idea).
+
+    Each layer keeps its old channels' weights; a channel it gains gets fresh weights in and zero weights out
+    (no old channel reads it), a new latent starts near zero with the smallest scale (nearly no bits), and a
+    scale-only hyper-synthesis gets zero means. The prior over z cannot grow. Weights that fit come back
+    unchanged, as do parts that cannot be fitted (loading them then fails with Keras' reason).
+    """
+    grown = dict(weights)
+    old_latent = weights["analysis"][-1].shape[-1]
+    for name, part in model.parts().items():
+        old, fresh = list(weights[name]), part.get_weights()
+        fits = len(old) == len(fresh) and all(o.shape == f.shape for o, f in zip(old, fresh, strict=True))
+        if name == "z_prior" or fits or len(old) != len(fresh):
+            continue
+        layers = [layer for layer in part.layers if layer.weights]
+        out: list | None = []
+        for index, layer in enumerate(layers):
+            pair, fresh_pair = old[2 * index : 2 * index + 2], fresh[2 * index : 2 * index + 2]
+            if isinstance(layer, TrainableGDN):
+                out = out + _grow_gdn(*pair, *fresh_pair) if len(pair[0]) <= len(fresh_pair[0]) else None
+            else:
+                last = index == len(layers) - 1
+                out = _grow_layer(layer, pair, fresh_pair, out, name, last, old_latent, model)
+            if out is None:
+                break
+        else:
+            grown[name] = out
+    return grown
+
+
+def _grow_layer(layer, pair, fresh_pair, out, name, last, old_latent, model) -> list | None:
+    """`out` with a convolution's kernel and bias grown (see grow_weights); None if they cannot be."""
+    transposed = isinstance(layer, keras.layers.Conv2DTranspose)  # its kernel is [k, k, out, in]
+    old_kernel, fresh_kernel = (np.swapaxes(w, -1, -2) if transposed else w for w in (pair[0], fresh_pair[0]))
+    groups = [(old_kernel.shape[-1], fresh_kernel.shape[-1], None)]
+    if last and name == "hyper_synthesis":  # log-scales (new ones the smallest), then any means
+        latent, old_means = model.synthesis.input_shape[-1], old_kernel.shape[-1] - old_latent
+        groups = [(old_latent, latent, math.log(SCALE_MIN))]
+        if model.means and old_means in (0, old_latent):
+            groups.append((old_means, latent, 0.0))  # a scale-only model's means start at zero
+    grown = _grow_conv(old_kernel, pair[1], fresh_kernel, fresh_pair[1], groups)
+    if grown is None:
+        return None
+    if last and name == "analysis":  # new latents start near zero
+        grown[0][..., old_latent:] *= 0.1
+    return out + [np.swapaxes(grown[0], -1, -2) if transposed else grown[0], grown[1]]
+
+
+def _grow_conv(old_kernel, old_bias, fresh_kernel, fresh_bias, groups) -> list | None:
+    """A kernel [..., in, out] and its bias grown to the fresh ones' sizes, output group by group (width before,
+    width now, the bias of its new outputs, or None for fresh weights); None if they cannot be."""
+    old_in = old_kernel.shape[-2]
+    if old_in > fresh_kernel.shape[-2] or old_kernel.shape[:-2] != fresh_kernel.shape[:-2]:
+        return None
+    if old_kernel.shape[-1] != sum(g[0] for g in groups) or fresh_kernel.shape[-1] != sum(g[1] for g in groups):
+        return None
+    if any(old > new for old, new, _ in groups):
+        return None
+    kernel, bias = fresh_kernel.copy(), fresh_bias.copy()
+    old_start = new_start = 0
+    for old_width, new_width, fill in groups:
+        kept, added = slice(new_start, new_start + old_width), slice(new_start + old_width, new_start + new_width)
+        kernel[..., kept] = 0.0  # no old output reads a new input
+        kernel[..., :old_in, kept] = old_kernel[..., old_start : old_start + old_width]
+        bias[kept] = old_bias[old_start : old_start + old_width]
+        if fill is not None:
+            kernel[..., added], bias[added] = 0.0, fill
+        old_start, new_start = old_start + old_width, new_start + new_width
+    return [kernel, bias]
+
+
+def _grow_gdn(beta_root, gamma_root, fresh_beta_root, fresh_gamma_root) -> list:
+    """A GDN's old channels keep their parameters; new ones start as a fresh GDN's."""
+    old = len(beta_root)
+    beta, gamma = fresh_beta_root.copy(), fresh_gamma_root.copy()
+    beta[:old], gamma[:old, :old] = beta_root, gamma_root
+    return [beta, gamma]

@@ -105,13 +105,20 @@ def save_checkpoint(model, path: Path) -> None:
 
 
 def load_checkpoint(model, path: Path) -> None:
-    """Loads weights written by `save_checkpoint` into a model of the same shape (or its mean-scale widening)."""
-    from latentlink.train.photo_model import widen_hyper_synthesis
+    """Loads weights written by `save_checkpoint` into a model of the same shape, or grown from a narrower one."""
+    from latentlink.train.photo_model import grow_weights
 
     with np.load(path, allow_pickle=False) as data:
-        for name, part in model.parts().items():
-            weights = [data[f"{name}/{i}"] for i in range(len(part.get_weights()))]
-            part.set_weights(widen_hyper_synthesis(weights, model) if name == "hyper_synthesis" else weights)
+        weights = {
+            name: [data[key] for key in sorted((k for k in data if k.startswith(f"{name}/")), key=_index)]
+            for name in model.parts()
+        }
+    for name, grown in grow_weights(weights, model).items():
+        model.parts()[name].set_weights(grown)
+
+
+def _index(key: str) -> int:
+    return int(key.rpartition("/")[2])
 
 
 def _start_from(model, init: Path) -> None:

@@ -167,13 +167,61 @@ def test_a_scale_only_model_starts_a_mean_scale_model_as_itself(tmp_path, source
     assert not np.any(keras.ops.convert_to_numpy(zero))
 
 
-def test_only_the_last_layer_is_widened_for_means(tmp_path):
-    """A hyper-synthesis of another width (whose first bias is half as wide) is refused, not padded."""
+def _coded(model, image: np.ndarray) -> tuple[np.ndarray, float]:
+    """What a model decodes from an image, and the bits it codes it in (rounded latents, as exported)."""
+    import keras
+
+    from latentlink.train.photo_training import gaussian_bits
+
+    ops = keras.ops
+    y = model.analysis(image[None])
+    z = ops.round(model.hyper_analysis(y))
+    scale, mean = model.scale_and_mean(z)
+    q = ops.round(y - mean)
+    bits = ops.sum(gaussian_bits(q, scale)) + ops.sum(model.z_prior.bits(ops.reshape(z, (-1, z.shape[-1]))))
+    return ops.convert_to_numpy(model.synthesis(q + mean))[0], float(bits)
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "model folder"])
+def test_a_narrower_model_grows_into_a_wider_one_that_starts_as_itself(tmp_path, source):
+    """--init with a narrower model (N, M and hyper channels; scale-only too): the wider model decodes the same
+    image in the same bits to begin with, and its new channels have weights to learn."""
+    import keras
+
+    from latentlink.train.photo_export import load_photo_model
     from latentlink.train.photo_training import load_checkpoint, save_checkpoint
 
-    save_checkpoint(build_photo_model(8, 8, 4, 4, means=False), tmp_path / "narrow.npz")
+    keras.utils.set_random_seed(4)
+    narrow = build_photo_model(8, 8, 4, 4, means=False)
+    wide = build_photo_model(12, 16, 8, 4)
+    if source == "checkpoint":
+        save_checkpoint(narrow, tmp_path / "narrow.npz")
+        load_checkpoint(wide, tmp_path / "narrow.npz")
+    else:
+        files = write_photo_model(narrow, PhotoConfig(8, 8, 4, 4, means=False), {}, tmp_path / "n", "n", "test")
+        load_photo_model(narrow, files)  # both from the integer hyper-synthesis, within its rounding
+        load_photo_model(wide, files)
+        wide.z_prior.set_weights(narrow.z_prior.get_weights())  # files hold z's prior as tables only
+    image = _image((64, 128, 3), seed=5).astype(np.float32) / 255.0
+    (pixels, bits), (expected_pixels, expected_bits) = _coded(wide, image), _coded(narrow, image)
+    np.testing.assert_allclose(pixels, expected_pixels, atol=1e-3)  # GDN's new cross-terms: gamma 1e-5
+    assert bits == pytest.approx(expected_bits, rel=1e-3)
+    analysis = wide.analysis.get_weights()
+    assert np.any(analysis[-2][..., 8:]) and not np.any(analysis[-2][:, :, 8:, :8])  # new in, nothing out
+    assert not np.any(keras.ops.convert_to_numpy(wide.scale_and_mean(np.ones((1, 2, 2, 4), np.float32))[1]))
+
+
+@pytest.mark.parametrize(
+    ("narrow", "wide"),
+    [((12, 8, 8, 4), (8, 8, 8, 4)), ((8, 8, 8, 4), (8, 8, 8, 2)), ((8, 8, 8, 4, True), (8, 8, 8, 4, False))],
+    ids=["narrower N", "other z channels", "means into scale-only"],
+)
+def test_a_model_that_cannot_grow_into_another_is_refused(tmp_path, narrow, wide):
+    from latentlink.train.photo_training import load_checkpoint, save_checkpoint
+
+    save_checkpoint(build_photo_model(*narrow), tmp_path / "from.npz")
     with pytest.raises(ValueError):
-        load_checkpoint(build_photo_model(8, 8, 8, 4), tmp_path / "narrow.npz")
+        load_checkpoint(build_photo_model(*wide), tmp_path / "from.npz")
 
 
 def test_exported_files_are_canonical_and_bounded(tiny):
