@@ -142,25 +142,32 @@ def test_exported_means_follow_the_trained_hyper_synthesis(tiny_folder):
     np.testing.assert_allclose(mean, float_mean, atol=0.02)
 
 
+def _start(model, start, config: PhotoConfig, source: str, folder) -> None:
+    """Starts `model` from `start` as --init does, through a checkpoint or a model folder (then `start` too is
+    read back from the folder, so that both hold the same rounded integer hyper-synthesis)."""
+    from latentlink.train.photo_export import load_photo_model
+    from latentlink.train.photo_training import load_checkpoint, save_checkpoint
+
+    if source == "checkpoint":
+        save_checkpoint(start, folder / "start.npz")
+        load_checkpoint(model, folder / "start.npz")
+    else:
+        files = write_photo_model(start, config, {}, folder / "start", "start", "test")
+        load_photo_model(start, files)
+        load_photo_model(model, files)
+        model.z_prior.set_weights(start.z_prior.get_weights())  # the folder holds z's prior as tables only
+
+
 @pytest.mark.parametrize("source", ["checkpoint", "model folder"])
 def test_a_scale_only_model_starts_a_mean_scale_model_as_itself(tmp_path, source):
     """Fine-tuning a scale-only model (a checkpoint, or shipped files) into a mean-scale one: same scales,
     means of zero, to begin with."""
     import keras
 
-    from latentlink.train.photo_export import load_photo_model
-    from latentlink.train.photo_training import load_checkpoint, save_checkpoint
-
     keras.utils.set_random_seed(4)
     scale_only = build_photo_model(8, 8, 8, 4, means=False)
     mean_scale = build_photo_model(8, 8, 8, 4)
-    if source == "checkpoint":
-        save_checkpoint(scale_only, tmp_path / "scale.npz")
-        load_checkpoint(mean_scale, tmp_path / "scale.npz")
-    else:
-        files = write_photo_model(scale_only, PhotoConfig(means=False), {}, tmp_path / "scale", "scale", "test")
-        load_photo_model(scale_only, files)  # both from the integer hyper-synthesis, within its rounding
-        load_photo_model(mean_scale, files)
+    _start(mean_scale, scale_only, PhotoConfig(means=False), source, tmp_path)
     z = np.random.default_rng(6).integers(-4, 5, (1, 3, 5, 4)).astype(np.float32)
     (scale, zero), (expected, _) = mean_scale.scale_and_mean(z), scale_only.scale_and_mean(z)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(scale), keras.ops.convert_to_numpy(expected))
@@ -188,20 +195,10 @@ def test_a_narrower_model_grows_into_a_wider_one_that_starts_as_itself(tmp_path,
     image in the same bits to begin with, and its new channels have weights to learn."""
     import keras
 
-    from latentlink.train.photo_export import load_photo_model
-    from latentlink.train.photo_training import load_checkpoint, save_checkpoint
-
     keras.utils.set_random_seed(4)
     narrow = build_photo_model(8, 8, 4, 4, means=False)
     wide = build_photo_model(12, 16, 8, 4)
-    if source == "checkpoint":
-        save_checkpoint(narrow, tmp_path / "narrow.npz")
-        load_checkpoint(wide, tmp_path / "narrow.npz")
-    else:
-        files = write_photo_model(narrow, PhotoConfig(8, 8, 4, 4, means=False), {}, tmp_path / "n", "n", "test")
-        load_photo_model(narrow, files)  # both from the integer hyper-synthesis, within its rounding
-        load_photo_model(wide, files)
-        wide.z_prior.set_weights(narrow.z_prior.get_weights())  # files hold z's prior as tables only
+    _start(wide, narrow, PhotoConfig(8, 8, 4, 4, means=False), source, tmp_path)
     image = _image((64, 128, 3), seed=5).astype(np.float32) / 255.0
     (pixels, bits), (expected_pixels, expected_bits) = _coded(wide, image), _coded(narrow, image)
     np.testing.assert_allclose(pixels, expected_pixels, atol=1e-3)  # GDN's new cross-terms: gamma 1e-5
