@@ -113,6 +113,9 @@ def load_checkpoint(model, path: Path) -> None:
             name: [data[key] for key in sorted((k for k in data if k.startswith(f"{name}/")), key=_index)]
             for name in model.parts()
         }
+    missing = [name for name, arrays in weights.items() if not arrays]
+    if missing:
+        raise KeyError(f"no weights for {', '.join(missing)} in {path}")
     for name, grown in grow_weights(weights, model).items():
         model.parts()[name].set_weights(grown)
 

@@ -93,14 +93,20 @@ def test_photo_training_on_a_tiny_folder_lowers_the_loss_and_writes_a_photo_mode
 
 
 def test_an_init_that_does_not_fit_is_a_clear_error(tmp_path, capsys):
-    """A mean-scale model cannot start a scale-only one (nor a missing folder anything): exit 2, no traceback."""
+    """A mean-scale model cannot start a scale-only one (nor a missing folder, nor a file of other weights,
+    anything): exit 2, no traceback."""
     folder = _photo_folder(tmp_path / "photos")
+    np.savez(tmp_path / "other.npz", weights=np.zeros(3))
     small = ["--images", str(folder), "--steps", "1", "--crop", "64", "--photo-batch", "1", "--width", "8"]
     small += ["--latent-channels", "8", "--val-fraction", "0", "--quiet"]
     assert main([*small, "--out", str(tmp_path / "mean-scale")]) == 0
     assert load_model_dir(tmp_path / "mean-scale").decoder.network.hyperprior.means
     capsys.readouterr()
-    for init, extra in ((tmp_path / "mean-scale", ["--scale-only"]), (tmp_path / "nowhere", [])):
+    for init, extra in (
+        (tmp_path / "mean-scale", ["--scale-only"]),
+        (tmp_path / "nowhere", []),
+        (tmp_path / "other.npz", []),
+    ):
         code = main([*small, *extra, "--init", str(init), "--out", str(tmp_path / "m")])
         err = capsys.readouterr().err
         assert code == 2 and f"latentlink-train: error: --init {init} does not fit" in err and "Traceback" not in err
