@@ -185,27 +185,30 @@ def grow_weights(weights: dict[str, list], model: PhotoModel) -> dict[str, list]
     old_latent = weights["analysis"][-1].shape[-1]
     for name, part in model.parts().items():
         old, fresh = list(weights[name]), part.get_weights()
-        fits = len(old) == len(fresh) and all(o.shape == f.shape for o, f in zip(old, fresh, strict=True))
-        if name == "z_prior" or fits or len(old) != len(fresh):
-            continue
+        if name == "z_prior" or len(old) != len(fresh):
+            continue  # z's prior cannot grow; another layout cannot either (Keras says how it differs)
+        if all(o.shape == f.shape for o, f in zip(old, fresh, strict=True)):
+            continue  # fits as it is
         layers = [layer for layer in part.layers if layer.weights]
-        out: list | None = []
-        for index, layer in enumerate(layers):
-            pair, fresh_pair = old[2 * index : 2 * index + 2], fresh[2 * index : 2 * index + 2]
+        pairs = [old[i : i + 2] for i in range(0, len(old), 2)]
+        fresh_pairs = [fresh[i : i + 2] for i in range(0, len(fresh), 2)]
+        out = []
+        for index, (layer, pair, fresh_pair) in enumerate(zip(layers, pairs, fresh_pairs, strict=True)):
+            last = index == len(layers) - 1
             if isinstance(layer, TrainableGDN):
-                out = out + _grow_gdn(*pair, *fresh_pair) if len(pair[0]) <= len(fresh_pair[0]) else None
+                grown_pair = _grow_gdn(*pair, *fresh_pair)
             else:
-                last = index == len(layers) - 1
-                out = _grow_layer(layer, pair, fresh_pair, out, name, last, old_latent, model)
-            if out is None:
+                grown_pair = _grow_layer(layer, pair, fresh_pair, name, last, old_latent, model)
+            if grown_pair is None:
                 break
+            out += grown_pair
         else:
             grown[name] = out
     return grown
 
 
-def _grow_layer(layer, pair, fresh_pair, out, name, last, old_latent, model) -> list | None:
-    """`out` with a convolution's kernel and bias grown (see grow_weights); None if they cannot be."""
+def _grow_layer(layer, pair, fresh_pair, name, last, old_latent, model) -> list | None:
+    """A convolution's kernel and bias grown (see grow_weights); None if they cannot be."""
     transposed = isinstance(layer, keras.layers.Conv2DTranspose)  # its kernel is [k, k, out, in]
     old_kernel, fresh_kernel = (np.swapaxes(w, -1, -2) if transposed else w for w in (pair[0], fresh_pair[0]))
     groups = [(old_kernel.shape[-1], fresh_kernel.shape[-1], None)]
@@ -219,7 +222,7 @@ def _grow_layer(layer, pair, fresh_pair, out, name, last, old_latent, model) -> 
         return None
     if last and name == "analysis":  # new latents start near zero
         grown[0][..., old_latent:] *= 0.1
-    return out + [np.swapaxes(grown[0], -1, -2) if transposed else grown[0], grown[1]]
+    return [np.swapaxes(grown[0], -1, -2) if transposed else grown[0], grown[1]]
 
 
 def _grow_conv(old_kernel, old_bias, fresh_kernel, fresh_bias, groups) -> list | None:
@@ -245,9 +248,11 @@ def _grow_conv(old_kernel, old_bias, fresh_kernel, fresh_bias, groups) -> list |
     return [kernel, bias]
 
 
-def _grow_gdn(beta_root, gamma_root, fresh_beta_root, fresh_gamma_root) -> list:
-    """A GDN's old channels keep their parameters; new ones start as a fresh GDN's."""
+def _grow_gdn(beta_root, gamma_root, fresh_beta_root, fresh_gamma_root) -> list | None:
+    """A GDN's old channels keep their parameters, new ones start as a fresh GDN's; None if it has fewer."""
     old = len(beta_root)
+    if old > len(fresh_beta_root):
+        return None
     beta, gamma = fresh_beta_root.copy(), fresh_gamma_root.copy()
     beta[:old], gamma[:old, :old] = beta_root, gamma_root
     return [beta, gamma]
