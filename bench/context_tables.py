@@ -16,7 +16,7 @@ import numpy as np
 
 from latentlink.sender.encode import BatchEncoder
 from latentlink.shared.model_dir import load_model_dir, quality_model_dir
-from latentlink.train.context_prior import SCALES, gaussian_bits, mean_bits, with_tables
+from latentlink.train.context_prior import SCALES, gaussian_row_bits, mean_bits, with_tables
 from latentlink.train.mnist import load_mnist
 
 GRIDS = [(4, 48), (8, 48), (4, 96), (8, 96), (16, 96), (16, 192)]  # (mean bins, scale levels from 0.11 to 64)
@@ -40,7 +40,7 @@ def main() -> None:
         table_bytes = len(grid.tables.pmfs.data)
         print(f"| {bins} x {levels} | {mean_bits(grid, latents):.2f} | {table_bytes:,} |")
     out = encoder.tables.network.outputs(latents[:, None, :])[:, 0, :] / 2.0**prior.fraction_bits
-    ideal = np.asarray(gaussian_bits(latents, out[:, : latents.shape[1]], out[:, latents.shape[1] :])).mean()
+    ideal = np.asarray(gaussian_row_bits(latents, out[:, : latents.shape[1]], out[:, latents.shape[1] :])).mean()
     print(f"| exact means and scales (no tables) | {ideal:.2f} | - |")
 
 

@@ -24,7 +24,7 @@ from latentlink.shared.model_dir import load_model_dir, quality_model_dir
 from latentlink.shared.model_format import tensor_to_array
 from latentlink.shared.network_runtime import load_network
 from latentlink.shared.tf_import import tensorflow
-from latentlink.train.context_prior import gaussian_bits
+from latentlink.train.context_prior import gaussian_row_bits
 from latentlink.train.mnist import load_mnist
 
 
@@ -71,7 +71,7 @@ def main() -> None:
             x = (tf.matmul(x * 2.0**fraction, kernel) + bias) / 2.0 ** (layer.shift + prior.fraction_bits)
             x = tf.nn.relu(x) if layer.relu else x
             fraction = prior.fraction_bits
-        return gaussian_bits(mix, x[:, : tables.latent], x[:, tables.latent :])
+        return gaussian_row_bits(mix, x[:, : tables.latent], x[:, tables.latent :])
 
     synthesis, pixels = keras_from_network(model.decoder), tf.constant(target)
 

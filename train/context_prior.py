@@ -13,6 +13,8 @@ tensorflow()  # imports TensorFlow and Keras quietly, without writing to ~/.kera
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
+from latentlink.train.gaussian_rate import gaussian_bits  # noqa: E402
+
 __all__ = [
     "ContextPrior",
     "MaskedDense",
@@ -20,7 +22,7 @@ __all__ = [
     "MEAN_BINS",
     "context_prior_proto",
     "fit_tables",
-    "gaussian_bits",
+    "gaussian_row_bits",
     "mean_bits",
     "with_tables",
 ]
@@ -86,17 +88,14 @@ class ContextPrior(keras.layers.Layer):
 
     def bits(self, y):
         """Rate in bits of each example's (noisy or rounded) latent vector, shape (n,)."""
-        return gaussian_bits(y, *self.parameters(y))
+        return gaussian_row_bits(y, *self.parameters(y))
 
 
-def gaussian_bits(y, mean, log_scale):
-    """Bits of each row of y under Gaussians of these means and log-scales (clipped to SCALES), each convolved
-    with a unit uniform: the prior's code length before any table, summed over axis 1."""
+def gaussian_row_bits(y, mean, log_scale):
+    """Bits of each row of y under Gaussians of these means and log-scales (clipped to SCALES): the prior's code
+    length before any table, summed over axis 1."""
     scale = ops.exp(ops.clip(log_scale, math.log(SCALES[0]), math.log(SCALES[-1])))
-    values = ops.abs(y - mean)
-    upper = 0.5 * ops.erfc(-(0.5 - values) / (scale * math.sqrt(2.0)))
-    lower = 0.5 * ops.erfc(-(-0.5 - values) / (scale * math.sqrt(2.0)))
-    return ops.sum(-ops.log(ops.maximum(upper - lower, 1e-9)) / math.log(2.0), axis=1)
+    return ops.sum(gaussian_bits(y - mean, scale), axis=1)
 
 
 def context_prior_proto(prior: ContextPrior, latents: np.ndarray):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from latentlink.train.gaussian_rate import gaussian_bits
+
 __all__ = [
     "InitError",
     "PhotoConfig",
@@ -137,16 +139,6 @@ def _start_from(model, init: Path) -> None:
             load_photo_model(model, load_model_dir(init))
     except (ValueError, KeyError, OSError) as exc:  # a shape that differs, a file or folder missing
         raise InitError(f"--init {init} does not fit this model: {exc}") from None
-
-
-def gaussian_bits(y, scale):
-    """Bits of each y under a zero-mean Gaussian of `scale`, convolved with a unit-width uniform."""
-    from keras import ops
-
-    values = ops.abs(y)
-    upper = 0.5 * ops.erfc(-(0.5 - values) / (scale * math.sqrt(2.0)))
-    lower = 0.5 * ops.erfc(-(-0.5 - values) / (scale * math.sqrt(2.0)))
-    return -ops.log(ops.maximum(upper - lower, 1e-9)) / math.log(2.0)
 
 
 def split_images(images: list[np.ndarray], config: PhotoConfig) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -178,7 +178,7 @@ def _coded(model, image: np.ndarray) -> tuple[np.ndarray, float]:
     """What a model decodes from an image, and the bits it codes it in (rounded latents, as exported)."""
     import keras
 
-    from latentlink.train.photo_training import gaussian_bits
+    from latentlink.train.gaussian_rate import gaussian_bits
 
     ops = keras.ops
     y = model.analysis(image[None])
