@@ -10,7 +10,9 @@ each element is a soft, random mix of the integers either side of it, the mix
 hardening as the temperature falls. The rate is the exact code length of the
 tables, interpolated between integers (exact at the integers); z, and so
 each element's table and mean, stays the encoder's (for a mean-scale model the
-search moves y less its mean, which the synthesis gets back added). Every few steps the rounded y is
+search moves y less its mean, which the synthesis gets back added; with a
+checkerboard context the encoder searches twice: all of y, then, the anchors
+kept, the rest under the rows and means the context gives). Every few steps the rounded y is
 scored exactly, and the best seen (plain rounding included) is what is sent:
 never worse than rounding for that cost. It runs in TensorFlow (gradients),
 on the sender's GPU when there is one.
@@ -53,7 +55,7 @@ class PhotoSearch:
         self._width = int(scales.pmfs.shape[1])
         self._compiled_step = tf.function(self._step, reduce_retracing=True)
         self._score = tf.function(
-            lambda latents, rows, mean, target: self._cost(tf.round(latents), rows, mean, target),
+            lambda latents, rows, mean, target, kept: self._cost(tf.round(latents), rows, mean, target, kept),
             reduce_retracing=True,
         )
 
@@ -67,10 +69,11 @@ class PhotoSearch:
         t = symbol - lower
         return (1.0 - t) * tf.gather(flat, index) + t * tf.gather(flat, index + 1)
 
-    def _cost(self, mix, rows, mean, target):
+    def _cost(self, mix, rows, mean, target, kept):
         """Bits per pixel + weight x MSE of coded latents `mix` (y less `mean`), on the image's own pixels
-        (`target`, 1 or 3 channels)."""
+        (`target`, 1 or 3 channels); `kept` is (mask, values): the elements that stay as they are."""
         tf = self._tf
+        mix = tf.where(kept[0], kept[1], mix)  # no gradient reaches a kept element: Adam leaves it where it is
         size = tf.shape(target)
         decoded = tf.clip_by_value(self.synthesis(mix + mean)[:, : size[1], : size[2]], 0.0, 1.0)
         if target.shape[-1] == 1:  # a grey image is written as the mean of the decoded channels
@@ -78,9 +81,9 @@ class PhotoSearch:
         pixels = tf.cast(size[1] * size[2], tf.float32)
         return tf.reduce_sum(self._bits(mix, rows)) / pixels + self.weight * tf.reduce_mean(tf.square(decoded - target))
 
-    def _step(self, latents, moments, rows, mean, target, temperature, seed):
+    def _step(self, latents, moments, rows, mean, target, kept, temperature, seed):
         """One annealing step on the latents for this image's cost."""
-        cost = lambda mix: self._cost(mix, rows, mean, target)  # noqa: E731
+        cost = lambda mix: self._cost(mix, rows, mean, target, kept)  # noqa: E731
         return annealed_step(self._tf, latents, moments, cost, temperature, seed, LEARNING_RATE)
 
     def refine(
@@ -90,6 +93,7 @@ class PhotoSearch:
         y: np.ndarray,
         table_rows: np.ndarray,
         table_mean: np.ndarray | None,
+        fixed: np.ndarray | None,
         steps: int,
     ) -> np.ndarray:
         """The integer y to code (int64, y's shape; less its mean for a mean-scale model) for one image,
@@ -97,9 +101,11 @@ class PhotoSearch:
 
         `image` is the (h, w) or (h, w, 3) uint8 image, `padded` the encoder's
         (h', w', 3) float input, `y` its continuous output less `table_mean`,
-        `table_rows` and `table_mean` what the integer hyper-synthesis predicts
-        for y from the rounded side information (the mean None for a
-        scale-only model).
+        `table_rows` and `table_mean` what the integer hyper-synthesis (and a
+        checkerboard context) predict for y (the mean None for a scale-only
+        model); `fixed`, None or a mask broadcasting to y's shape: elements of
+        y that are integers already and stay as they are (a checkerboard's
+        anchors, when the rest is searched under the context).
         """
         rounded = np.round(y).astype(np.int64)
         if steps <= 0:
@@ -112,14 +118,22 @@ class PhotoSearch:
             channels = 1 if image.ndim == 2 else 3
             target = tf.constant(padded[None, :height, :width, :channels])
             latents = tf.constant(y[None].astype(np.float32))
+            kept = (tf.constant(np.broadcast_to(False if fixed is None else fixed, y.shape)[None]), latents)
             moments = (tf.zeros_like(latents), tf.zeros_like(latents), tf.constant(0.0))
-            best, best_cost = rounded, float(self._score(latents, rows, mean, target))
+            best, best_cost = rounded, float(self._score(latents, rows, mean, target, kept))
             for i in range(1, steps + 1):
                 latents, moments = self._compiled_step(
-                    latents, moments, rows, mean, target, tf.constant(temperature_at(i, steps)), tf.constant([i, 0])
+                    latents,
+                    moments,
+                    rows,
+                    mean,
+                    target,
+                    kept,
+                    tf.constant(temperature_at(i, steps)),
+                    tf.constant([i, 0]),
                 )
                 if is_scored(i, steps):
-                    trial = float(self._score(latents, rows, mean, target))
+                    trial = float(self._score(latents, rows, mean, target, kept))
                     if trial < best_cost:
                         best, best_cost = np.round(latents.numpy()[0]).astype(np.int64), trial
         return best

@@ -9,6 +9,7 @@ is then exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,14 @@ def conv2d_same(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
     out = np.zeros((out_h, out_w, kernel.shape[3]))
     for i in range(kh):
         for j in range(kw):
-            window = padded[i : i + (out_h - 1) * stride + 1 : stride, j : j + (out_w - 1) * stride + 1 : stride]
-            out += window @ kernel[i, j]
+            used = np.flatnonzero(kernel[i, j].any(axis=1))  # inputs this tap reads (a checkerboard reads few)
+            if len(used):
+                inputs = slice(used[0], used[-1] + 1)
+                rows, columns = (
+                    slice(i, i + (out_h - 1) * stride + 1, stride),
+                    slice(j, j + (out_w - 1) * stride + 1, stride),
+                )
+                out += padded[rows, columns, inputs] @ kernel[i, j, inputs]
     return out
 
 
@@ -72,8 +79,11 @@ class IntegerNetwork:
     thresholds: np.ndarray  # int64, ascending
 
     @classmethod
-    def from_proto(cls, prior: model_pb2.HyperPrior | model_pb2.ContextPrior) -> IntegerNetwork:
-        """Reads a validated prior's integer network."""
+    def from_proto(
+        cls, prior: model_pb2.HyperPrior | model_pb2.ContextPrior, layers: Sequence[model_pb2.IntegerConv] = ()
+    ) -> IntegerNetwork:
+        """Reads a validated prior's integer network: its `layers`, or other layers of it (a hyperprior's
+        context) with the same thresholds."""
         layers = tuple(
             IntegerLayer(
                 layer.transpose,
@@ -83,7 +93,7 @@ class IntegerNetwork:
                 layer.shift,
                 layer.relu,
             )
-            for layer in prior.layers
+            for layer in (layers or prior.layers)
         )
         return cls(layers, tensor_to_array(prior.thresholds).astype(np.int64))
 

@@ -288,7 +288,21 @@ def _check_hyperprior(prior: model_pb2.HyperPrior, latent_channels: int) -> int:
     levels = _check_thresholds(prior.thresholds, "hyperprior")
     _check_tables(prior.side, prior.side_channels, "hyperprior side tables")
     _check_tables(prior.scales, levels, "hyperprior scale tables")
-    return -(-macs // 16)
+    return -(-macs // 16) + (_check_checkerboard(prior, latent_channels) if prior.context or prior.context_mix else 0)
+
+
+def _check_checkerboard(prior: model_pb2.HyperPrior, latent_channels: int) -> int:
+    """Checks a hyperprior's checkerboard context; returns its multiply-adds per y position."""
+    if not prior.means:
+        raise ModelFormatError("hyperprior: a checkerboard context needs means")
+    if any(layer.transpose or layer.stride != 1 for layer in (*prior.context, *prior.context_mix)):
+        raise ModelFormatError("hyperprior context: only stride-1 convolutions")
+    features, _, macs, _ = _check_integer_layers(prior.context, latent_channels, "hyperprior context")
+    mix_in = features + 2 * latent_channels
+    channels, _, mix_macs, _ = _check_integer_layers(prior.context_mix, mix_in, "hyperprior context mix")
+    if channels != 2 * latent_channels:
+        raise ModelFormatError(f"hyperprior context mix: {channels} outputs, expected {2 * latent_channels}")
+    return macs + mix_macs
 
 
 def _check_context_prior(network: model_pb2.Network) -> int:

@@ -7,7 +7,10 @@ are y (h'/16 x w'/16 x M) and z (h'/64 x w'/64 x Z), rounded to integers (for
 a mean-scale model, y less the mean the integer hyper-synthesis predicts from z
 is what is rounded, and the decoder adds the mean back). The bitstream is one
 ANS stream: z coded with the per-channel tables, then y, each element with the
-scale-table row the integer hyper-synthesis picks from z. The receiver needs
+scale-table row the integer hyper-synthesis picks from z. With a checkerboard
+context (He et al. 2021), y's anchors (row + column even) come first, and an
+integer network refines every other element's row and mean from them; the
+encoder rounds (or searches) the anchors, then the rest. The receiver needs
 only the bitstream and (h, w, channels).
 """
 
@@ -28,6 +31,7 @@ from latentlink.shared.protocol import MAX_BATCH_IMAGES
 
 __all__ = [
     "PAD",
+    "anchors",
     "CodedImage",
     "image_shape",
     "PhotoBatcher",
@@ -41,9 +45,9 @@ __all__ = [
     "to_image",
 ]
 
-# A sender-side search: (image, padded input, continuous y less its means, table rows, means or None) -> the
-# integer y to code.
-Search = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
+# A sender-side search: (image, padded input, continuous y less its means, table rows, means or None, the
+# elements it must leave as they are or None) -> the integer y to code.
+Search = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None], np.ndarray]
 
 PAD = 64  # the models' total downsampling of z: images are padded to a multiple of it
 
@@ -86,7 +90,7 @@ class PhotoLatents:
 
     z: np.ndarray  # (zh, zw, Z)
     y: np.ndarray  # (yh, yw, M): what is coded (for a mean-scale model, y less its mean, rounded)
-    mean: np.ndarray | None = field(default=None, compare=False)  # (yh, yw, M) float64, from z alone
+    mean: np.ndarray | None = field(default=None, compare=False)  # (yh, yw, M) float64, from z (and any anchors)
 
     @property
     def synthesis_input(self) -> np.ndarray:
@@ -100,13 +104,19 @@ class PhotoLatents:
 
 
 class PhotoTables:
-    """A hyperprior decoder's exact coding machinery: tables for z and y and the integer hyper-synthesis."""
+    """A hyperprior decoder's exact coding machinery: tables for z and y, the integer hyper-synthesis and any
+    checkerboard context."""
 
     def __init__(self, decoder: model_pb2.Network) -> None:
         prior = decoder.hyperprior
         self.side = EntropyTables.from_proto(prior.side)
         self.scales = EntropyTables.from_proto(prior.scales)
         self.network = IntegerNetwork.from_proto(prior)
+        self.context = None  # or the checkerboard's two integer networks: anchors -> features, then the mix
+        if prior.context:
+            self.context = IntegerNetwork.from_proto(prior, prior.context), IntegerNetwork.from_proto(
+                prior, prior.context_mix
+            )
         self.means, self.mean_fraction_bits = prior.means, prior.mean_fraction_bits
         self.side_channels = prior.side_channels
         self.latent_channels = decoder.input_shape[-1]
@@ -116,16 +126,30 @@ class PhotoTables:
         (yh, yw), (zh, zw) = latent_sizes(height, width)
         return (zh, zw, self.side_channels), (yh, yw, self.latent_channels)
 
-    def predict(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """What the integer hyper-synthesis predicts from rounded z for every element of y: its scale-table row
-        (how many thresholds lie at or below its log-scale output) and, for a mean-scale model, its mean
-        (float64, exact; else None)."""
-        out = self.network.outputs(z)
+    def predict(self, z: np.ndarray) -> np.ndarray:
+        """The integer hyper-synthesis's outputs for rounded z (float64 holding integers): per element of y its
+        log-scale, then, for a mean-scale model, its mean (see `read`)."""
+        return self.network.outputs(z)
+
+    def with_context(self, outputs: np.ndarray, coded: np.ndarray) -> np.ndarray:
+        """The hyper-synthesis's `outputs` with the checkerboard context's added at every position that is not
+        an anchor, from the anchors of `coded` (y's integers; the others are not read). Without a context:
+        `outputs` as they are."""
+        if self.context is None:
+            return outputs
+        anchor = anchors(coded.shape)
+        features = self.context[0].outputs(coded * anchor * float(1 << self.mean_fraction_bits))
+        added = self.context[1].outputs(np.concatenate([features, outputs], axis=-1))
+        return np.where(anchor, outputs, outputs + added)
+
+    def read(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Each element's scale-table row (how many thresholds lie at or below its log-scale output) and, for a
+        mean-scale model, its mean (float64, exact; else None)."""
         mean = None
         if self.means:
-            out, mean = np.split(out, 2, axis=-1)
+            outputs, mean = np.split(outputs, 2, axis=-1)
             mean = mean / float(1 << self.mean_fraction_bits)
-        return np.searchsorted(self.network.thresholds, out.astype(np.int64), side="right"), mean
+        return np.searchsorted(self.network.thresholds, outputs.astype(np.int64), side="right"), mean
 
     @staticmethod
     def _side_rows(shape: tuple[int, int, int]) -> np.ndarray:
@@ -133,29 +157,49 @@ class PhotoTables:
 
     def encode(self, latents: PhotoLatents, height: int, width: int, rows: np.ndarray | None = None) -> bytes:
         """Codes one image's rounded latents (shapes must fit the image size); `rows`, y's table rows, if the
-        caller has already had the hyper-synthesis predict them from z."""
+        caller already has them."""
         z_shape, y_shape = self.shapes(height, width)
         if latents.z.shape != z_shape or latents.y.shape != y_shape:
             raise ValueError(f"latents {latents.z.shape}/{latents.y.shape} do not fit a {height}x{width} image")
         coder = constriction.stream.stack.AnsCoder()
-        rows = self.predict(latents.z)[0] if rows is None else rows
-        self.scales.push(coder, latents.y, rows)  # y is already less its mean
+        if rows is None:
+            rows = self.read(self.with_context(self.predict(latents.z), latents.y))[0]
+        if self.context is None:
+            self.scales.push(coder, latents.y, rows)  # y is already less its mean
+        else:  # the last decoded is pushed first
+            anchor = np.broadcast_to(anchors(y_shape), y_shape)
+            self.scales.push(coder, latents.y[~anchor], rows[~anchor])
+            self.scales.push(coder, latents.y[anchor], rows[anchor])
         self.side.push(coder, latents.z, self._side_rows(z_shape))
         return coder.get_compressed().astype("<u4").tobytes()
 
     def decode(self, data: bytes, height: int, width: int) -> PhotoLatents:
         """Decodes one image's latents; raises BitstreamError when the bitstream does not fit."""
-        z_shape, _ = self.shapes(height, width)
+        z_shape, y_shape = self.shapes(height, width)
         coder = ans_coder(data)
         try:
             z = self.side.pop(coder, self._side_rows(z_shape))
-            rows, mean = self.predict(z)
-            y = self.scales.pop(coder, rows)
+            outputs = self.predict(z)
+            rows, mean = self.read(outputs)
+            if self.context is None:
+                y = self.scales.pop(coder, rows)
+            else:
+                anchor = np.broadcast_to(anchors(y_shape), y_shape)
+                y = np.zeros(y_shape, np.int64)
+                y[anchor] = self.scales.pop(coder, rows[anchor])
+                rows, mean = self.read(self.with_context(outputs, y))
+                y[~anchor] = self.scales.pop(coder, rows[~anchor])
         except (ValueError, RuntimeError, AssertionError) as exc:
             raise BitstreamError(f"corrupt bitstream: {exc}") from None
         if not coder.is_empty():
             raise BitstreamError("corrupt bitstream: data left over after the image's latents")
         return PhotoLatents(z, y, mean)
+
+
+def anchors(shape: tuple[int, ...]) -> np.ndarray:
+    """The checkerboard's anchors for y of this (h, w, ...) shape: True where row + column is even, (h, w, 1)."""
+    rows, columns = np.indices(shape[:2])
+    return ((rows + columns) % 2 == 0)[:, :, None]
 
 
 class PhotoEncoder:
@@ -173,17 +217,24 @@ class PhotoEncoder:
         """The latents of one uint8 image, (h, w) or (h, w, c), and their bitstream.
 
         y less its predicted mean (if any) is rounded, or chosen by `search(image, padded input,
-        continuous y less its mean, y's table rows, y's means or None)`.
+        continuous y less its mean, y's table rows, y's means or None, None)`; with a checkerboard context, the
+        other elements then again, given the anchors (`search(..., the anchors)`, which it leaves as they are).
         """
         padded = pad_image(image, self.channels)
-        y = self.analysis(padded[None])
-        z = np.round(self.hyper_analysis(y))[0].astype(np.int64)  # from y before rounding, as in training
-        rows, mean = self.tables.predict(z)
-        coded = y[0] if mean is None else y[0] - mean  # what is coded, before rounding
-        if search is not None:
-            chosen = search(image, padded, coded, rows, mean)
-        else:
-            chosen = np.round(coded).astype(np.int64)
+        y = self.analysis(padded[None])[0]
+        z = np.round(self.hyper_analysis(y[None]))[0].astype(np.int64)  # from y before rounding, as in training
+        outputs = self.tables.predict(z)
+        rows, mean = self.tables.read(outputs)
+        coded = y if mean is None else y - mean  # what is coded, before rounding
+        chosen = np.round(coded).astype(np.int64) if search is None else search(image, padded, coded, rows, mean, None)
+        if self.tables.context is not None:  # the anchors stay; the rest get the context's rows and means
+            rows, refined = self.tables.read(self.tables.with_context(outputs, chosen))
+            anchor = np.broadcast_to(anchors(y.shape), y.shape)
+            if search is None:
+                rest = np.round(y - refined).astype(np.int64)
+            else:  # from the values the first search chose, re-centred on the refined means
+                rest = search(image, padded, np.where(anchor, chosen, chosen + mean - refined), rows, refined, anchor)
+            chosen, mean = np.where(anchor, chosen, rest), refined
         latents = PhotoLatents(z, chosen, mean)
         return latents, self.tables.encode(latents, *image.shape[:2], rows)
 

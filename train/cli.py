@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=PhotoConfig.lmbda,
         help="weight of 255^2*MSE against bits per pixel (higher: better and bigger)",
     )
-    photo.add_argument("--steps", type=int, default=PhotoConfig.steps, help="training steps")
+    photo.add_argument("--steps", type=int, help=f"training steps (default {PhotoConfig.steps})")
     photo.add_argument("--crop", type=int, default=PhotoConfig.crop, help="random square crop size")
     photo.add_argument("--photo-batch", type=int, default=PhotoConfig.batch_size, help="crops per step")
     photo.add_argument(
@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "model (--width, --latent-channels) grows into this one, starting as itself",
     )
     photo.add_argument("--checkpoint", type=Path, help="save the weights here as training goes")
+    photo.add_argument(
+        "--fit-context",
+        action="store_true",
+        help="fit a checkerboard context (He 2021) to the mean-scale photo model --init names, on --images: "
+        "fewer bits, same transforms (--steps: default 6000)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--name", help="model name (default: the output folder's name)")
     parser.add_argument(
@@ -172,9 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
     args = build_parser().parse_args(argv)
     if args.images is not None:
-        from latentlink.train.photo_cli import train_photo_command
+        from latentlink.train.photo_cli import fit_context_command, train_photo_command
 
-        return train_photo_command(args, argv)
+        return (fit_context_command if args.fit_context else train_photo_command)(args, argv)
     config = TrainConfig(
         family=args.family,
         latent_dim=args.latent_dim,

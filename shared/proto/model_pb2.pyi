@@ -162,7 +162,7 @@ class IntegerConv(_message.Message):
     def __init__(self, transpose: _Optional[bool] = ..., stride: _Optional[int] = ..., kernel: _Optional[_Union[Tensor, _Mapping]] = ..., bias: _Optional[_Union[Tensor, _Mapping]] = ..., shift: _Optional[int] = ..., relu: _Optional[bool] = ...) -> None: ...
 
 class HyperPrior(_message.Message):
-    __slots__ = ("side_channels", "layers", "thresholds", "side", "scales", "means", "mean_fraction_bits")
+    __slots__ = ("side_channels", "layers", "thresholds", "side", "scales", "means", "mean_fraction_bits", "context", "context_mix")
     SIDE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
@@ -170,6 +170,8 @@ class HyperPrior(_message.Message):
     SCALES_FIELD_NUMBER: _ClassVar[int]
     MEANS_FIELD_NUMBER: _ClassVar[int]
     MEAN_FRACTION_BITS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_MIX_FIELD_NUMBER: _ClassVar[int]
     side_channels: int
     layers: _containers.RepeatedCompositeFieldContainer[IntegerConv]
     thresholds: Tensor
@@ -177,7 +179,9 @@ class HyperPrior(_message.Message):
     scales: EntropyModel
     means: bool
     mean_fraction_bits: int
-    def __init__(self, side_channels: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[IntegerConv, _Mapping]]] = ..., thresholds: _Optional[_Union[Tensor, _Mapping]] = ..., side: _Optional[_Union[EntropyModel, _Mapping]] = ..., scales: _Optional[_Union[EntropyModel, _Mapping]] = ..., means: _Optional[bool] = ..., mean_fraction_bits: _Optional[int] = ...) -> None: ...
+    context: _containers.RepeatedCompositeFieldContainer[IntegerConv]
+    context_mix: _containers.RepeatedCompositeFieldContainer[IntegerConv]
+    def __init__(self, side_channels: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[IntegerConv, _Mapping]]] = ..., thresholds: _Optional[_Union[Tensor, _Mapping]] = ..., side: _Optional[_Union[EntropyModel, _Mapping]] = ..., scales: _Optional[_Union[EntropyModel, _Mapping]] = ..., means: _Optional[bool] = ..., mean_fraction_bits: _Optional[int] = ..., context: _Optional[_Iterable[_Union[IntegerConv, _Mapping]]] = ..., context_mix: _Optional[_Iterable[_Union[IntegerConv, _Mapping]]] = ...) -> None: ...
 
 class EntropyModel(_message.Message):
     __slots__ = ("precision", "offsets", "lengths", "pmfs")

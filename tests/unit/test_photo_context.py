@@ -1,0 +1,189 @@
+"""A photo model's checkerboard context: fitted, frozen to integers, coded in two passes, refused when malformed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network
+from latentlink.shared.photo_codec import PhotoDecoder, PhotoEncoder, PhotoTables, anchors, pad_image
+from latentlink.shared.proto import model_pb2
+from latentlink.train.photo_context import (
+    ContextConfig,
+    context_maps,
+    fit_context,
+    integer_context,
+    write_context_model,
+)
+from tests.conftest import outputs_under_thread_counts
+
+TINY = ContextConfig(width=8, steps=60, batch_size=4, crop=8, learning_rate=1e-2)
+
+
+def _images(count: int, size: int = 128, seed: int = 0) -> list[np.ndarray]:
+    """Smooth colour pictures with texture, in a few sizes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(count):
+        y, x = np.mgrid[: size + 16 * k, :size]
+        base = 127 + 90 * np.sin(x / (5.0 + k)) * np.cos(y / (7.0 + k))
+        out.append(np.clip(base[:, :, None] + rng.normal(0, 12, (*x.shape, 3)), 0, 255).astype(np.uint8))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny):
+    """The tiny model's maps and a context fitted on them for a few steps."""
+    maps, validation = context_maps(tiny, _images(3)), context_maps(tiny, _images(1, seed=1), 1)
+    model, history = fit_context(TINY, maps, validation, progress=False)
+    return model, history
+
+
+@pytest.fixture(scope="module")
+def tiny_context_folder(tiny, fitted, tmp_path_factory):
+    """The tiny model with a context whose last layer is random (a few steps leave it near zero): every path
+    of the two-pass coding is taken."""
+    model = fitted[0]
+    kernel, bias = model.get_layer("added").get_weights()
+    rng = np.random.default_rng(4)
+    model.get_layer("added").set_weights([rng.normal(0, 0.3, kernel.shape), rng.normal(0, 0.3, bias.shape)])
+    folder = tmp_path_factory.mktemp("tiny-context")
+    write_context_model(tiny, integer_context(model), {"test": True}, folder, "tiny-context")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_context(tiny_context_folder):
+    return load_model_dir(tiny_context_folder)
+
+
+def test_fitting_lowers_the_bits_of_the_elements_that_are_not_anchors(fitted):
+    history = fitted[1]
+    assert history["val_rest_bits"] < history["val_rest_bits_before"]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (17, 300, 1), (130, 70, 3)])
+def test_a_context_model_round_trips_and_refines_only_the_other_elements(tiny, tiny_context, shape):
+    image = _images(1, 300)[0][: shape[0], : shape[1]]
+    image = image[:, :, 0] if shape[2] == 1 else image
+    encoder, decoder = (
+        PhotoEncoder(tiny_context.encoder, tiny_context.decoder, "cpu"),
+        PhotoDecoder(tiny_context.decoder),
+    )
+    latents, data = encoder.encode(image)
+    decoded, pixels = decoder.decode(data, *shape)
+    np.testing.assert_array_equal(decoded.y, latents.y)
+    np.testing.assert_array_equal(decoded.mean, latents.mean)
+    assert pixels.shape == image.shape and pixels.dtype == np.uint8
+    plain = PhotoTables(tiny.decoder.network)
+    hyper_mean = plain.read(plain.predict(latents.z))[1]
+    anchor = np.broadcast_to(anchors(latents.y.shape), latents.y.shape)
+    np.testing.assert_array_equal(latents.mean[anchor], hyper_mean[anchor])  # anchors: the hyperprior's alone
+    if (~anchor).any():
+        assert np.any(latents.mean[~anchor] != hyper_mean[~anchor])
+    y = encoder.analysis(pad_image(image, 3)[None])[0]
+    np.testing.assert_array_equal(latents.y, np.round(y - latents.mean))  # each rounded about its own mean
+
+
+_CONTEXT_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.photo_codec import PhotoTables
+tables = PhotoTables(load_model_dir(sys.argv[1]).decoder.network)
+rng = np.random.default_rng(7)
+z = rng.integers(-6, 7, (5, 7, tables.side_channels))
+y = rng.integers(-20, 21, (20, 28, tables.latent_channels))
+print(hashlib.sha256(tables.with_context(tables.predict(z), y).tobytes()).hexdigest())
+"""
+
+
+def test_the_context_is_the_same_under_any_thread_count(tiny_context_folder):
+    """Both ends must compute the same rows and means; BLAS splits sums differently across threads."""
+    assert len(outputs_under_thread_counts(_CONTEXT_SCRIPT, str(tiny_context_folder))) == 1
+
+
+def _edit(files, change) -> bytes:
+    network = model_pb2.Network()
+    network.CopyFrom(files.decoder.network)
+    change(network.hyperprior)
+    return network_to_bytes(network)
+
+
+def _transposed(prior) -> None:
+    prior.context[0].transpose = True
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda p: p.ClearField("context_mix"), "context mix: 1..64 integer layers"),
+        (lambda p: p.ClearField("context"), "hyperprior context: 1..64 integer layers"),
+        (lambda p: p.context_mix.pop(), "context mix: 8 outputs, expected 16"),
+        (_transposed, "only stride-1 convolutions"),
+    ],
+)
+def test_malformed_contexts_are_refused(tiny_context, change, message):
+    with pytest.raises(ModelFormatError, match=message):
+        parse_network(_edit(tiny_context, change))
+
+
+def test_a_context_without_means_is_refused(tiny_context, tiny_scale_only):
+    network = model_pb2.Network()
+    network.CopyFrom(tiny_scale_only.decoder.network)
+    network.hyperprior.context.extend(tiny_context.decoder.network.hyperprior.context)
+    network.hyperprior.context_mix.extend(tiny_context.decoder.network.hyperprior.context_mix)
+    with pytest.raises(ModelFormatError, match="a checkerboard context needs means"):
+        parse_network(network_to_bytes(network))
+
+
+def test_fit_context_command_writes_a_model_with_a_context_and_refuses_what_it_cannot_fit(tiny_folder, tmp_path):
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, image in enumerate(_images(4, 256)):
+        Image.fromarray(image).save(photos / f"p{k}.png")
+    command = [sys.executable, "-m", "latentlink.train.cli", "--images", str(photos), "--fit-context", "--quiet"]
+    command += ["--val-fraction", "0.25"]
+    out = tmp_path / "fitted"
+    done = subprocess.run(
+        [*command, "--init", str(tiny_folder), "--steps", "20", "--out", str(out)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    files = load_model_dir(out)
+    assert len(files.decoder.network.hyperprior.context) == 1 and files.card["context"]["config"]["steps"] == 20
+    before = load_model_dir(tiny_folder)
+    assert files.encoder.network.layers == before.encoder.network.layers  # the transforms are as they were
+    assert files.decoder.network.layers == before.decoder.network.layers
+    assert files.card["validation"]["bpp"] > 0 and "validation_before" in files.card["context"]
+    refused = subprocess.run([*command, "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--fit-context needs --init" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
+def test_searching_under_a_context_leaves_the_anchors_as_the_first_search_chose(tiny_context):
+    from latentlink.sender.photo_search import PhotoSearch
+
+    encoder = PhotoEncoder(tiny_context.encoder, tiny_context.decoder, "cpu")
+    search = PhotoSearch(tiny_context.decoder, encoder.tables, 0.01, "cpu")
+    calls = []
+
+    def recorded(image, padded, y, rows, mean, fixed):
+        chosen = search.refine(image, padded, y, rows, mean, fixed, 10)
+        calls.append((y, fixed, chosen))
+        return chosen
+
+    image = _images(1)[0][:100, :90]
+    latents, data = encoder.encode(image, recorded)
+    assert [fixed is None for _, fixed, _ in calls] == [True, False]
+    start, fixed, chosen = calls[1]
+    fixed = np.broadcast_to(fixed, chosen.shape)
+    np.testing.assert_array_equal(chosen[fixed], start[fixed])
+    np.testing.assert_array_equal(latents.y[fixed], calls[0][2][fixed])
+    decoded = PhotoDecoder(tiny_context.decoder).decode(data, 100, 90, 3)[0]
+    np.testing.assert_array_equal(decoded.y, latents.y)

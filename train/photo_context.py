@@ -1,0 +1,178 @@
+"""Fits a checkerboard context (He et al. 2021) to a trained photo model, its transforms and hyperprior unchanged.
+
+The model's encoder gives y for every training image (in all eight
+orientations) and its integer hyper-synthesis the outputs both ends compute;
+a small network then learns, from the rounded anchors of y (row + column
+even) and those outputs, what to add to the log-scale and mean of every other
+element so that it costs fewer bits. It is frozen into integer layers (see
+HyperPrior.context in protos/model.proto); the decoder file gains them, and
+nothing else in the model changes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from latentlink.shared.model_dir import ModelFiles
+from latentlink.shared.proto import model_pb2
+
+__all__ = ["ContextConfig", "context_maps", "fit_context", "integer_context", "write_context_model"]
+
+KERNEL = 5  # the context's reach: the anchors within two positions each way
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """Everything that determines a context fit."""
+
+    width: int = 128  # hidden channels
+    steps: int = 6000
+    batch_size: int = 8
+    crop: int = 16  # y positions each way (even, so that crops keep the checkerboard's phase)
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+def context_maps(files: ModelFiles, images: list[np.ndarray], orientations: int = 8) -> list[tuple]:
+    """(continuous y, the integer hyper-synthesis's outputs) of each image under `files`' encoder, in its first
+    `orientations` of the eight flips and rotations."""
+    from latentlink.shared.photo_codec import PhotoEncoder, pad_image
+
+    encoder = PhotoEncoder(files.encoder, files.decoder, "cpu")
+    maps = []
+    for image in images:
+        for turn in range(orientations):
+            oriented = np.rot90(image[:, ::-1] if turn & 4 else image, turn & 3)
+            y = encoder.analysis(pad_image(np.ascontiguousarray(oriented), encoder.channels)[None])[0]
+            z = np.round(encoder.hyper_analysis(y[None]))[0].astype(np.int64)
+            maps.append((y.astype(np.float32), encoder.tables.predict(z).astype(np.float32)))
+    return maps
+
+
+def _build(latent: int, width: int):
+    """The float context: (q at the anchors, then the hyper-synthesis's outputs / 2^10) -> additions to them."""
+    import keras
+
+    inputs = keras.Input((None, None, 3 * latent))
+    features = keras.layers.Conv2D(width, KERNEL, padding="same", name="features")(inputs[..., :latent])
+    hidden = keras.layers.Concatenate()([features, inputs[..., latent:]])
+    for name in ("mix", "mix2"):
+        hidden = keras.layers.Conv2D(width, 1, activation="relu", name=name)(hidden)
+    added = keras.layers.Conv2D(2 * latent, 1, kernel_initializer="zeros", name="added")(hidden)
+    return keras.Model(inputs, added)
+
+
+def fit_context(
+    config: ContextConfig,
+    maps: list[tuple],
+    validation: list[tuple],
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+):
+    """Trains the float context on `maps` (see `context_maps`); returns it and its figures (bits of the
+    elements that are not anchors per element, before and after, on `validation`)."""
+    from tqdm import tqdm
+
+    from latentlink.shared.photo_codec import anchors
+    from latentlink.shared.tf_import import tensorflow
+
+    tf = tensorflow()
+    import keras
+
+    from latentlink.train.gaussian_rate import gaussian_bits
+    from latentlink.train.photo_model import SCALE_MAX, SCALE_MIN
+
+    keras.utils.set_random_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    latent = maps[0][0].shape[-1]
+    model = _build(latent, config.width)
+    schedule = keras.optimizers.schedules.CosineDecay(config.learning_rate, max(1, config.steps), 0.05)
+    optimizer = keras.optimizers.Adam(schedule, global_clipnorm=1.0)
+
+    def rest_bits(y, outputs, training: bool):
+        """Bits of the elements that are not anchors, per such element."""
+        anchor = tf.cast(anchors(y.shape[1:]), tf.float32)
+        mean = outputs[..., latent:] / 1024.0
+        coded = tf.round(y - mean) * anchor
+        added = model(tf.concat([coded, outputs / 1024.0], -1), training=training)
+        log_scale = outputs[..., :latent] / 1024.0 + added[..., :latent]
+        scale = tf.exp(tf.clip_by_value(log_scale, math.log(SCALE_MIN), math.log(SCALE_MAX)))
+        residual = y - mean - added[..., latent:]
+        residual = residual + tf.random.uniform(tf.shape(y), -0.5, 0.5) if training else tf.round(residual)
+        rest = 1.0 - anchor
+        return tf.reduce_sum(gaussian_bits(residual, scale) * rest) / (tf.reduce_sum(rest) * latent * y.shape[0])
+
+    @tf.function
+    def step(y, outputs):
+        with tf.GradientTape() as tape:
+            loss = rest_bits(y, outputs, True)
+        variables = model.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        return loss
+
+    def validate() -> float:
+        return float(np.mean([rest_bits(tf.constant(y[None]), tf.constant(o[None]), False) for y, o in validation]))
+
+    history = {"val_rest_bits_before": validate()} if validation else {}
+    start, size = time.perf_counter(), config.crop
+    with tqdm(total=config.steps, unit="step", disable=not progress, file=sys.stderr) as bar:
+        for i in range(1, config.steps + 1):
+            picks = [maps[k] for k in rng.integers(len(maps), size=config.batch_size)]
+            tops = [2 * rng.integers((y.shape[0] - size) // 2 + 1) for y, _ in picks]
+            lefts = [2 * rng.integers((y.shape[1] - size) // 2 + 1) for y, _ in picks]
+            crops = [
+                np.stack([m[t : t + size, s : s + size] for (m, t, s) in zip(part, tops, lefts, strict=True)])
+                for part in zip(*picks, strict=True)
+            ]
+            loss = float(step(tf.constant(crops[0]), tf.constant(crops[1])))
+            bar.update(1)
+            if i % 1000 == 0 or i == config.steps:
+                history.update(step=i, loss=loss, **({"val_rest_bits": validate()} if validation else {}))
+                if log is not None:
+                    log(f"{time.perf_counter() - start:.0f}s " + " ".join(f"{k}={v:.4g}" for k, v in history.items()))
+    history["train_seconds"] = round(time.perf_counter() - start, 1)
+    return model, history
+
+
+def integer_context(model) -> tuple[list[model_pb2.IntegerConv], list[model_pb2.IntegerConv]]:
+    """The trained context as integer layers: the features of the anchors' q x 2^10 (a KERNEL x KERNEL layer
+    that keeps only the taps that reach an anchor from a position that is not one: the rest read zeros there),
+    then the 1x1 mix of the features and the hyper-synthesis's outputs."""
+    from latentlink.train.integer_export import ACTIVATION_FRACTION, integer_layer
+
+    kernel, bias = model.get_layer("features").get_weights()
+    rows, columns = np.indices((KERNEL, KERNEL))
+    kernel = kernel * ((rows + columns) % 2 == 1)[:, :, None, None]
+    features = [integer_layer(kernel, bias, ACTIVATION_FRACTION, relu=False)]
+    mix = [
+        integer_layer(*model.get_layer(name).get_weights(), ACTIVATION_FRACTION, relu=name != "added")
+        for name in ("mix", "mix2", "added")
+    ]
+    return features, mix
+
+
+def write_context_model(files: ModelFiles, layers: tuple[list, list], card: dict, out: Path, name: str) -> ModelFiles:
+    """Writes `files`' model with the context in its decoder (the encoder as it is) to `out`, named `name`."""
+    from latentlink.shared.model_dir import load_model_dir, save_model_dir
+
+    decoder, encoder = model_pb2.Network(), model_pb2.Network()
+    decoder.CopyFrom(files.decoder.network)
+    encoder.CopyFrom(files.encoder.network)
+    decoder.model_name = encoder.model_name = name
+    for field, part in zip((decoder.hyperprior.context, decoder.hyperprior.context_mix), layers, strict=True):
+        del field[:]
+        field.extend(part)
+    save_model_dir(out, encoder, decoder, {**files.card, "context": card})
+    return load_model_dir(out)
+
+
+def context_card(config: ContextConfig, history: dict, command: str) -> dict:
+    """What a model card says about its context: how it was fitted, and its figures."""
+    return {"config": asdict(config), "fit_command": command, "fit": history}
