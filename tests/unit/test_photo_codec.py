@@ -10,7 +10,13 @@ import pytest
 
 from latentlink.shared.integer_network import conv2d_same, conv2d_transpose_same
 from latentlink.shared.model_dir import load_model_dir
-from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network, tensor_from_array
+from latentlink.shared.model_format import (
+    ModelFormatError,
+    digest_of,
+    network_to_bytes,
+    parse_network,
+    tensor_from_array,
+)
 from latentlink.shared.photo_codec import (
     PhotoDecoder,
     PhotoEncoder,
@@ -317,25 +323,41 @@ def test_shapes_that_do_not_fit_the_bitstream_fail_the_batch(tiny):
         latents_from_batch(_batch(tiny, [(256, 256, 3)], [len(data)], data), 8, tables)
 
 
-def test_golden_photo_bitstream():
-    """Seeded integer latents coded with the shipped photo-q1 decoder: these exact bytes, and these exact
-    means (float64) added back, on any machine."""
+@pytest.mark.parametrize("context", [True, False])
+def test_golden_photo_bitstream(context):
+    """Seeded integer latents coded with the shipped photo-q1 decoder, with its checkerboard context and without
+    (its hyperprior alone, as before the context): these exact bytes, and these exact means (float64) added
+    back, on any machine."""
     model = load_model_dir("photo-q1")
-    assert model.decoder.digest == GOLDEN_DECODER, "photo-q1 changed: pin its golden bitstream again"
-    tables = PhotoTables(model.decoder.network)
+    assert model.decoder.digest == GOLDEN_DECODER, "photo-q1 changed: pin its golden bitstreams again"
+    network = model_pb2.Network()
+    network.CopyFrom(model.decoder.network)
+    if not context:
+        network.hyperprior.ClearField("context")
+        network.hyperprior.ClearField("context_mix")
+        assert digest_of(network_to_bytes(network)) == GOLDEN_PLAIN_DECODER  # the ladder's seventh-session q1
+    tables = PhotoTables(network)
     z_shape, y_shape = tables.shapes(100, 150)
     rng = np.random.default_rng(2026)
     latents = PhotoLatents(rng.integers(-3, 4, z_shape), np.round(rng.laplace(0, 1.5, y_shape)).astype(np.int64))
     data = tables.encode(latents, 100, 150)
     decoded = tables.decode(data, 100, 150)
     np.testing.assert_array_equal(decoded.y, latents.y)
-    assert hashlib.sha256(data).hexdigest() == GOLDEN_PHOTO_SHA256, f"{len(data)} bytes; decoder {model.decoder.digest}"
-    assert hashlib.sha256(decoded.mean.tobytes()).hexdigest() == GOLDEN_MEANS_SHA256  # what the synthesis adds
+    bitstream, means = GOLDEN_CONTEXT if context else GOLDEN_PLAIN
+    assert hashlib.sha256(data).hexdigest() == bitstream, f"{len(data)} bytes; decoder {model.decoder.digest}"
+    assert hashlib.sha256(decoded.mean.tobytes()).hexdigest() == means  # what the synthesis adds
 
 
-GOLDEN_DECODER = "324f06a344b36406e05f6b6f7fa3179504f1a03c487613dd1a340ea3e8ba6d3f"
-GOLDEN_PHOTO_SHA256 = "c931fe89139b71b4e5d06c33ee5f6608d0036380e78ed43cac11c67ea4815fc1"
-GOLDEN_MEANS_SHA256 = "fc08996ee4d5115ccfb7eaf362932f15f66b1f4815a4bc4a870d5f34360e56f8"
+GOLDEN_DECODER = "c53e6704ee074022b3cafa8c8fd33c6b2f685e07e6e502f4db245f35d667686c"
+GOLDEN_PLAIN_DECODER = "324f06a344b36406e05f6b6f7fa3179504f1a03c487613dd1a340ea3e8ba6d3f"
+GOLDEN_PLAIN = (
+    "c931fe89139b71b4e5d06c33ee5f6608d0036380e78ed43cac11c67ea4815fc1",
+    "fc08996ee4d5115ccfb7eaf362932f15f66b1f4815a4bc4a870d5f34360e56f8",
+)
+GOLDEN_CONTEXT = (
+    "d883f3744bddde712c15a3cdb62e15f1c68e6af43ede7e0b3ffd0e1a22b02871",
+    "c82aa533e09d8f14fcd0a9eecabf377846348960cd0382004a9912c239198df6",
+)
 
 
 def test_an_exported_model_loads_back_for_further_training(tiny, tiny_folder, tmp_path):
