@@ -40,14 +40,22 @@ class ContextConfig:
     seed: int = 0
 
 
+MAX_SIDE = 1536  # images are centre-cropped to this many pixels each way before their y is computed
+MAX_MAPS = 512  # at most this many (y, outputs) pairs are held: 10.6 MB each at most for M = 96, 5.4 GB in all
+
+
 def context_maps(files: ModelFiles, images: list[np.ndarray], orientations: int = 8) -> list[tuple]:
     """(continuous y, the integer hyper-synthesis's outputs) of each image under `files`' encoder, in its first
-    `orientations` of the eight flips and rotations."""
+    `orientations` of the eight flips and rotations (fewer when there are many images: at most MAX_MAPS in all),
+    each image centre-cropped to MAX_SIDE pixels each way."""
     from latentlink.shared.photo_codec import PhotoEncoder, pad_image
 
     encoder = PhotoEncoder(files.encoder, files.decoder, "cpu")
+    orientations = max(1, min(orientations, MAX_MAPS // max(1, len(images))))
     maps = []
-    for image in images:
+    for image in images[:MAX_MAPS]:
+        top, left = (max(0, (side - MAX_SIDE) // 2) for side in image.shape[:2])
+        image = image[top : top + MAX_SIDE, left : left + MAX_SIDE]
         for turn in range(orientations):
             oriented = np.rot90(image[:, ::-1] if turn & 4 else image, turn & 3)
             y = encoder.analysis(pad_image(np.ascontiguousarray(oriented), encoder.channels)[None])[0]

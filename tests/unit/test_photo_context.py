@@ -187,3 +187,15 @@ def test_searching_under_a_context_leaves_the_anchors_as_the_first_search_chose(
     np.testing.assert_array_equal(latents.y[fixed], calls[0][2][fixed])
     decoded = PhotoDecoder(tiny_context.decoder).decode(data, 100, 90, 3)[0]
     np.testing.assert_array_equal(decoded.y, latents.y)
+
+
+def test_the_maps_a_fit_holds_are_bounded(tiny, monkeypatch):
+    """Many or large images: fewer orientations each, centre crops; never more than MAX_MAPS maps."""
+    import latentlink.train.photo_context as photo_context
+
+    monkeypatch.setattr(photo_context, "MAX_MAPS", 6)
+    monkeypatch.setattr(photo_context, "MAX_SIDE", 128)
+    maps = context_maps(tiny, _images(4, 300))
+    assert len(maps) == 4  # one orientation each: 4 x 2 would pass 6
+    assert all(y.shape[:2] == (8, 8) for y, _ in maps)  # 128 pixels each way: 8 positions of y
+    assert len(context_maps(tiny, _images(9, 64))) == 6
