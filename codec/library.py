@@ -25,7 +25,7 @@ from latentlink.shared.model_dir import (
     quality_model_dir,
     shipped_model_dirs,
 )
-from latentlink.shared.model_format import NetworkInfo, parse_network
+from latentlink.shared.model_format import NetworkInfo, digest_of, network_to_bytes, parse_network, without_context
 from latentlink.shared.photo_codec import CodedImage, image_shape
 from latentlink.shared.proto import model_pb2
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_PIXELS
@@ -170,10 +170,16 @@ def find_decoder(digest: str, model: ModelLike = None) -> NetworkInfo:
     else:
         path = Path(model)
         candidates = [path / DECODER_FILE if path.is_dir() else path]
+    infos = []
     for candidate in candidates:
         info = candidate if isinstance(candidate, NetworkInfo) else _decoder_file(candidate)
         if info.digest == digest:
             return info
+        infos.append(info)
+    for info in infos:  # a file from before a photo model's checkerboard context: the same decoder without it
+        earlier = without_context(info.network)
+        if earlier is not None and digest_of(network_to_bytes(earlier)) == digest:
+            return parse_network(network_to_bytes(earlier), digest, model_pb2.ROLE_DECODER)
     where = "the shipped models" if model is None else f'"{model}"'
     raise UnknownDecoderError(f"decoder {digest[:12]}... is not among {where}; give its model with --model")
 

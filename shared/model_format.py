@@ -107,6 +107,18 @@ def network_to_bytes(network: model_pb2.Network) -> bytes:
     return network.SerializeToString(deterministic=True)
 
 
+def without_context(network: model_pb2.Network) -> model_pb2.Network | None:
+    """A photo decoder less its checkerboard context (what it was before the context was fitted to it), or
+    None if it has none."""
+    if not network.hyperprior.context:
+        return None
+    earlier = model_pb2.Network()
+    earlier.CopyFrom(network)
+    earlier.hyperprior.ClearField("context")
+    earlier.hyperprior.ClearField("context_mix")
+    return earlier
+
+
 def tensor_from_array(array: np.ndarray) -> model_pb2.Tensor:
     """Packs a float32/float64/int32 array as a little-endian tensor."""
     for code, dtype in _DTYPES.items():

@@ -114,8 +114,9 @@ class PhotoTables:
         self.network = IntegerNetwork.from_proto(prior)
         self.context = None  # or the checkerboard's two integer networks: anchors -> features, then the mix
         if prior.context:
-            self.context = IntegerNetwork.from_proto(prior, prior.context), IntegerNetwork.from_proto(
-                prior, prior.context_mix
+            self.context = (
+                IntegerNetwork.from_proto(prior, prior.context),
+                IntegerNetwork.from_proto(prior, prior.context_mix),
             )
         self.means, self.mean_fraction_bits = prior.means, prior.mean_fraction_bits
         self.side_channels = prior.side_channels

@@ -199,3 +199,21 @@ def test_the_maps_a_fit_holds_are_bounded(tiny, monkeypatch):
     assert len(maps) == 4  # one orientation each: 4 x 2 would pass 6
     assert all(y.shape[:2] == (8, 8) for y, _ in maps)  # 128 pixels each way: 8 positions of y
     assert len(context_maps(tiny, _images(9, 64))) == 6
+
+
+def test_a_file_from_before_the_shipped_context_still_decompresses(tmp_path):
+    """Files compressed with photo-q1 before its context name the decoder without it; the shipped one, less its
+    context, is that decoder, found by its digest."""
+    from latentlink import compress, decompress
+    from latentlink.shared.model_dir import save_model_dir
+    from latentlink.shared.model_format import without_context
+
+    shipped = load_model_dir("photo-q1")
+    earlier = save_model_dir(
+        tmp_path / "before", shipped.encoder.network, without_context(shipped.decoder.network), shipped.card
+    )
+    image = _images(1, 96)[0][:80]
+    data = compress([image], model=tmp_path / "before")
+    assert earlier.decoder.digest != shipped.decoder.digest
+    np.testing.assert_array_equal(decompress(data)[0], decompress(data, model=tmp_path / "before")[0])
+    assert decompress(data)[0].shape == image.shape
