@@ -65,7 +65,8 @@ def context_maps(files: ModelFiles, images: list[np.ndarray], orientations: int 
 
 
 def _build(latent: int, width: int):
-    """The float context: (q at the anchors, then the hyper-synthesis's outputs / 2^10) -> additions to them."""
+    """The float context: (q at the anchors, then the hyper-synthesis's outputs in their units, 2^-10) ->
+    additions to those outputs (log-scales, then means)."""
     import keras
 
     inputs = keras.Input((None, None, 3 * latent))
@@ -95,7 +96,10 @@ def fit_context(
     import keras
 
     from latentlink.train.gaussian_rate import gaussian_bits
+    from latentlink.train.integer_export import ACTIVATION_FRACTION
     from latentlink.train.photo_model import SCALE_MAX, SCALE_MIN
+
+    one = float(1 << ACTIVATION_FRACTION)  # the integer outputs' unit
 
     keras.utils.set_random_seed(config.seed)
     rng = np.random.default_rng(config.seed)
@@ -107,10 +111,10 @@ def fit_context(
     def rest_bits(y, outputs, training: bool):
         """Bits of the elements that are not anchors, per such element."""
         anchor = tf.cast(anchors(y.shape[1:]), tf.float32)
-        mean = outputs[..., latent:] / 1024.0
+        mean = outputs[..., latent:] / one
         coded = tf.round(y - mean) * anchor
-        added = model(tf.concat([coded, outputs / 1024.0], -1), training=training)
-        log_scale = outputs[..., :latent] / 1024.0 + added[..., :latent]
+        added = model(tf.concat([coded, outputs / one], -1), training=training)
+        log_scale = outputs[..., :latent] / one + added[..., :latent]
         scale = tf.exp(tf.clip_by_value(log_scale, math.log(SCALE_MIN), math.log(SCALE_MAX)))
         residual = y - mean - added[..., latent:]
         residual = residual + tf.random.uniform(tf.shape(y), -0.5, 0.5) if training else tf.round(residual)
@@ -136,7 +140,7 @@ def fit_context(
             tops = [2 * rng.integers((y.shape[0] - size) // 2 + 1) for y, _ in picks]
             lefts = [2 * rng.integers((y.shape[1] - size) // 2 + 1) for y, _ in picks]
             crops = [
-                np.stack([m[t : t + size, s : s + size] for (m, t, s) in zip(part, tops, lefts, strict=True)])
+                np.stack([a[t : t + size, left : left + size] for a, t, left in zip(part, tops, lefts, strict=True)])
                 for part in zip(*picks, strict=True)
             ]
             loss = float(step(tf.constant(crops[0]), tf.constant(crops[1])))
