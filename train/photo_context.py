@@ -23,7 +23,7 @@ import numpy as np
 from latentlink.shared.model_dir import ModelFiles
 from latentlink.shared.proto import model_pb2
 
-__all__ = ["ContextConfig", "context_maps", "fit_context", "integer_context", "write_context_model"]
+__all__ = ["ContextConfig", "context_card", "context_maps", "fit_context", "integer_context", "write_context_model"]
 
 KERNEL = 5  # the context's reach: the anchors within two positions each way
 
@@ -172,7 +172,7 @@ def integer_context(model) -> tuple[list[model_pb2.IntegerConv], list[model_pb2.
 
 def write_context_model(files: ModelFiles, layers: tuple[list, list], card: dict, out: Path, name: str) -> ModelFiles:
     """Writes `files`' model with the context in its decoder (the encoder as it is) to `out`, named `name`."""
-    from latentlink.shared.model_dir import load_model_dir, save_model_dir
+    from latentlink.shared.model_dir import save_model_dir
 
     decoder, encoder = model_pb2.Network(), model_pb2.Network()
     decoder.CopyFrom(files.decoder.network)
@@ -181,8 +181,7 @@ def write_context_model(files: ModelFiles, layers: tuple[list, list], card: dict
     for field, part in zip((decoder.hyperprior.context, decoder.hyperprior.context_mix), layers, strict=True):
         del field[:]
         field.extend(part)
-    save_model_dir(out, encoder, decoder, {**files.card, "context": card})
-    return load_model_dir(out)
+    return save_model_dir(out, encoder, decoder, {**files.card, "context": card})
 
 
 def context_card(config: ContextConfig, history: dict, command: str) -> dict:
