@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
         epilog="examples:\n"
         "  latentlink-train --family rd --latent-dim 32 --beta 3e-5 --epochs 36 --out my-model\n"
-        "  latentlink-train --images my-photos/ --lambda 0.0067 --steps 20000 --out my-photo-model",
+        "  latentlink-train --images my-photos/ --lambda 0.0067 --steps 20000 --out my-photo-model\n"
+        "  latentlink-train --images my-photos/ --init my-photo-model --fit-context --out my-photo-model-ctx",
     )
     photo = parser.add_argument_group("photo codec (--images)")
     photo.add_argument("--images", type=Path, help="train the photo codec on this folder of images (any sizes)")
