@@ -388,7 +388,7 @@ def main() -> None:
         "curves",
     )
     parser.add_argument("--compare-efforts", type=int, nargs="+", default=[0], help="efforts for --compare")
-    parser.add_argument("--plot", type=Path, default=REPO / "bench" / "photo_rd.png")
+    parser.add_argument("--plot", type=Path, help="save the rate-distortion plot here (none without it)")
     parser.add_argument("--json", type=Path, help="write every number, per image too, here")
     parser.add_argument("--crop-figure", type=Path, help=f"save crops of {CROP_IMAGE} at a similar bit rate here")
     args = parser.parse_args()
@@ -422,8 +422,9 @@ def main() -> None:
     curves = curves_of(points)
     rates = bd_rates(curves)
     print_tables(points, rates, len(images))
-    plot_rd(curves, args.plot, len(images))
-    log(f"plot: {args.plot}")
+    if args.plot:
+        plot_rd(curves, args.plot, len(images))
+        log(f"plot: {args.plot}")
     if args.crop_figure:
         save_crop_figure(crop_panels(read_rgb(args.kodak / CROP_IMAGE), codecs, measured), args.crop_figure)
         log(f"crop figure: {args.crop_figure}")
