@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from latentlink.receiver.auth import TokenAuthInterceptor
+from latentlink.receiver.disk_space import MIN_FREE_BYTES, DiskSpace
 from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S
 from latentlink.receiver.model_store import ModelStore
 from latentlink.receiver.png_workers import PngWorkers
@@ -40,6 +41,7 @@ def create_server(
     name: str | None = None,
     png_workers: int = 1,
     health_service: health.HealthServicer | None = None,
+    min_free_bytes: int = MIN_FREE_BYTES,
 ) -> tuple[grpc.Server, int]:
     """Creates (unstarted) a receiver bound to `address`; returns it and the bound port.
 
@@ -50,7 +52,8 @@ def create_server(
     goes to `on_session_end`; beyond `max_sessions` open sessions, new ones are
     refused with UNAVAILABLE and BUSY_METADATA. The handshake names the receiver
     `name` (default: hostname:port); `png_workers` threads encode its PNGs. A given `health_service` serves the health
-    checks, so that the caller can mark the receiver NOT_SERVING when it drains.
+    checks, so that the caller can mark the receiver NOT_SERVING when it drains; the receiver marks itself
+    NOT_SERVING while the disk of `out_dir` has under `min_free_bytes` free.
     Raises OSError when the address cannot be bound (e.g. the port is in use).
     """
     # Each sync-server stream holds a thread for its whole session; the headroom serves health checks
@@ -62,8 +65,15 @@ def create_server(
         interceptors=[TokenAuthInterceptor(token)] if token else [],
     )
     store = ModelStore(models_dir, device=device)
+    health_service = health_service or health.HealthServicer()
+
+    def set_status(status: int) -> None:
+        for service in ("", SERVICE_NAME):
+            health_service.set(service, status)
+
+    disk = DiskSpace(out_dir, set_status, min_free_bytes)
     servicer = LatentLinkServicer(
-        out_dir, store, idle_timeout_s, output_format, on_session_end, max_sessions, PngWorkers(png_workers)
+        out_dir, store, idle_timeout_s, output_format, on_session_end, max_sessions, PngWorkers(png_workers), disk
     )
     # Requests arrive as raw bytes: the servicer parses them, so that a garbled one ends the stream with
     # DATA_LOSS (a resend helps) rather than gRPC's INTERNAL.
@@ -71,10 +81,8 @@ def create_server(
         servicer.Stream, request_deserializer=None, response_serializer=pb.ReceiverMessage.SerializeToString
     )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Stream": stream}),))
-    health_service = health_service or health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_service, server)
-    for service in ("", SERVICE_NAME):
-        health_service.set(service, health_pb2.HealthCheckResponse.SERVING)
+    set_status(health_pb2.HealthCheckResponse.SERVING)
     # Reflection lets stock clients (grpcurl, Postman) discover the messages without our .proto files.
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     try:

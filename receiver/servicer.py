@@ -16,6 +16,7 @@ from pathlib import Path
 
 import grpc
 
+from latentlink.receiver.disk_space import DiskSpace
 from latentlink.receiver.inbox import DEFAULT_IDLE_TIMEOUT_S, Inbox, Notice
 from latentlink.receiver.journal import SessionJournal
 from latentlink.receiver.log_text import peer_text
@@ -91,8 +92,10 @@ class LatentLinkServicer:
         on_session_end: Callable[[dict], None] = lambda summary: None,
         max_sessions: int = MAX_SESSIONS,
         png: PngWorkers | None = None,
+        disk: DiskSpace | None = None,
     ) -> None:
         self.idle_timeout_s = idle_timeout_s
+        self.disk = disk  # looked at before each batch is written, if given
         self.output_format = OutputFormat(output_format)
         self.on_session_end = on_session_end
         self.max_sessions = max_sessions
@@ -249,6 +252,8 @@ class LatentLinkServicer:
                 if isinstance(batch, CorruptBatch):
                     writing.append(_done(session.corrupt(batch)))
                 else:
+                    if self.disk is not None:
+                        self.disk.check()
                     writing.append(writer.submit(session.write, session.decode(batch)))
                     writing[-1].add_done_callback(inbox.post)
                 while len(writing) > MAX_WRITES_QUEUED:  # decoding must not run far ahead of the disk

@@ -26,9 +26,14 @@ class RunningReceiver:
 
 
 def start_receiver(
-    out: Path, models: Path, token: str | None = None, max_sessions: int = 32, output_format: int = OutputFormat.PNG
+    out: Path,
+    models: Path,
+    token: str | None = None,
+    max_sessions: int = 32,
+    output_format: int = OutputFormat.PNG,
+    **options,
 ) -> RunningReceiver:
-    """Starts an in-process receiver on a free 127.0.0.1 port."""
+    """Starts an in-process receiver on a free 127.0.0.1 port (`options`: more of create_server's)."""
     server, port = create_server(
         "127.0.0.1:0",
         out,
@@ -37,6 +42,7 @@ def start_receiver(
         token=token,
         max_sessions=max_sessions,
         output_format=output_format,
+        **options,
     )
     server.start()
     return RunningReceiver(f"127.0.0.1:{port}", out, models, server)

@@ -1,6 +1,8 @@
-"""Token authentication and the standard health service on a real receiver."""
+"""Token authentication and the standard health service on a real receiver (a full disk included)."""
 
 from __future__ import annotations
+
+import time
 
 import grpc
 import pytest
@@ -47,6 +49,40 @@ def test_health_service_answers_serving_without_a_token(guarded, service):
     with grpc.insecure_channel(guarded.address) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+
+
+def test_a_receiver_whose_disk_is_full_says_not_serving_until_it_has_room(tmp_path, encoder):
+    """Its own rule of what is full (more free bytes than any disk has): every image is still written or reported,
+    and health says NOT_SERVING, so that probes and load balancers send new sessions elsewhere."""
+    running = start_receiver(tmp_path / "out", tmp_path / "models", min_free_bytes=1 << 62)
+    try:
+        assert _health(running.address) == health_pb2.HealthCheckResponse.SERVING  # nothing written yet
+        report = send_images(running.address, _sources(), encoder)
+        assert report.ok and len(report.written) == 3  # the disk is not really full
+        assert _health(running.address) == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        running.stop()
+
+
+def test_a_disk_with_room_again_turns_the_receiver_serving_again(tmp_path):
+    from latentlink.receiver.disk_space import DiskSpace
+
+    statuses = []
+    disk = DiskSpace(tmp_path, statuses.append, min_free=1 << 62, recheck_s=0.01)
+    disk.check()
+    disk.check()  # one watcher at a time
+    assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING]
+    disk.min_free = 1  # room again
+    for _ in range(500):
+        if len(statuses) == 2:
+            break
+        time.sleep(0.01)
+    assert statuses == [health_pb2.HealthCheckResponse.NOT_SERVING, health_pb2.HealthCheckResponse.SERVING]
 
 
 def test_token_comes_from_a_file_or_the_environment(tmp_path, monkeypatch):
