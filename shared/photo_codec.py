@@ -138,10 +138,9 @@ class PhotoTables:
         `outputs` as they are."""
         if self.context is None:
             return outputs
-        anchor = anchors(coded.shape)
-        features = self.context[0].outputs(coded * anchor * float(1 << self.mean_fraction_bits))
+        features = self.context[0].outputs(coded * anchors(coded.shape) * float(1 << self.mean_fraction_bits))
         added = self.context[1].outputs(np.concatenate([features, outputs], axis=-1))
-        return np.where(anchor, outputs, outputs + added)
+        return np.where(anchors(outputs.shape), outputs, outputs + added)
 
     def read(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """Each element's scale-table row (how many thresholds lie at or below its log-scale output) and, for a
@@ -168,7 +167,7 @@ class PhotoTables:
         if self.context is None:
             self.scales.push(coder, latents.y, rows)  # y is already less its mean
         else:  # the last decoded is pushed first
-            anchor = np.broadcast_to(anchors(y_shape), y_shape)
+            anchor = anchors(y_shape)
             self.scales.push(coder, latents.y[~anchor], rows[~anchor])
             self.scales.push(coder, latents.y[anchor], rows[anchor])
         self.side.push(coder, latents.z, self._side_rows(z_shape))
@@ -185,7 +184,7 @@ class PhotoTables:
             if self.context is None:
                 y = self.scales.pop(coder, rows)
             else:
-                anchor = np.broadcast_to(anchors(y_shape), y_shape)
+                anchor = anchors(y_shape)
                 y = np.zeros(y_shape, np.int64)
                 y[anchor] = self.scales.pop(coder, rows[anchor])
                 rows, mean = self.read(self.with_context(outputs, y))
@@ -198,9 +197,10 @@ class PhotoTables:
 
 
 def anchors(shape: tuple[int, ...]) -> np.ndarray:
-    """The checkerboard's anchors for y of this (h, w, ...) shape: True where row + column is even, (h, w, 1)."""
+    """The checkerboard's anchors for y of this (h, w, channels) shape: True where row + column is even (a
+    read-only mask of that shape)."""
     rows, columns = np.indices(shape[:2])
-    return ((rows + columns) % 2 == 0)[:, :, None]
+    return np.broadcast_to(((rows + columns) % 2 == 0)[:, :, None], shape)
 
 
 class PhotoEncoder:
@@ -214,6 +214,13 @@ class PhotoEncoder:
         self.tables = PhotoTables(decoder.network)
         self.channels = encoder.input_shape[-1]
 
+    def analyse(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One uint8 image's padded input, continuous y, rounded z and the hyper-synthesis's outputs for it."""
+        padded = pad_image(image, self.channels)
+        y = self.analysis(padded[None])[0]
+        z = np.round(self.hyper_analysis(y[None]))[0].astype(np.int64)  # from y before rounding, as in training
+        return padded, y, z, self.tables.predict(z)
+
     def encode(self, image: np.ndarray, search: Search | None = None) -> tuple[PhotoLatents, bytes]:
         """The latents of one uint8 image, (h, w) or (h, w, c), and their bitstream.
 
@@ -221,16 +228,13 @@ class PhotoEncoder:
         continuous y less its mean, y's table rows, y's means or None, None)`; with a checkerboard context, the
         other elements then again, given the anchors (`search(..., the anchors)`, which it leaves as they are).
         """
-        padded = pad_image(image, self.channels)
-        y = self.analysis(padded[None])[0]
-        z = np.round(self.hyper_analysis(y[None]))[0].astype(np.int64)  # from y before rounding, as in training
-        outputs = self.tables.predict(z)
+        padded, y, z, outputs = self.analyse(image)
         rows, mean = self.tables.read(outputs)
         coded = y if mean is None else y - mean  # what is coded, before rounding
         chosen = np.round(coded).astype(np.int64) if search is None else search(image, padded, coded, rows, mean, None)
         if self.tables.context is not None:  # the anchors stay; the rest get the context's rows and means
             rows, refined = self.tables.read(self.tables.with_context(outputs, chosen))
-            anchor = np.broadcast_to(anchors(y.shape), y.shape)
+            anchor = anchors(y.shape)
             if search is None:
                 rest = np.round(y - refined).astype(np.int64)
             else:  # from the values the first search chose, re-centred on the refined means

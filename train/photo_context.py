@@ -11,7 +11,6 @@ nothing else in the model changes.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ def context_maps(files: ModelFiles, images: list[np.ndarray], orientations: int 
     """(continuous y, the integer hyper-synthesis's outputs) of each image under `files`' encoder, in its first
     `orientations` of the eight flips and rotations (fewer when there are many images: at most MAX_MAPS in all),
     each image centre-cropped to MAX_SIDE pixels each way."""
-    from latentlink.shared.photo_codec import PhotoEncoder, pad_image
+    from latentlink.shared.photo_codec import PhotoEncoder
 
     encoder = PhotoEncoder(files.encoder, files.decoder, "cpu")
     orientations = max(1, min(orientations, MAX_MAPS // max(1, len(images))))
@@ -58,9 +57,8 @@ def context_maps(files: ModelFiles, images: list[np.ndarray], orientations: int 
         image = image[top : top + MAX_SIDE, left : left + MAX_SIDE]
         for turn in range(orientations):
             oriented = np.rot90(image[:, ::-1] if turn & 4 else image, turn & 3)
-            y = encoder.analysis(pad_image(np.ascontiguousarray(oriented), encoder.channels)[None])[0]
-            z = np.round(encoder.hyper_analysis(y[None]))[0].astype(np.int64)
-            maps.append((y.astype(np.float32), encoder.tables.predict(z).astype(np.float32)))
+            _, y, _, outputs = encoder.analyse(np.ascontiguousarray(oriented))
+            maps.append((y.astype(np.float32), outputs.astype(np.float32)))
     return maps
 
 
@@ -97,7 +95,7 @@ def fit_context(
 
     from latentlink.train.gaussian_rate import gaussian_bits
     from latentlink.train.integer_export import ACTIVATION_FRACTION
-    from latentlink.train.photo_model import SCALE_MAX, SCALE_MIN
+    from latentlink.train.photo_model import PhotoModel
 
     one = float(1 << ACTIVATION_FRACTION)  # the integer outputs' unit
 
@@ -110,16 +108,16 @@ def fit_context(
 
     def rest_bits(y, outputs, training: bool):
         """Bits of the elements that are not anchors, per such element."""
-        anchor = tf.cast(anchors(y.shape[1:]), tf.float32)
+        anchor = tf.cast(anchors(y.shape[1:]), tf.float32)  # (h, w, M), as each image's y
         mean = outputs[..., latent:] / one
         coded = tf.round(y - mean) * anchor
         added = model(tf.concat([coded, outputs / one], -1), training=training)
         log_scale = outputs[..., :latent] / one + added[..., :latent]
-        scale = tf.exp(tf.clip_by_value(log_scale, math.log(SCALE_MIN), math.log(SCALE_MAX)))
+        scale = PhotoModel.log_scale_to_scale(log_scale)
         residual = y - mean - added[..., latent:]
         residual = residual + tf.random.uniform(tf.shape(y), -0.5, 0.5) if training else tf.round(residual)
         rest = 1.0 - anchor
-        return tf.reduce_sum(gaussian_bits(residual, scale) * rest) / (tf.reduce_sum(rest) * latent * y.shape[0])
+        return tf.reduce_sum(gaussian_bits(residual, scale) * rest) / (tf.reduce_sum(rest) * y.shape[0])
 
     @tf.function
     def step(y, outputs):
