@@ -48,18 +48,24 @@ def outputs_under_thread_counts(script: str, *args: str, counts=("1", "2", "4"))
     return outputs
 
 
-@pytest.fixture(scope="session")
-def tiny_folder(tmp_path_factory) -> Path:
-    """An untrained photo model, small enough to build in a second: what matters here is the plumbing."""
+def _tiny_photo_model(means: bool):
+    """An untrained photo model, small enough to build in a second, and its config (seeded)."""
     import keras
 
-    from latentlink.train.photo_export import write_photo_model
     from latentlink.train.photo_model import build_photo_model
     from latentlink.train.photo_training import PhotoConfig
 
     keras.utils.set_random_seed(3)
-    config = PhotoConfig(channels=8, latent=8, hyper=8, side=4)
-    model = build_photo_model(config.channels, config.latent, config.hyper, config.side)
+    config = PhotoConfig(channels=8, latent=8, hyper=8, side=4, means=means)
+    return build_photo_model(config.channels, config.latent, config.hyper, config.side, means=means), config
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory) -> Path:
+    """The tiny photo model's folder: what matters where it is used is the plumbing."""
+    from latentlink.train.photo_export import write_photo_model
+
+    model, config = _tiny_photo_model(means=True)
     rng = np.random.default_rng(3)
     for layer in model.hyper_synthesis.layers:  # biases off zero, so that z = 0 still predicts means
         layer.bias.assign(rng.normal(0, 0.5, layer.bias.shape).astype(np.float32))
@@ -80,16 +86,10 @@ def tiny(tiny_folder: Path):
 def tiny_scale_only(tmp_path_factory):
     """The tiny photo model without means: a scale hyperprior (Balle 2018), as `latentlink-train --scale-only`
     makes."""
-    import keras
-
     from latentlink.shared.model_dir import load_model_dir
     from latentlink.train.photo_export import write_photo_model
-    from latentlink.train.photo_model import build_photo_model
-    from latentlink.train.photo_training import PhotoConfig
 
-    keras.utils.set_random_seed(3)
-    config = PhotoConfig(channels=8, latent=8, hyper=8, side=4, means=False)
-    model = build_photo_model(config.channels, config.latent, config.hyper, config.side, means=False)
+    model, config = _tiny_photo_model(means=False)
     folder = tmp_path_factory.mktemp("tiny-scale")
     write_photo_model(model, config, {}, folder, "tiny-scale", "test")
     return load_model_dir(folder)
