@@ -6,6 +6,7 @@ that shows one. The CPU path never imports it (it takes ~1.5 s and ~400 MB).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ __all__ = [
 
 DEVICES = ("auto", "cpu", "gpu")
 CPU = "cpu"
+log = logging.getLogger(__name__)
+_told: set[str] = set()  # what auto's fallback to the CPU has already said (once per reason)
 
 
 def gpu_present() -> bool:
@@ -37,12 +40,24 @@ def gpu_present() -> bool:
 
 
 def resolve_device(device: str) -> str:
-    """Maps auto/cpu/gpu to "cpu" (numpy) or a TensorFlow GPU name; 'gpu' fails when TensorFlow sees none."""
+    """Maps auto/cpu/gpu to "cpu" (numpy) or a TensorFlow GPU name.
+
+    'gpu' raises RuntimeError when TensorFlow cannot be imported or sees no GPU; 'auto' then runs on the CPU.
+    """
     if device not in DEVICES:
         raise ValueError(f'unknown device "{device}" (choose from {", ".join(DEVICES)})')
     if device == CPU or (device == "auto" and not gpu_present()):
         return CPU
-    gpus = tensorflow().config.list_logical_devices("GPU")
+    try:
+        gpus = tensorflow().config.list_logical_devices("GPU")
+    except ImportError as exc:  # TensorFlow absent, or its GPU build broken: the numpy runtime still works
+        reason = f"TensorFlow could not be imported ({exc})"
+        if device == "gpu":
+            raise RuntimeError(f"--device gpu needs TensorFlow: {reason} (use --device cpu or auto)") from None
+        if reason not in _told:
+            _told.add(reason)
+            log.warning("this machine shows a GPU, but %s: running on the CPU", reason)
+        return CPU
     if device == "gpu" and not gpus:
         raise RuntimeError("--device gpu was asked for, but TensorFlow sees no GPU (use --device cpu or auto)")
     return gpus[0].name if gpus else CPU

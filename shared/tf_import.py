@@ -57,9 +57,14 @@ def import_in_background() -> None:
     Such a program calls `settle_import` before it ends: one that ends while the
     import runs can abort (SIGABRT) in TensorFlow's C++ teardown.
     """
-    thread = threading.Thread(target=tensorflow, daemon=True, name="import-tensorflow")
+    thread = threading.Thread(target=_import_quietly, daemon=True, name="import-tensorflow")
     _background.append(thread)
     thread.start()
+
+
+def _import_quietly() -> None:
+    with contextlib.suppress(ImportError):  # the caller's own `tensorflow()` meets it again, and says what it means
+        tensorflow()
 
 
 def settle_import() -> None:
