@@ -78,10 +78,10 @@ class Run:
 class Receiver:
     """A receiver process (latentlink or the baseline) on a free loopback port."""
 
-    def __init__(self, system: str, out: Path, models: Path, save_as: str = "png") -> None:
+    def __init__(self, system: str, out: Path, models: Path, save_as: str = "png", device: str = "auto") -> None:
         if system == "latentlink":
             command = ["-m", "latentlink.receiver", "--listen", "127.0.0.1:0", "--out", str(out)]
-            command += ["--models", str(models)]
+            command += ["--models", str(models), "--device", device]
             command += ["--json", "--quiet", "--save-as", save_as]
         else:
             command = [str(REPO / "bench" / "png_baseline.py"), "receive", "--out", str(out)]
@@ -104,19 +104,30 @@ class Receiver:
         self.process.wait(timeout=60)
 
 
-def run_once(system: str, inputs: Path, label: str, link: str, work: Path, models: Path, extra=()) -> Run:
+def run_once(
+    system: str, inputs: Path, label: str, link: str, work: Path, models: Path, extra=(), device: str = "auto"
+) -> Run:
     """Starts a receiver, sends `inputs` through `link`, and measures both processes."""
     # Outputs stay until the end: creating files where thousands were just deleted is slow on ext4.
     out = Path(tempfile.mkdtemp(dir=work, prefix="out-"))
     os.sync()  # earlier runs' dirty pages are not this run's to flush
     save_as = "npz" if inputs.suffix == ".npz" and system == "latentlink" else "png"
-    receiver = Receiver(system, out, models, save_as)
+    receiver = Receiver(system, out, models, save_as, device)
     rate, latency = LINKS[link]
     try:
         with LinkRelay(("127.0.0.1", receiver.port), rate, latency) if rate else _Direct(receiver.address) as path:
             cpu_before = receiver.cpu_s()
             if system == "latentlink":
-                command = [sys.executable, "-m", "latentlink.sender", "--target", path.address, "--json"]
+                command = [
+                    sys.executable,
+                    "-m",
+                    "latentlink.sender",
+                    "--target",
+                    path.address,
+                    "--json",
+                    "--device",
+                    device,
+                ]
                 command += [*extra, str(inputs)]
             else:
                 command = [sys.executable, str(REPO / "bench" / "png_baseline.py"), "send"]
@@ -312,6 +323,9 @@ def main() -> int:
         default=list(LINKS),
         help="folder runs on these links (none: arrays only)",
     )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "gpu"], default="auto", help="latentlink's --device, both ends"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     big = 10_000 if args.quick else 60_000
@@ -320,7 +334,7 @@ def main() -> int:
     runs: list[Run] = []
 
     def run(system: str, label: str, link: str, *extra: str) -> None:
-        runs.append(run_once(system, inputs[label], label, link, args.work, models, extra))
+        runs.append(run_once(system, inputs[label], label, link, args.work, models, extra, args.device))
         r = runs[-1]
         print(f"# {system:10s} {label:14s} {link:18s} {r.images_per_s:9,.0f} images/s", file=sys.stderr, flush=True)
 
