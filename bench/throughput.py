@@ -39,6 +39,7 @@ from png_baseline import pack_batch, unpack_batch  # noqa: E402
 from latentlink.receiver.output import write_files_durably  # noqa: E402
 from latentlink.shared.image_io import encode_png, read_image  # noqa: E402
 from latentlink.shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
+from latentlink.shared.network_runtime import DEVICES  # noqa: E402
 from latentlink.shared.proto import latentlink_pb2 as pb  # noqa: E402
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES  # noqa: E402
 from latentlink.shared.serde import latents_from_batch, latents_to_batch  # noqa: E402
@@ -118,17 +119,8 @@ def run_once(
         with LinkRelay(("127.0.0.1", receiver.port), rate, latency) if rate else _Direct(receiver.address) as path:
             cpu_before = receiver.cpu_s()
             if system == "latentlink":
-                command = [
-                    sys.executable,
-                    "-m",
-                    "latentlink.sender",
-                    "--target",
-                    path.address,
-                    "--json",
-                    "--device",
-                    device,
-                ]
-                command += [*extra, str(inputs)]
+                command = [sys.executable, "-m", "latentlink.sender", "--target", path.address, "--json"]
+                command += ["--device", device, *extra, str(inputs)]
             else:
                 command = [sys.executable, str(REPO / "bench" / "png_baseline.py"), "send"]
                 command += ["--target", path.address, str(inputs)]
@@ -323,9 +315,7 @@ def main() -> int:
         default=list(LINKS),
         help="folder runs on these links (none: arrays only)",
     )
-    parser.add_argument(
-        "--device", choices=["auto", "cpu", "gpu"], default="auto", help="latentlink's --device, both ends"
-    )
+    parser.add_argument("--device", choices=DEVICES, default="auto", help="latentlink's --device, both ends")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     big = 10_000 if args.quick else 60_000

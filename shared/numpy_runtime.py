@@ -35,7 +35,7 @@ __all__ = ["NumpyNetwork", "as_batch", "same_padding", "set_threads"]
 
 Array = np.ndarray
 # float32 elements of the largest intermediate a slice may hold (4 MB): a slice's layers then work in cache (the
-# default digit encoder ran 1.2x faster than with 32 MB slices, the seed's MLP 1.1x; decoders the same).
+# default digit encoder ran 1.1-1.4x faster than with 32 MB slices, decoders the same: bench/RESULTS.md).
 _SLICE_ELEMENTS = 1 << 20
 # BLAS sums a row of a product in an order that depends on where the row falls in the matrix (blocks of
 # 16 rows, edge kernels, small-matrix paths): images are run in whole blocks of this many, padded with
