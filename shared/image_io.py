@@ -127,7 +127,7 @@ def read_image(path: Path, shape: tuple[int, ...], resize: FitResize | bool | No
     """
     try:
         with open(path, "rb") as handle:
-            data = handle.read(MAX_FILE_BYTES + 1)
+            data = handle.read(_read_size(handle))
     except OSError as exc:
         raise ImageError(f"cannot read the file ({type(exc).__name__}: {exc})") from None
     if len(data) > MAX_FILE_BYTES:
@@ -148,6 +148,16 @@ def read_image(path: Path, shape: tuple[int, ...], resize: FitResize | bool | No
             )
         grey = (FitResize() if resize is True else resize)(grey, shape)
     return np.asarray(grey, dtype=np.uint8)
+
+
+def _read_size(handle) -> int:
+    """How much to ask for: one byte past the file's size, or past MAX_FILE_BYTES (a special file reports 0).
+
+    Asking for MAX_FILE_BYTES + 1 of a small file has the reader allocate that much first: 2.6x the CPU of a
+    digit's whole read.
+    """
+    size = os.fstat(handle.fileno()).st_size
+    return min(size, MAX_FILE_BYTES) + 1 if size else MAX_FILE_BYTES + 1
 
 
 _GREY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
