@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import signal
 import subprocess
 import sys
 
@@ -14,14 +16,18 @@ from tests.conftest import SAMPLES
 
 # A machine that shows an NVIDIA GPU, where TensorFlow cannot be imported (absent, or its GPU build broken: as on
 # the GPU machines this project measured on, which carry PyTorch and no TensorFlow).
+# Runs `latentlink.<argv[1]>.cli.main(argv[2:])` there.
 _GPU_WITHOUT_TENSORFLOW = """
-import sys
+import importlib, sys
 sys.modules["keras"] = None  # importing TensorFlow (through Keras) now raises ImportError
 import latentlink.shared.network_runtime as network_runtime
 network_runtime.gpu_present = lambda: True
-from latentlink.sender.cli import main
-sys.exit(main(sys.argv[1:]))
+sys.exit(importlib.import_module(f"latentlink.{sys.argv[1]}.cli").main(sys.argv[2:]))
 """
+
+
+def _on_gpu_without_tensorflow(command: str, *args: str) -> list[str]:
+    return [sys.executable, "-c", _GPU_WITHOUT_TENSORFLOW, command, *args]
 
 
 @pytest.fixture
@@ -76,7 +82,7 @@ def test_unknown_device_is_refused():
 def test_the_sender_command_on_a_gpu_machine_without_tensorflow(device, code):
     """A real sender process: auto encodes on the CPU with one warning; gpu is an error, and neither a traceback."""
     run = subprocess.run(
-        [sys.executable, "-c", _GPU_WITHOUT_TENSORFLOW, "--dry-run", "--device", device, str(SAMPLES)],
+        _on_gpu_without_tensorflow("sender", "--dry-run", "--device", device, str(SAMPLES)),
         capture_output=True,
         text=True,
         timeout=120,
@@ -88,3 +94,31 @@ def test_the_sender_command_on_a_gpu_machine_without_tensorflow(device, code):
         assert "dry run: 300 images" in run.stdout
     else:
         assert "--device gpu needs TensorFlow" in run.stderr
+
+
+def test_a_receiver_and_a_sender_on_a_gpu_machine_without_tensorflow_run_on_the_cpu(tmp_path):
+    """Both real commands, with auto: the receiver starts, warns once, decodes on the CPU and writes every image."""
+    receiver = subprocess.Popen(
+        _on_gpu_without_tensorflow(
+            "receiver", "--listen", "127.0.0.1:0", "--out", str(tmp_path / "out"), "--models", str(tmp_path / "m")
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listening = re.search(r"listening on \S+:(\d+)", receiver.stdout.readline())
+        assert listening, receiver.stderr.read() if receiver.poll() is not None else "no listening line"
+        sent = subprocess.run(
+            _on_gpu_without_tensorflow("sender", "--target", f"127.0.0.1:{listening.group(1)}", str(SAMPLES)),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert len(list((tmp_path / "out").rglob("*.png"))) == 300
+    finally:
+        receiver.send_signal(signal.SIGTERM)
+        _, said = receiver.communicate(timeout=60)
+    assert receiver.returncode == 0
+    assert "Traceback" not in said and said.count("TensorFlow could not be imported") == 1
