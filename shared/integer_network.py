@@ -21,22 +21,27 @@ from latentlink.shared.proto import model_pb2
 __all__ = ["IntegerLayer", "IntegerNetwork", "conv2d_same", "conv2d_transpose_same"]
 
 
-def conv2d_same(x: np.ndarray, kernel: np.ndarray, stride: int) -> np.ndarray:
-    """Conv2D with PADDING_SAME on one (h, w, in) array; kernel [kh, kw, in, out]; float64 sums."""
+def conv2d_same(x: np.ndarray, kernel: np.ndarray, stride: int, lattice: tuple[int, int] | None = None) -> np.ndarray:
+    """Conv2D with PADDING_SAME on one (h, w, in) array; kernel [kh, kw, in, out]; float64 sums.
+
+    `lattice` (row, column): only the outputs at rows row::2 and columns column::2, the same values as those of
+    the whole output (a checkerboard's positions that are not anchors are two such lattices).
+    """
     kh, kw = kernel.shape[:2]
     h, w = x.shape[:2]
     (out_h, top, bottom), (out_w, left, right) = same_padding(h, kh, stride), same_padding(w, kw, stride)
+    first, step = lattice or (0, 0), 2 if lattice else 1
+    out_h, out_w = len(range(first[0], out_h, step)), len(range(first[1], out_w, step))
     padded = np.pad(x, ((top, bottom), (left, right), (0, 0)))
     out = np.zeros((out_h, out_w, kernel.shape[3]))
     for i in range(kh):
         for j in range(kw):
             used = np.flatnonzero(kernel[i, j].any(axis=1))  # inputs this tap reads (a checkerboard reads few)
-            if len(used):
+            if len(used) and out_h and out_w:
                 inputs = slice(used[0], used[-1] + 1)
-                rows, columns = (
-                    slice(i, i + (out_h - 1) * stride + 1, stride),
-                    slice(j, j + (out_w - 1) * stride + 1, stride),
-                )
+                row, column = first[0] * stride + i, first[1] * stride + j
+                rows = slice(row, row + (out_h - 1) * stride * step + 1, stride * step)
+                columns = slice(column, column + (out_w - 1) * stride * step + 1, stride * step)
                 out += padded[rows, columns, inputs] @ kernel[i, j, inputs]
     return out
 
@@ -62,9 +67,13 @@ class IntegerLayer:
     shift: int
     relu: bool
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        conv = conv2d_transpose_same if self.transpose else conv2d_same
-        out = np.floor((conv(x, self.kernel, self.stride) + self.bias) / float(1 << self.shift))
+    def __call__(self, x: np.ndarray, lattice: tuple[int, int] | None = None) -> np.ndarray:
+        """The layer's integer output (`lattice`: only there, see `conv2d_same`; not for a transposed layer)."""
+        if self.transpose:
+            conv = conv2d_transpose_same(x, self.kernel, self.stride)
+        else:
+            conv = conv2d_same(x, self.kernel, self.stride, lattice)
+        out = np.floor((conv + self.bias) / float(1 << self.shift))
         if self.relu:
             out = np.maximum(out, 0.0)
         return np.clip(out, -INTEGER_BOUND, INTEGER_BOUND)
@@ -97,9 +106,17 @@ class IntegerNetwork:
         )
         return cls(layers, tensor_to_array(prior.thresholds).astype(np.int64))
 
-    def outputs(self, z: np.ndarray) -> np.ndarray:
-        """The network's integer output for integer z, as float64."""
+    def outputs(self, z: np.ndarray, lattice: tuple[int, int] | None = None) -> np.ndarray:
+        """The network's integer output for integer z, as float64 (`lattice`: only there, for a network of one
+        stride-1 layer; see `conv2d_same`)."""
         x = np.clip(np.asarray(z, np.float64), -INTEGER_BOUND, INTEGER_BOUND)
+        if lattice is not None and (len(self.layers) != 1 or self.layers[0].transpose or self.layers[0].stride != 1):
+            raise ValueError("only a network of one stride-1 convolution is computed on a lattice")
         for layer in self.layers:
-            x = layer(x)
+            x = layer(x, lattice)
         return x
+
+    @property
+    def positionwise(self) -> bool:
+        """Whether every layer is 1x1: each output position depends on that position's inputs alone."""
+        return all(layer.kernel.shape[:2] == (1, 1) for layer in self.layers)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from latentlink.shared.integer_network import IntegerNetwork, conv2d_same
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.shared.model_format import ModelFormatError, network_to_bytes, parse_network
 from latentlink.shared.photo_codec import PhotoDecoder, PhotoEncoder, PhotoTables, anchors, pad_image
@@ -217,3 +219,51 @@ def test_a_file_from_before_the_shipped_context_still_decompresses(tmp_path):
     assert earlier.decoder.digest != shipped.decoder.digest
     np.testing.assert_array_equal(decompress(data)[0], decompress(data, model=tmp_path / "before")[0])
     assert decompress(data)[0].shape == image.shape
+
+
+@pytest.mark.parametrize("kernel_size", [1, 3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(1, 1), (1, 7), (6, 5), (9, 12)])
+def test_a_convolution_on_a_lattice_is_the_whole_one_at_those_positions(kernel_size, stride, size):
+    rng = np.random.default_rng(kernel_size * 10 + stride)
+    x = rng.integers(-50, 50, (*size, 3)).astype(np.float64)
+    kernel = rng.integers(-9, 9, (kernel_size, kernel_size, 3, 4)).astype(np.float64)
+    kernel[0, 0] = 0  # a tap that reads nothing is skipped
+    whole = conv2d_same(x, kernel, stride)
+    for lattice in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        assert np.array_equal(conv2d_same(x, kernel, stride, lattice), whole[lattice[0] :: 2, lattice[1] :: 2])
+
+
+def _context_by_definition(tables: PhotoTables, outputs: np.ndarray, coded: np.ndarray) -> np.ndarray:
+    """The context as the format defines it: features and mix at every position, kept where y is not an anchor."""
+    features, mix = tables.context
+    found = features.outputs(coded * anchors(coded.shape) * float(1 << tables.mean_fraction_bits))
+    added = mix.outputs(np.concatenate([found, outputs], axis=-1))
+    return np.where(anchors(outputs.shape), outputs, outputs + added)
+
+
+def test_the_context_computed_only_where_it_is_used_gives_the_same_integers():
+    """The shipped shape takes the half-work path; a mix that is not 1x1 (the same mix, its kernel padded to
+    3x3 with zeros) takes the whole-map path; both equal the definition, on a y of odd size."""
+    model = load_model_dir("photo-q2")
+    tables = PhotoTables(model.decoder.network)
+    rng = np.random.default_rng(7)
+    _, y_shape = tables.shapes(72, 104)
+    coded = rng.integers(-6, 7, y_shape).astype(np.float64)
+    outputs = tables.predict(rng.integers(-4, 5, tables.shapes(72, 104)[0]).astype(np.float64))
+    expected = _context_by_definition(tables, outputs, coded)
+    assert np.array_equal(tables.with_context(outputs, coded), expected)
+    features, mix = tables.context
+    first = mix.layers[0]
+    padded = np.zeros((3, 3, *first.kernel.shape[2:]))
+    padded[1, 1] = first.kernel[0, 0]
+    wide = IntegerNetwork((dataclasses.replace(first, kernel=padded), *mix.layers[1:]), mix.thresholds)
+    assert not wide.positionwise
+    tables.context = (features, wide)
+    assert np.array_equal(tables.with_context(outputs, coded), expected)
+
+
+def test_only_one_stride_1_layer_is_computed_on_a_lattice():
+    tables = PhotoTables(load_model_dir("photo-q2").decoder.network)
+    with pytest.raises(ValueError, match="one stride-1 convolution"):
+        tables.context[1].outputs(np.zeros((4, 4, 320)), (0, 1))
