@@ -340,8 +340,23 @@ class _GDN:
     inverse: bool
 
     def __call__(self, x: Array) -> Array:
-        norm = np.sqrt(np.square(x) @ self.gamma + self.beta)
-        return x * norm if self.inverse else x / norm
+        if len(x) > 1:  # digits: the batch whole, as its row blocks need
+            norm = np.sqrt(np.square(x) @ self.gamma + self.beta)
+            return x * norm if self.inverse else x / norm
+        # One large image: in bands of pixels that stay in cache, on the runtime's threads.
+        pixels = x.reshape(-1, x.shape[-1])
+        out = np.empty_like(pixels)
+        band = max(1, _BAND_ELEMENTS // pixels.shape[1])
+
+        def run(first: int) -> None:
+            part, into = pixels[first : first + band], out[first : first + band]
+            norm = np.square(part) @ self.gamma
+            norm += self.beta
+            np.sqrt(norm, out=norm)
+            (np.multiply if self.inverse else np.divide)(part, norm, out=into)
+
+        _run_all(run, list(range(0, len(pixels), band)))
+        return out.reshape(x.shape)
 
     def largest(self, shape: tuple[int, ...]) -> int:
         return int(np.prod(shape))
