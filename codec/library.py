@@ -178,8 +178,7 @@ def find_decoder(digest: str, model: ModelLike = None) -> NetworkInfo:
         infos.append(info)
     for info in infos:  # a file from before a photo model's checkerboard context: the same decoder without it
         earlier = without_context(info.network)
-        data = b"" if earlier is None else network_to_bytes(earlier)
-        if data and digest_of(data) == digest:
+        if earlier is not None and digest_of(data := network_to_bytes(earlier)) == digest:
             return parse_network(data, digest, model_pb2.ROLE_DECODER)
     where = "the shipped models" if model is None else f'"{model}"'
     raise UnknownDecoderError(f"decoder {digest[:12]}... is not among {where}; give its model with --model")

@@ -32,12 +32,14 @@ def conv2d_same(x: np.ndarray, kernel: np.ndarray, stride: int, lattice: tuple[i
     (out_h, top, bottom), (out_w, left, right) = same_padding(h, kh, stride), same_padding(w, kw, stride)
     first, step = lattice or (0, 0), 2 if lattice else 1
     out_h, out_w = len(range(first[0], out_h, step)), len(range(first[1], out_w, step))
-    padded = np.pad(x, ((top, bottom), (left, right), (0, 0)))
     out = np.zeros((out_h, out_w, kernel.shape[3]))
+    if not out.size:
+        return out
+    padded = np.pad(x, ((top, bottom), (left, right), (0, 0)))
     for i in range(kh):
         for j in range(kw):
             used = np.flatnonzero(kernel[i, j].any(axis=1))  # inputs this tap reads (a checkerboard reads few)
-            if len(used) and out_h and out_w:
+            if len(used):
                 inputs = slice(used[0], used[-1] + 1)
                 row, column = first[0] * stride + i, first[1] * stride + j
                 rows = slice(row, row + (out_h - 1) * stride * step + 1, stride * step)

@@ -152,6 +152,14 @@ class _Gather:
         return patches
 
 
+def _in_bands(count: int, elements_each: int, run: Callable[[int, int], None]) -> None:
+    """`run(first, last)` over `count` items in bands of about _BAND_ELEMENTS elements (`elements_each` per
+    item), so that each band's intermediates stay in cache; outside the runtime's own threads, the bands run on
+    them. Each band must write only its own items: the same floats in any order."""
+    band = max(1, _BAND_ELEMENTS // elements_each)
+    _run_all(lambda first: run(first, min(first + band, count)), list(range(0, count, band)))
+
+
 def _patch_product(
     pixels: Array, gather: _Gather, kernel: Array, bias: Array, activation: Callable[[Array], Array]
 ) -> Array:
@@ -165,17 +173,15 @@ def _patch_product(
     n, _, c = pixels.shape
     taps = kernel.shape[0] // c
     outputs = len(gather.index) // taps
-    band = max(1, _BAND_ELEMENTS // (n * kernel.shape[0]))
     out = np.empty((n, outputs, kernel.shape[1]), np.float32)
 
-    def run(first: int) -> None:  # one band
-        last = min(first + band, outputs)
+    def run(first: int, last: int) -> None:  # one band of outputs
         patches = gather(pixels, first * taps, last * taps).reshape(n * (last - first), -1)
         products = patches @ kernel
         products += bias
         out[:, first:last] = activation(products).reshape(n, last - first, -1)
 
-    _run_all(run, list(range(0, outputs, band)))  # each band writes its own rows: the same floats in any order
+    _in_bands(outputs, n * kernel.shape[0], run)
     return out.reshape(n * outputs, -1)
 
 
@@ -343,19 +349,18 @@ class _GDN:
         if len(x) > 1:  # digits: the batch whole, as its row blocks need
             norm = np.sqrt(np.square(x) @ self.gamma + self.beta)
             return x * norm if self.inverse else x / norm
-        # One large image: in bands of pixels that stay in cache, on the runtime's threads.
+        # One large image: in bands of pixels.
         pixels = x.reshape(-1, x.shape[-1])
         out = np.empty_like(pixels)
-        band = max(1, _BAND_ELEMENTS // pixels.shape[1])
 
-        def run(first: int) -> None:
-            part, into = pixels[first : first + band], out[first : first + band]
+        def run(first: int, last: int) -> None:
+            part = pixels[first:last]
             norm = np.square(part) @ self.gamma
             norm += self.beta
             np.sqrt(norm, out=norm)
-            (np.multiply if self.inverse else np.divide)(part, norm, out=into)
+            (np.multiply if self.inverse else np.divide)(part, norm, out=out[first:last])
 
-        _run_all(run, list(range(0, len(pixels), band)))
+        _in_bands(len(pixels), pixels.shape[1], run)
         return out.reshape(x.shape)
 
     def largest(self, shape: tuple[int, ...]) -> int:
