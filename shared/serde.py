@@ -103,11 +103,11 @@ class DecodedBatch:
     latents: np.ndarray | list[PhotoLatents]
     shapes: tuple[Shape, ...] = ()
 
-    def vectors(self, rows: Sequence[int]) -> list[np.ndarray]:
-        """The logical latent vectors of these images (what image keys hash)."""
+    def vectors(self, rows: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        """The logical latent vectors of these images (what image keys hash): an array's rows, or a list."""
         if self.shapes:
             return [self.latents[row].vector for row in rows]
-        return list(self.latents[list(rows)])
+        return self.latents[list(rows)]  # an array: image_keys converts it once, not row by row
 
 
 def coding_tables(network) -> Tables:

@@ -187,3 +187,15 @@ def test_the_handshake_names_the_receiver_and_round_trips():
     terms = SessionTerms(2, True, pb.LATENT_ENCODING_ANS, LIMITS, "run", 0, 3, 0, receiver="receiver-2:50051")
     assert handshake_to_proto(terms).handshake.receiver == "receiver-2:50051"
     assert handshake_from_proto(handshake_to_proto(terms).handshake) == terms
+
+
+def test_a_digit_batchs_vectors_are_one_array_with_the_keys_of_its_rows():
+    """The receiver hashes a digit batch's rows as one array (one float64 conversion, not one per row)."""
+    from latentlink.shared.serde import DecodedBatch, image_keys
+
+    latents = np.arange(12, dtype=np.float64).reshape(4, 3) - 5.0
+    batch = DecodedBatch(7, ["a", "b", "c", "d"], (28, 28), latents)
+    vectors = batch.vectors([0, 2, 3])
+    assert isinstance(vectors, np.ndarray) and vectors.shape == (3, 3)
+    names = ["a", "c", "d"]
+    assert image_keys(DIGEST, names, vectors) == image_keys(DIGEST, names, [latents[0], latents[2], latents[3]])
