@@ -7,7 +7,9 @@ on the wire per image, time from launch to the first image on the wire and to
 the first image written, CPU time per image of each process and their peak
 memory. A second table splits the CPU per image by stage, each stage timed
 alone in this process; "rest" is the difference to the processes' measured CPU
-(gRPC, threads, Python glue).
+(gRPC, threads, Python glue). A third sets each array run against its slowest
+stage alone (the default model's encoder or decoder, every core), measured in
+the same run.
 
     python bench/throughput.py --data ../shared/data/mnist.npz            # everything (~10 min)
     python bench/throughput.py --data ../shared/data/mnist.npz --quick    # 10k images, no 60k runs
@@ -244,6 +246,32 @@ def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAG
     return [(system, stage, us) for (system, stage), us in per_image.items()]
 
 
+def networks_alone(array: Path, count: int = 10_240, batch: int = DEFAULT_BATCH_IMAGES) -> dict[str, float]:
+    """Images/s of the default model's encoder and decoder, each alone as the commands run it (every core; call
+    after stage_costs, which sets that up), best of 3 over `count` digits of `array`."""
+    from codec_speed import images_per_second
+
+    from latentlink.sender.encode import BatchEncoder
+
+    codec = BatchEncoder(load_model_dir(default_model_dir()), "cpu")
+    digits = np.load(array)["images"][:count]
+    latents = codec.encode(digits)
+    return {
+        "sender: encode": images_per_second(codec.encode, digits, batch),
+        "receiver: decode": images_per_second(codec.reconstruct, latents, batch),
+    }
+
+
+def print_against_stages(runs: list[Run], alone: dict[str, float]) -> None:
+    """Each default-model array run, in session, against its slowest stage alone measured in this run."""
+    stage, rate = min(alone.items(), key=lambda item: item[1])
+    print("\n| inputs | images/s in session | slowest stage alone | its images/s | ratio |\n|---|---|---|---|---|")
+    for r in runs:
+        if r.system == "latentlink" and r.inputs.startswith("array") and "seed" not in r.inputs:
+            ratio = r.session_images_per_s / rate
+            print(f"| {r.inputs} | {r.session_images_per_s:,.0f} | {stage} | {rate:,.0f} | {ratio:.2f} |")
+
+
 def print_runs(runs: list[Run]) -> None:
     """The main table, with each latentlink run's ratio to the baseline on the same inputs and link."""
     base = {(r.inputs.replace("array", "folder"), r.link): r for r in runs if r.system == "baseline"}
@@ -353,6 +381,7 @@ def main() -> int:
     run("latentlink", "folder 1,000", "loopback")
     print_runs(runs)
     print_stages(stage_costs(inputs["folder 10,000"]), runs)
+    print_against_stages(runs, networks_alone(inputs[f"array {big:,}"]))
     for old in args.work.glob("out-*"):
         shutil.rmtree(old, ignore_errors=True)
     plot(runs, args.plot)
