@@ -91,3 +91,14 @@ def test_legal_long_names_are_written_whatever_their_place_in_the_batch(tmp_path
 def test_a_name_over_255_bytes_once_suffixed_is_refused_up_front(tmp_path: Path):
     with pytest.raises(UnsafeNameError, match="over 255 bytes once written with the suffix .png"):
         output_path(tmp_path, "b" * 253)  # "b...b.png" would be 257 bytes
+
+
+def test_a_symlink_at_an_images_name_is_replaced_never_written_through(tmp_path: Path):
+    out, outside = tmp_path / "out", tmp_path / "outside.png"
+    out.mkdir()
+    outside.write_bytes(b"not yours")
+    os.symlink(outside, out / "x.png")
+    target = output_path(out, "x.png")
+    assert write_files_durably([(target, b"image")]) == {}
+    assert outside.read_bytes() == b"not yours"
+    assert not (out / "x.png").is_symlink() and (out / "x.png").read_bytes() == b"image"
