@@ -14,7 +14,14 @@ from pathlib import Path
 from latentlink.shared.image_io import output_name
 from latentlink.shared.protocol import MAX_NAME_BYTES
 
-__all__ = ["UnsafeNameError", "checked_name", "output_path", "remove_stale_temporaries", "write_files_durably"]
+__all__ = [
+    "UnsafeNameError",
+    "checked_name",
+    "output_file",
+    "output_path",
+    "remove_stale_temporaries",
+    "write_files_durably",
+]
 
 # Linux syncfs(2): one flush of a whole filesystem, far cheaper than an fsync per small file.
 _CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -27,14 +34,18 @@ class UnsafeNameError(ValueError):
 
 def output_path(out_dir: Path, name: str) -> Path:
     """Returns where image `name` is written: same relative path, suffix .png, inside out_dir."""
+    return Path(output_file(out_dir, name))
+
+
+def output_file(out_dir: Path, name: str) -> str:
+    """output_path as a string: what the receiver uses per image (no Path objects to build and hash)."""
     relative = checked_name(name)
     root = _resolved(out_dir)
-    target = root.joinpath(*relative.split("/"))
     # A symlinked folder planted inside the output folder must not lead outside it. A symlink at the file's own
     # name needs no check (and no system call per image): the write renames over it, never through it.
-    if not _resolves_inside(target.parent, root):
+    if not _folder_inside(root, relative.rpartition("/")[0]):
         raise UnsafeNameError(f'image name "{name}" leads outside the output folder')
-    return target
+    return f"{root}/{relative}"
 
 
 def checked_name(name: str) -> str:
@@ -62,8 +73,9 @@ def _resolved(folder: Path) -> Path:
 
 # Resolving a path walks every component with a system call; a session's images share a few folders.
 @functools.lru_cache(maxsize=4096)
-def _resolves_inside(folder: Path, root: Path) -> bool:
-    return folder.resolve().is_relative_to(root)
+def _folder_inside(root: Path, folder: str) -> bool:
+    """Whether relative `folder` ("a/b", or "" for root itself) resolves inside the resolved `root`."""
+    return not folder or root.joinpath(*folder.split("/")).resolve().is_relative_to(root)
 
 
 def remove_stale_temporaries(out_dir: Path) -> int:
@@ -80,7 +92,7 @@ def remove_stale_temporaries(out_dir: Path) -> int:
     return removed
 
 
-def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
+def write_files_durably(files: Sequence[tuple[Path | str, bytes]]) -> dict[int, str]:
     """Writes a group of files so each is complete on disk, or absent, before this returns.
 
     A group commit: every file goes to a hidden temporary, the filesystem is
@@ -92,15 +104,15 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
     errors: dict[int, str] = {}
     temporaries: dict[int, str] = {}
     tag = secrets.token_hex(4)
-    folders = {path.parent for path, _ in files}
-    for folder in folders:
+    parents = [os.path.dirname(path) or "." for path, _ in files]
+    for folder in set(parents):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            os.makedirs(folder, exist_ok=True)
         except OSError:
             pass  # each of its files fails below, with the reason
-    for index, (path, data) in enumerate(files):
+    for index, (_, data) in enumerate(files):
         # Never longer than a short final name: any name the filesystem takes has a temporary it takes too.
-        temporary = f"{path.parent}/.{tag}{index}.tmp"
+        temporary = f"{parents[index]}/.{tag}{index}.tmp"
         try:
             fd = os.open(temporary, _CREATE_NEW, 0o644)
             try:
@@ -113,7 +125,7 @@ def write_files_durably(files: Sequence[tuple[Path, bytes]]) -> dict[int, str]:
         except OSError as exc:
             errors[index] = f"write failed: {exc}"
             _discard(temporary)
-    folders = {files[i][0].parent for i in temporaries}
+    folders = {parents[i] for i in temporaries}
     try:
         _flush(folders)
     except OSError as exc:  # nothing is known to be on disk: no file may appear
@@ -145,7 +157,7 @@ def _discard(temporary: str) -> None:
         os.unlink(temporary)
 
 
-def _flush(folders: set[Path]) -> None:
+def _flush(folders: set[str]) -> None:
     """Makes written data and directory entries under `folders` durable."""
     for folder in folders:
         fd = os.open(folder, os.O_RDONLY)

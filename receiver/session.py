@@ -15,7 +15,7 @@ from latentlink.receiver import decode_budget
 from latentlink.receiver.journal import SessionJournal
 from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import is_digest
-from latentlink.receiver.output import UnsafeNameError, checked_name, output_path, write_files_durably
+from latentlink.receiver.output import UnsafeNameError, checked_name, output_file, write_files_durably
 from latentlink.receiver.png_workers import PngWorkers
 from latentlink.shared.image_io import batch_file_name, output_name
 from latentlink.shared.model_format import is_any_size
@@ -77,7 +77,7 @@ class DecodedImages:
     first_seq: int
     count: int
     failures: dict[int, str]
-    files: dict[int, tuple[str, Path | str, np.ndarray]]  # seq -> (name, target, pixels)
+    files: dict[int, tuple[str, str, np.ndarray]]  # seq -> (name, target, pixels)
     keys: dict[int, bytes]  # seq -> the image's key, for the journal
 
 
@@ -115,10 +115,10 @@ class ReceiverSession:
         """Checks each image of a batch and decodes the good ones to pixels."""
         started = time.perf_counter()
         failures: dict[int, str] = {}
-        # where each image goes: its file (PNG), or its name in the batch's file (npz: no path, no system call)
-        targets: dict[int, tuple[str, Path | str]] = {}
-        seen: set[Path | str] = set()
-        place = checked_name if self.output_format == OutputFormat.NPZ else partial(output_path, self.folder)
+        # where each image goes: its file's path (PNG), or its name in the batch's file (npz)
+        targets: dict[int, tuple[str, str]] = {}
+        seen: set[str] = set()
+        place = checked_name if self.output_format == OutputFormat.NPZ else partial(output_file, self.folder)
         photos = bool(batch.shapes)  # images of any size: integer latents, shapes checked on arrival
         finite = np.ones(len(batch.names), bool) if photos else np.all(np.isfinite(batch.latents), axis=1)
         for row, name in enumerate(batch.names):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from latentlink.receiver.output import UnsafeNameError, output_path, write_files_durably
+from latentlink.receiver.output import UnsafeNameError, output_file, output_path, write_files_durably
 
 
 @pytest.mark.parametrize(
@@ -102,3 +102,10 @@ def test_a_symlink_at_an_images_name_is_replaced_never_written_through(tmp_path:
     assert write_files_durably([(target, b"image")]) == {}
     assert outside.read_bytes() == b"not yours"
     assert not (out / "x.png").is_symlink() and (out / "x.png").read_bytes() == b"image"
+
+
+def test_group_commit_takes_path_strings_and_names_relative_to_the_working_folder(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert write_files_durably([("here.png", b"1"), (f"{tmp_path}/sub/there.png", b"2")]) == {}
+    assert (tmp_path / "here.png").read_bytes() == b"1" and (tmp_path / "sub" / "there.png").read_bytes() == b"2"
+    assert output_file(tmp_path, "sub/there.png") == str(output_path(tmp_path, "sub/there.png"))
