@@ -166,23 +166,38 @@ def _patch_product(
     """(n, h * w, c) pixels -> (n * outputs, out): activation(every output's patch times the [taps * c, out] kernel
     + bias).
 
-    The outputs go in bands small enough that each band's patches and products stay in cache while the bias and
-    the activation are applied (whatever the image size); outside the runtime's own threads, the bands of a large
-    image run on them (a photo's convolution uses every core).
+    The work goes in bands small enough that each band's patches and products stay in cache while the bias and
+    the activation are applied: bands of whole images for a batch, whose products go straight into their own
+    rows of the output (no copy), and bands of outputs for one image of any size. Outside the runtime's own
+    threads, the bands run on them (a photo's convolution uses every core).
     """
     n, _, c = pixels.shape
     taps = kernel.shape[0] // c
     outputs = len(gather.index) // taps
-    out = np.empty((n, outputs, kernel.shape[1]), np.float32)
+    out = np.empty((n * outputs, kernel.shape[1]), np.float32)
 
-    def run(first: int, last: int) -> None:  # one band of outputs
-        patches = gather(pixels, first * taps, last * taps).reshape(n * (last - first), -1)
-        products = patches @ kernel
-        products += bias
-        out[:, first:last] = activation(products).reshape(n, last - first, -1)
+    def finish(rows: Array) -> None:  # the bias and the activation, in place
+        rows += bias
+        done = activation(rows)
+        if done is not rows:
+            rows[...] = done
 
-    _in_bands(outputs, n * kernel.shape[0], run)
-    return out.reshape(n * outputs, -1)
+    def images(first: int, last: int) -> None:  # a band of whole images: its rows of `out` are contiguous
+        patches = gather(pixels[first:last]).reshape((last - first) * outputs, -1)
+        rows = out[first * outputs : last * outputs]
+        np.matmul(patches, kernel, out=rows)
+        finish(rows)
+
+    def positions(first: int, last: int) -> None:  # a band of one image's outputs
+        rows = out[first:last]
+        np.matmul(gather(pixels, first * taps, last * taps).reshape(last - first, -1), kernel, out=rows)
+        finish(rows)
+
+    if n > 1:
+        _in_bands(n, outputs * kernel.shape[0], images)
+    else:
+        _in_bands(outputs, kernel.shape[0], positions)
+    return out
 
 
 def _reading(outputs: int, size: int, shift: int, stride: int) -> tuple[int, int]:
