@@ -175,28 +175,18 @@ def _patch_product(
     taps = kernel.shape[0] // c
     outputs = len(gather.index) // taps
     out = np.empty((n * outputs, kernel.shape[1]), np.float32)
+    rows_each = outputs if n > 1 else 1  # rows of `out` per item of a band: a whole image's, or one output's
 
-    def finish(rows: Array) -> None:  # the bias and the activation, in place
+    def run(first: int, last: int) -> None:  # one band: its rows of `out` are contiguous
+        patches = gather(pixels[first:last]) if n > 1 else gather(pixels, first * taps, last * taps)
+        rows = out[first * rows_each : last * rows_each]
+        np.matmul(patches.reshape(len(rows), -1), kernel, out=rows)
         rows += bias
         done = activation(rows)
-        if done is not rows:
+        if done is not rows:  # an activation that is not in place
             rows[...] = done
 
-    def images(first: int, last: int) -> None:  # a band of whole images: its rows of `out` are contiguous
-        patches = gather(pixels[first:last]).reshape((last - first) * outputs, -1)
-        rows = out[first * outputs : last * outputs]
-        np.matmul(patches, kernel, out=rows)
-        finish(rows)
-
-    def positions(first: int, last: int) -> None:  # a band of one image's outputs
-        rows = out[first:last]
-        np.matmul(gather(pixels, first * taps, last * taps).reshape(last - first, -1), kernel, out=rows)
-        finish(rows)
-
-    if n > 1:
-        _in_bands(n, outputs * kernel.shape[0], images)
-    else:
-        _in_bands(outputs, kernel.shape[0], positions)
+    _in_bands(n if n > 1 else outputs, rows_each * kernel.shape[0], run)
     return out
 
 
