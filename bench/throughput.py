@@ -247,12 +247,14 @@ def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAG
 
 
 def networks_alone(array: Path, count: int = 10_240, batch: int = DEFAULT_BATCH_IMAGES) -> dict[str, float]:
-    """Images/s of the default model's encoder and decoder, each alone as the commands run it (every core; call
-    after stage_costs, which sets that up), best of 3 over `count` digits of `array`."""
+    """Images/s of the default model's encoder and decoder, each alone as the commands run it (every core), best of
+    3 over `count` digits of `array`."""
     from codec_speed import images_per_second
 
     from latentlink.sender.encode import BatchEncoder
+    from latentlink.shared.cli_help import command_runtime
 
+    command_runtime()
     codec = BatchEncoder(load_model_dir(default_model_dir()), "cpu")
     digits = np.load(array)["images"][:count]
     latents = codec.encode(digits)
