@@ -9,8 +9,8 @@ Convolutions are matrix multiplies (BLAS does the work): a convolution gathers
 its input patches with one precomputed index (im2col) and multiplies them by
 the kernel, or, when it has few outputs, multiplies every pixel by every tap
 first and adds up shifted slices of the products; a transposed convolution runs as one convolution whose
-outputs are its stride x stride output phases, then interleaves them. Large
-batches run in slices and large images in bands, so intermediates stay small.
+outputs are its stride x stride output phases, each phase multiplying only the taps it reads, then
+interleaves them. Large batches run in slices and large images in bands, so intermediates stay small.
 
 With `set_threads(n)`, a batch of digits is cut into n parts of whole row
 blocks that run at once on n threads (numpy and BLAS release the GIL): every
@@ -20,6 +20,7 @@ still gives the same floats (the commands run BLAS itself on one thread).
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,9 +87,26 @@ def _sigmoid(x: Array) -> Array:
     return x
 
 
+# Zeros to take the maximum with, a part of an activation at a time: numpy's maximum of two arrays runs about 4x
+# faster than that of an array and a scalar (numpy 2.4 here: bench/RESULTS.md), for the same floats.
+_ZEROS = np.zeros(1 << 18, np.float32)
+_ZEROS.flags.writeable = False
+
+
+def _relu(x: Array) -> Array:
+    """max(x, 0) in place (x is a layer's own output, contiguous)."""
+    if not x.flags.c_contiguous:
+        return np.maximum(x, 0.0, out=x)
+    flat = x.reshape(-1)
+    for first in range(0, flat.size, _ZEROS.size):
+        part = flat[first : first + _ZEROS.size]
+        np.maximum(part, _ZEROS[: part.size], out=part)
+    return x
+
+
 _ACTIVATIONS: dict[int, Callable[[Array], Array]] = {
     model_pb2.ACTIVATION_LINEAR: lambda x: x,
-    model_pb2.ACTIVATION_RELU: lambda x: np.maximum(x, 0.0, out=x),
+    model_pb2.ACTIVATION_RELU: _relu,
     model_pb2.ACTIVATION_SIGMOID: _sigmoid,
     model_pb2.ACTIVATION_TANH: lambda x: np.tanh(x, out=x),
     model_pb2.ACTIVATION_LEAKY_RELU: lambda x: np.where(x > 0, x, np.float32(0.2) * x),
@@ -160,11 +178,30 @@ def _in_bands(count: int, elements_each: int, run: Callable[[int, int], None]) -
     _run_all(lambda first: run(first, min(first + band, count)), list(range(0, count, band)))
 
 
+@dataclass(frozen=True)
+class _Product:
+    """A patch matrix [rows, inputs] times a kernel, as products of column blocks: each block multiplies the
+    patch columns lo:hi by its part of the kernel into output columns first:last. An ordinary convolution is one
+    block; a transposed one has a block per output phase, each reading only the taps that phase uses."""
+
+    blocks: tuple[tuple[int, int, int, int, Array], ...]  # (lo, hi, first, last, kernel[hi - lo, last - first])
+    inputs: int
+    outputs: int
+
+    @classmethod
+    def whole(cls, kernel: Array) -> _Product:
+        return cls(((0, kernel.shape[0], 0, kernel.shape[1], kernel),), *kernel.shape)
+
+    def __call__(self, patches: Array, out: Array) -> None:
+        """Writes patches @ kernel into `out` (rows of the output matrix), BLAS writing straight into it."""
+        for lo, hi, first, last, kernel in self.blocks:
+            np.matmul(patches[:, lo:hi], kernel, out=out[:, first:last])
+
+
 def _patch_product(
-    pixels: Array, gather: _Gather, kernel: Array, bias: Array, activation: Callable[[Array], Array]
+    pixels: Array, gather: _Gather, product: _Product, bias: Array, activation: Callable[[Array], Array]
 ) -> Array:
-    """(n, h * w, c) pixels -> (n * outputs, out): activation(every output's patch times the [taps * c, out] kernel
-    + bias).
+    """(n, h * w, c) pixels -> (n * outputs, out): activation(every output's patch times the kernel + bias).
 
     The work goes in bands small enough that each band's patches and products stay in cache while the bias and
     the activation are applied: bands of whole images for a batch, whose products go straight into their own
@@ -172,21 +209,23 @@ def _patch_product(
     threads, the bands run on them (a photo's convolution uses every core).
     """
     n, _, c = pixels.shape
-    taps = kernel.shape[0] // c
+    taps = product.inputs // c
     outputs = len(gather.index) // taps
-    out = np.empty((n * outputs, kernel.shape[1]), np.float32)
+    out = np.empty((n * outputs, product.outputs), np.float32)
     rows_each = outputs if n > 1 else 1  # rows of `out` per item of a band: a whole image's, or one output's
+    item_bias = np.tile(bias, rows_each)  # added an item at a time: numpy adds a few long rows faster than many short
 
     def run(first: int, last: int) -> None:  # one band: its rows of `out` are contiguous
         patches = gather(pixels[first:last]) if n > 1 else gather(pixels, first * taps, last * taps)
         rows = out[first * rows_each : last * rows_each]
-        np.matmul(patches.reshape(len(rows), -1), kernel, out=rows)
-        rows += bias
+        product(patches.reshape(len(rows), -1), rows)
+        items = rows.reshape(last - first, -1)
+        np.add(items, item_bias, out=items)
         done = activation(rows)
         if done is not rows:  # an activation that is not in place
             rows[...] = done
 
-    _in_bands(n if n > 1 else outputs, rows_each * kernel.shape[0], run)
+    _in_bands(n if n > 1 else outputs, rows_each * product.inputs, run)
     return out
 
 
@@ -199,7 +238,7 @@ def _reading(outputs: int, size: int, shift: int, stride: int) -> tuple[int, int
 class _Conv:
     """Conv2D: gathers each output's input patch (im2col, one indexed copy) and multiplies it by the kernel."""
 
-    kernel: Array  # [kh * kw * in, out]
+    product: _Product  # the kernel as [kh * kw * in, out], one block
     bias: Array
     size: tuple[int, int]
     stride: int
@@ -215,7 +254,7 @@ class _Conv:
         few = out * kh * kw < c
         per_pixel = np.ascontiguousarray(kernel.transpose(2, 0, 1, 3).reshape(c, -1)) if few else None
         flat = np.ascontiguousarray(kernel.reshape(-1, out))  # [kh * kw * in, out]
-        return cls(flat, bias, (kh, kw), stride, same, activation, few, per_pixel)
+        return cls(_Product.whole(flat), bias, (kh, kw), stride, same, activation, few, per_pixel)
 
     def _layout(self, h: int, w: int) -> tuple[int, int, int, int, _Gather | None]:
         """Output size, padding before (top, left), and which input pixel each patch element reads (im2col only)."""
@@ -237,7 +276,7 @@ class _Conv:
             out += self.bias
             out = self.activation(out)
         else:
-            out = _patch_product(x.reshape(n, h * w, c), gather, self.kernel, self.bias, self.activation)
+            out = _patch_product(x.reshape(n, h * w, c), gather, self.product, self.bias, self.activation)
         return out.reshape(n, out_h, out_w, -1)
 
     def _tap_sums(self, x: Array, out_h: int, out_w: int, top: int, left: int) -> Array:
@@ -245,7 +284,7 @@ class _Conv:
         each output sums its taps' products, tap by tap in order, each tap's read as one shifted slice."""
         n, h, w, c = x.shape
         (kh, kw), s = self.size, self.stride
-        channels = self.kernel.shape[1]
+        channels = self.product.outputs
         products = (self.per_pixel.T @ x.reshape(-1, c).T).reshape(kh * kw, channels, n, h, w)
         out = np.zeros((channels, n, out_h, out_w), np.float32)
         for i in range(kh):
@@ -263,7 +302,20 @@ class _Conv:
         return np.ascontiguousarray(out.transpose(1, 2, 3, 0)).reshape(n * out_h * out_w, channels)
 
     def largest(self, shape: tuple[int, ...]) -> int:
-        return -(-shape[0] // self.stride) * -(-shape[1] // self.stride) * self.kernel.shape[0]  # the patches
+        return -(-shape[0] // self.stride) * -(-shape[1] // self.stride) * self.product.inputs  # the patches
+
+
+def _position_order(used: np.ndarray) -> np.ndarray:
+    """An order of a window's positions in which the positions each phase reads (used[phase, position]) span the
+    fewest positions in all, phase by phase: every order is tried for windows of up to 8 positions (row-major
+    first, so it wins ties), row-major for larger ones."""
+    count = used.shape[1]
+    if count > 8:
+        return np.arange(count)
+    orders = np.array(list(itertools.permutations(range(count))))
+    ranks = np.argsort(orders, axis=1)[:, None, :]  # [order, 1, position]
+    spans = np.where(used, ranks, -1).max(axis=2) - np.where(used, ranks, count).min(axis=2) + 1
+    return orders[np.argmin(np.where(used.any(axis=1), spans, 0).sum(axis=1))]
 
 
 @dataclass(frozen=True)
@@ -273,15 +325,18 @@ class _ConvTranspose:
     Output pixel p + s * a (per axis) sums input a + shift times tap i, over the taps i whose
     (p + offset - i) is a multiple of s, shift = (p + offset - i) / s: each phase is an ordinary
     convolution over a small window of shifts, and all phases together are one with s * s * out outputs.
+    Phases use different taps (a 3x3 kernel at stride 2: 4, 2, 2 and 1 of the window's 4 shifts), so each
+    phase multiplies only the patch columns of its own shifts: the window's shifts are ordered so that each
+    phase's are as nearly contiguous as can be (a 3x3 kernel at stride 2: exactly, 9 of 16 products).
     """
 
-    kernel: Array  # [window_h * window_w * in, s * s * out]
+    product: _Product  # [window positions * in, s * s * out] in column blocks, a block per phase
     bias: Array  # [s * s * out]: every phase's
     size: tuple[int, int]
     stride: int
     same: bool
     activation: Callable[[Array], Array]
-    shifts: tuple[np.ndarray, np.ndarray]  # the window's input shifts per axis
+    positions: np.ndarray  # [window positions, 2]: each patch position's input shift (rows, columns), in order
     _layouts: _LayoutCache = field(default_factory=_LayoutCache, compare=False)
 
     @classmethod
@@ -295,38 +350,49 @@ class _ConvTranspose:
         lows = [min(d for _, _, d in axis) for axis in taps]
         window = [max(d for _, _, d in axis) - low + 1 for axis, low in zip(taps, lows, strict=True)]
         merged = np.zeros((window[0], window[1], c, stride, stride, out), np.float32)
+        used = np.zeros((stride, stride, window[0], window[1]), bool)  # phase (p, q) reads window position
         for p, i, di in taps[0]:
             for q, j, dj in taps[1]:
                 merged[di - lows[0], dj - lows[1], :, p, q] = kernel[i, j].T
-        shifts = tuple(np.arange(low, low + size) for low, size in zip(lows, window, strict=True))
+                used[p, q, di - lows[0], dj - lows[1]] = True
+        used = used.reshape(stride * stride, -1)
+        order = _position_order(used)
+        merged = merged.reshape(len(order), c, stride * stride, out)[order]
+        ranks = np.argsort(order)
+        blocks = []
+        for phase, reads in enumerate(used):
+            first, last = (ranks[reads].min(), ranks[reads].max() + 1) if reads.any() else (0, 0)
+            part = np.ascontiguousarray(merged[first:last, :, phase].reshape(-1, out))
+            blocks.append((first * c, last * c, phase * out, (phase + 1) * out, part))
+        grid = np.stack(np.meshgrid(*(np.arange(low, low + size) for low, size in zip(lows, window)), indexing="ij"))
         return cls(
-            np.ascontiguousarray(merged.reshape(-1, stride * stride * out)),
+            _Product(tuple(blocks), len(order) * c, stride * stride * out),
             np.tile(bias, stride * stride),
             (kh, kw),
             stride,
             same,
             activation,
-            shifts,
+            grid.reshape(2, -1).T[order],
         )
 
     def _layout(self, h: int, w: int) -> tuple[int, int, int, int, _Gather]:
         (kh, kw), s = self.size, self.stride
         out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
         rows, cols = -(-out_h // s), -(-out_w // s)  # outputs per phase
-        a, b, u, v = np.meshgrid(np.arange(rows), np.arange(cols), *self.shifts, indexing="ij")
-        return out_h, out_w, rows, cols, _Gather.of(h, w, a + u, b + v)
+        a, b = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        return out_h, out_w, rows, cols, _Gather.of(h, w, a[..., None] + self.positions[:, 0], b[..., None] + self.positions[:, 1])
 
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
         s = self.stride
         out_h, out_w, rows, cols, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
         # The bias and activation act per pixel, so they apply to the phases before they are interleaved.
-        phases = _patch_product(x.reshape(n, h * w, c), gather, self.kernel, self.bias, self.activation)
+        phases = _patch_product(x.reshape(n, h * w, c), gather, self.product, self.bias, self.activation)
         out = phases.reshape(n, rows, cols, s, s, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * s, cols * s, -1)
         return out[:, :out_h, :out_w]
 
     def largest(self, shape: tuple[int, ...]) -> int:
-        return (shape[0] + 1) * (shape[1] + 1) * max(self.kernel.shape)  # the patches or the phases
+        return (shape[0] + 1) * (shape[1] + 1) * max(self.product.inputs, self.product.outputs)  # patches or phases
 
 
 @dataclass(frozen=True)
