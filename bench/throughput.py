@@ -274,9 +274,14 @@ def print_against_stages(runs: list[Run], alone: dict[str, float]) -> None:
             print(f"| {r.inputs} | {r.session_images_per_s:,.0f} | {stage} | {rate:,.0f} | {ratio:.2f} |")
 
 
+def baseline_ratio(run: Run, runs: list[Run]) -> float | None:
+    """A latentlink run's images/s (launch to exit) over the baseline's on the same inputs and link, if one ran."""
+    same = [r for r in runs if r.system == "baseline" and (r.inputs, r.link) == (run.inputs, run.link)]
+    return run.images_per_s / same[-1].images_per_s if same and run.system != "baseline" else None
+
+
 def print_runs(runs: list[Run]) -> None:
     """The main table, with each latentlink run's ratio to the baseline on the same inputs and link."""
-    base = {(r.inputs.replace("array", "folder"), r.link): r for r in runs if r.system == "baseline"}
     print(
         "| system | inputs | link | images/s (launch→exit) | images/s (in session) | × baseline | wire B/image "
         "| model B | first on wire s | first written s | sender CPU µs/img | receiver CPU µs/img "
@@ -284,8 +289,8 @@ def print_runs(runs: list[Run]) -> None:
     )
     print("|" + "---|" * 14)
     for r in runs:
-        b = base.get((r.inputs.replace("array", "folder"), r.link))
-        ratio = f"{r.images_per_s / b.images_per_s:.2f}" if b and r.system != "baseline" else "—"
+        ratio = baseline_ratio(r, runs)
+        ratio = "—" if ratio is None else f"{ratio:.2f}"
         print(
             f"| {r.system} | {r.inputs} | {r.link} | {r.images_per_s:,.0f} | {r.session_images_per_s:,.0f} | {ratio} "
             f"| {r.wire_bytes / r.images:.1f} | {r.model_bytes:,} | {r.first_sent_s:.2f} | {r.first_written_s:.2f} "

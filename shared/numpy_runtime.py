@@ -364,7 +364,9 @@ class _ConvTranspose:
             first, last = (ranks[reads].min(), ranks[reads].max() + 1) if reads.any() else (0, 0)
             part = np.ascontiguousarray(merged[first:last, :, phase].reshape(-1, out))
             blocks.append((first * c, last * c, phase * out, (phase + 1) * out, part))
-        grid = np.stack(np.meshgrid(*(np.arange(low, low + size) for low, size in zip(lows, window)), indexing="ij"))
+        grid = np.stack(
+            np.meshgrid(*(np.arange(low, low + size) for low, size in zip(lows, window, strict=True)), indexing="ij")
+        )
         return cls(
             _Product(tuple(blocks), len(order) * c, stride * stride * out),
             np.tile(bias, stride * stride),
@@ -379,8 +381,9 @@ class _ConvTranspose:
         (kh, kw), s = self.size, self.stride
         out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
         rows, cols = -(-out_h // s), -(-out_w // s)  # outputs per phase
-        a, b = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        return out_h, out_w, rows, cols, _Gather.of(h, w, a[..., None] + self.positions[:, 0], b[..., None] + self.positions[:, 1])
+        a, b = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")  # [rows, cols, 1] + [positions]
+        gather = _Gather.of(h, w, a[..., None] + self.positions[:, 0], b[..., None] + self.positions[:, 1])
+        return out_h, out_w, rows, cols, gather
 
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
