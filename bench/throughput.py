@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -352,6 +353,9 @@ def main() -> int:
     )
     parser.add_argument("--device", choices=DEVICES, default="auto", help="latentlink's --device, both ends")
     args = parser.parse_args()
+    if importlib.util.find_spec("matplotlib") is None:  # said now, not after the runs
+        print("throughput: matplotlib is not installed: tables only, no plot", file=sys.stderr)
+        args.plot = None
     args.work.mkdir(parents=True, exist_ok=True)
     big = 10_000 if args.quick else 60_000
     inputs = prepare(args.work, args.data, sorted({1_000, 10_000, big}))
@@ -391,8 +395,9 @@ def main() -> int:
     print_against_stages(runs, networks_alone(inputs[f"array {big:,}"]))
     for old in args.work.glob("out-*"):
         shutil.rmtree(old, ignore_errors=True)
-    plot(runs, args.plot)
-    print(f"\nplot: {args.plot.relative_to(REPO) if args.plot.is_relative_to(REPO) else args.plot}")
+    if args.plot:
+        plot(runs, args.plot)
+        print(f"\nplot: {args.plot.relative_to(REPO) if args.plot.is_relative_to(REPO) else args.plot}")
     return 0
 
 
