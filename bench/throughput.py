@@ -290,8 +290,8 @@ def print_runs(runs: list[Run]) -> None:
     )
     print("|" + "---|" * 14)
     for r in runs:
-        ratio = baseline_ratio(r, runs)
-        ratio = "—" if ratio is None else f"{ratio:.2f}"
+        against = baseline_ratio(r, runs)
+        ratio = "—" if against is None else f"{against:.2f}"
         print(
             f"| {r.system} | {r.inputs} | {r.link} | {r.images_per_s:,.0f} | {r.session_images_per_s:,.0f} | {ratio} "
             f"| {r.wire_bytes / r.images:.1f} | {r.model_bytes:,} | {r.first_sent_s:.2f} | {r.first_written_s:.2f} "

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -13,6 +15,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 MODELS = REPO / "models"
 SAMPLES = REPO / "samples" / "mnist"
+
+
+def load_bench(name: str) -> ModuleType:
+    """A script of bench/ (not a package) as a module, registered under its name (dataclasses look there)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _mnist_path() -> Path | None:

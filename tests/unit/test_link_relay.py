@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import socket
 import socketserver
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-RELAY_PATH = Path(__file__).parents[2] / "bench" / "link_relay.py"
+from tests.conftest import load_bench
 
-
-def _load_relay_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("link_relay", RELAY_PATH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-link_relay = _load_relay_module()
+link_relay = load_bench("link_relay")
 LinkRelay = link_relay.LinkRelay
 
 

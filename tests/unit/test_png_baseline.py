@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "png_baseline.py"
-_SPEC = importlib.util.spec_from_file_location("png_baseline", _PATH)
-baseline = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(baseline)
+from tests.conftest import load_bench
+
+baseline = load_bench("png_baseline")
 
 
 def test_a_batch_of_named_files_round_trips():

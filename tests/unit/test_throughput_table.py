@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+from tests.conftest import load_bench
 
-_PATH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
-_SPEC = importlib.util.spec_from_file_location("throughput", _PATH)
-throughput = importlib.util.module_from_spec(_SPEC)
-sys.modules["throughput"] = throughput  # its dataclass looks itself up there
-_SPEC.loader.exec_module(throughput)
+throughput = load_bench("throughput")
 
 
 def _run(system: str, inputs: str, wall_s: float, link: str = "loopback"):
