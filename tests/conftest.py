@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,14 @@ def load_bench(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def listening_port(process: subprocess.Popen) -> int:
+    """The port a receiver process says it listens on, in its first line of output (text mode)."""
+    line = process.stdout.readline()
+    match = re.search(r"listening on \S+:(\d+)", line)
+    assert match, f"receiver did not start: {line!r} {process.stderr.read() if process.poll() is not None else ''}"
+    return int(match.group(1))
 
 
 def _mnist_path() -> Path | None:

@@ -17,7 +17,7 @@ import pytest
 from latentlink.shared.image_io import read_image
 from latentlink.shared.metrics import quality
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, listening_port
 from tests.e2e.conftest import free_port
 
 ENV = dict(os.environ)  # the installed package, not the source folder
@@ -47,10 +47,7 @@ def receiver_process(tmp_path: Path):
         env=ENV,
         cwd=tmp_path,
     )
-    line = proc.stdout.readline()
-    match = re.search(r"listening on (\S+):(\d+)", line)
-    assert match, f"receiver did not start: {line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
-    yield f"127.0.0.1:{match.group(2)}", out, proc
+    yield f"127.0.0.1:{listening_port(proc)}", out, proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from latentlink.shared.image_io import read_image
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, listening_port
 from tests.e2e.conftest import free_port, visible, visible_files
 from tests.e2e.nginx_proxy import NGINX, start_nginx
 from tests.e2e.test_cli import ENV, _command
@@ -43,8 +43,7 @@ class Receiver:
         command = [*_command("receiver"), "--listen", self.address, "--out", str(self.out), "--quiet"]
         command += ["--models", str(self.folder / "models"), "--name", self.name, "--grace", "20", *self.extra]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-        line = self.process.stdout.readline()
-        assert "listening on" in line, self.process.stderr.read()
+        assert listening_port(self.process) == self.port
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)

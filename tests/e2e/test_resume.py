@@ -14,6 +14,7 @@ import numpy as np
 from latentlink.sender.encode import BatchEncoder
 from latentlink.shared.image_io import read_image
 from latentlink.shared.model_dir import default_model_dir, load_model_dir
+from tests.conftest import listening_port
 from tests.e2e.conftest import free_port, visible_files
 from tests.e2e.test_cli import ENV, _command
 
@@ -29,8 +30,7 @@ def _start_receiver(port: int, out: Path, models: Path) -> subprocess.Popen:
         text=True,
         env=ENV,
     )
-    line = proc.stdout.readline()
-    assert "listening on" in line, proc.stderr.read()
+    assert listening_port(proc) == port
     return proc
 
 

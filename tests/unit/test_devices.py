@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 
 import latentlink.shared.network_runtime as network_runtime
 from latentlink.shared.network_runtime import resolve_device
-from tests.conftest import SAMPLES
+from tests.conftest import SAMPLES, listening_port
 
 # A machine that shows an NVIDIA GPU, where TensorFlow cannot be imported (absent, or its GPU build broken: as on
 # the GPU machines this project measured on, which carry PyTorch and no TensorFlow).
@@ -107,10 +106,9 @@ def test_a_receiver_and_a_sender_on_a_gpu_machine_without_tensorflow_run_on_the_
         text=True,
     )
     try:
-        listening = re.search(r"listening on \S+:(\d+)", receiver.stdout.readline())
-        assert listening, receiver.stderr.read() if receiver.poll() is not None else "no listening line"
+        port = listening_port(receiver)
         sent = subprocess.run(
-            _on_gpu_without_tensorflow("sender", "--target", f"127.0.0.1:{listening.group(1)}", str(SAMPLES)),
+            _on_gpu_without_tensorflow("sender", "--target", f"127.0.0.1:{port}", str(SAMPLES)),
             capture_output=True,
             text=True,
             timeout=300,
