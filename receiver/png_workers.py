@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
 from latentlink.shared.image_io import encode_png
 
-__all__ = ["PngWorkers"]
+__all__ = ["PendingPngs", "PngWorkers"]
 
 
 class PngWorkers:
@@ -20,13 +20,30 @@ class PngWorkers:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="png") if self.workers > 1 else None
 
     def encode(self, images: Sequence[np.ndarray]) -> list[bytes]:
-        """PNG bytes of each image, in order; a batch is cut into one contiguous part per worker."""
-        if self._pool is None or len(images) < 2:
-            return _encode_all(images)
+        """PNG bytes of each image, in order."""
+        return self.start(images).result()
+
+    def start(self, images: Sequence[np.ndarray]) -> PendingPngs:
+        """Starts encoding on the workers, a batch cut into one contiguous part per worker (here, with one worker):
+        the caller goes on while they work."""
+        if self._pool is None or len(images) == 0:
+            done: Future = Future()
+            done.set_result(_encode_all(images))
+            return PendingPngs([done])
         parts = min(self.workers, len(images))
         bounds = [len(images) * i // parts for i in range(parts + 1)]
-        futures = [self._pool.submit(_encode_all, images[bounds[i] : bounds[i + 1]]) for i in range(parts)]
-        return [data for future in futures for data in future.result()]
+        return PendingPngs([self._pool.submit(_encode_all, images[bounds[i] : bounds[i + 1]]) for i in range(parts)])
+
+
+class PendingPngs:
+    """A batch's PNG bytes being encoded."""
+
+    def __init__(self, parts: list[Future]) -> None:
+        self._parts = parts
+
+    def result(self) -> list[bytes]:
+        """The PNG bytes of each image, in order, once every part is done."""
+        return [data for part in self._parts for data in part.result()]
 
 
 def _encode_all(images: Sequence[np.ndarray]) -> list[bytes]:

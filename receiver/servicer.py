@@ -195,9 +195,9 @@ class LatentLinkServicer:
         session = ReceiverSession(
             request.session, folder, self.output_format, digest, decoder, tables, journal, self.png
         )
-        # PNG encoding and the group-commit write of batch k overlap the decoding of batch k+1. Digits: one
-        # writer per session (its files never contend for their folder's lock), the PNG workers share each
-        # batch. Photos come one per batch: as many writers as PNG workers, each encoding a photo.
+        # A batch's PNGs are encoded on the PNG workers from the moment it is decoded; its group-commit write
+        # overlaps the decoding of the next batch. Digits: one writer per session (its files never contend for
+        # their folder's lock). Photos come one per batch: as many writers as PNG workers.
         writers = self.png.workers if decoder.info.any_size else 1
         with ThreadPoolExecutor(max_workers=writers, thread_name_prefix=f"write-{request.session}") as writer:
             yield from self._serve_batches(session, writer, events, inbox, context, peer, request, encoding)

@@ -16,7 +16,7 @@ from latentlink.receiver.journal import SessionJournal
 from latentlink.receiver.log_text import peer_text
 from latentlink.receiver.model_store import is_digest
 from latentlink.receiver.output import UnsafeNameError, checked_name, output_file, write_files_durably
-from latentlink.receiver.png_workers import PngWorkers
+from latentlink.receiver.png_workers import PendingPngs, PngWorkers
 from latentlink.shared.image_io import batch_file_name, output_name
 from latentlink.shared.model_format import is_any_size
 from latentlink.shared.network_runtime import CompiledNetwork, decode_images, decode_photo
@@ -79,6 +79,7 @@ class DecodedImages:
     failures: dict[int, str]
     files: dict[int, tuple[str, str, np.ndarray]]  # seq -> (name, target, pixels)
     keys: dict[int, bytes]  # seq -> the image's key, for the journal
+    pngs: PendingPngs | None  # the files' PNG bytes, in the order of `files`, when the output is PNG
 
 
 @dataclass
@@ -97,7 +98,7 @@ class ReceiverSession:
     failed: int = 0
     bytes_in: int = 0
     decode_s: float = 0.0  # wall time decoding latents to pixels
-    write_s: float = 0.0  # wall time encoding and durably writing files
+    write_s: float = 0.0  # wall time waiting for the PNG workers and durably writing files
     resend_asked: set[int] = field(default_factory=set)  # first_seq of batches asked for again
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -150,21 +151,24 @@ class ReceiverSession:
         self.decode_s += time.perf_counter() - started
         files = {batch.first_seq + row: (*targets[row], image) for row, image in zip(rows, pixels, strict=True)}
         seqs = [batch.first_seq + row for row in rows]
-        return DecodedImages(batch.first_seq, len(batch.names), failures, files, dict(zip(seqs, keys, strict=True)))
+        # PNGs are encoded from now on, while this batch waits for the disk and the next one decodes
+        pngs = self.png.start(pixels) if self.output_format == OutputFormat.PNG else None
+        keyed = dict(zip(seqs, keys, strict=True))
+        return DecodedImages(batch.first_seq, len(batch.names), failures, files, keyed, pngs)
 
     def write(self, images: DecodedImages) -> BatchOutcome:
         """Durably writes a decoded batch and journals it; returns its outcome."""
         started = time.perf_counter()
         seqs = list(images.files)
-        if self.output_format == OutputFormat.NPZ and seqs:
+        errors: dict[int, str] = {}
+        if images.pngs is not None:
+            targets = [target for _, target, _ in images.files.values()]
+            errors = write_files_durably(list(zip(targets, images.pngs.result(), strict=True)))
+        elif seqs:  # one .npz file for the batch
             names = [target for _, target, _ in images.files.values()]
             pixels = [image for _, _, image in images.files.values()]
             failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(names, pixels))])
             errors = {i: failed[0] for i in range(len(seqs))} if failed else {}
-        else:
-            targets = [(target, image) for _, target, image in images.files.values()]
-            encoded = self.png.encode([image for _, image in targets])
-            errors = write_files_durably([(target, data) for (target, _), data in zip(targets, encoded, strict=True)])
         failures = dict(images.failures)
         failures.update((seqs[i], reason) for i, reason in errors.items())
         durable = [seq for seq in seqs if seq not in failures]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import pytest
 
+from latentlink.receiver import png_workers
 from latentlink.receiver.png_workers import PngWorkers
 from latentlink.sender.read_ahead import PROCESS_MIN_BATCHES, ReadAhead
 from latentlink.shared.image_io import ImageError, SourceImage, encode_png, find_sources
@@ -72,3 +74,18 @@ def test_png_workers_give_the_same_bytes_in_the_same_order(workers):
     ]
     assert PngWorkers(workers).encode(images) == [encode_png(image) for image in images]
     assert PngWorkers(workers).encode([]) == []
+
+
+def test_png_workers_encode_a_started_batch_while_the_caller_goes_on(monkeypatch):
+    """The receiver starts a batch's PNGs as it is decoded; its writer takes them later, in order."""
+    gate = threading.Event()
+
+    def held_until_the_gate_opens(images):
+        assert gate.wait(10), "the caller never went on"
+        return [encode_png(image) for image in images]
+
+    monkeypatch.setattr(png_workers, "_encode_all", held_until_the_gate_opens)
+    images = [np.full((3, 4), value, np.uint8) for value in range(5)]
+    pending = PngWorkers(2).start(images)  # returns while the workers wait
+    gate.set()
+    assert pending.result() == [encode_png(image) for image in images]
