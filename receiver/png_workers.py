@@ -24,8 +24,8 @@ class PngWorkers:
         return self.start(images).result()
 
     def start(self, images: Sequence[np.ndarray]) -> PendingPngs:
-        """Starts encoding on the workers, a batch cut into one contiguous part per worker (here, with one worker):
-        the caller goes on while they work."""
+        """Starts encoding a batch, cut into one contiguous part per worker: the caller goes on while they work.
+        With a single worker, the batch is encoded here and now."""
         if self._pool is None or len(images) == 0:
             done: Future = Future()
             done.set_result(_encode_all(images))
