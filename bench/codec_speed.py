@@ -17,19 +17,40 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from latentlink.shared.cli_help import CORES
+from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.model_format import NetworkInfo
 from latentlink.shared.network_runtime import CompiledNetwork
 from latentlink.shared.numpy_runtime import NumpyNetwork, set_threads
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
 from latentlink.train.mnist import load_mnist
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def agreement(name: str, images: np.ndarray, port: Callable[[NetworkInfo], Callable[[np.ndarray], np.ndarray]]) -> str:
+    """How often another runtime's rounded latents and 8-bit pixels equal the numpy runtime's, on `images` (uint8).
+
+    `port(info)`: that runtime's network for a model half, from a float32 array to an array.
+    """
+    model = load_model_dir(REPO / "models" / name)
+    x = images.reshape(len(images), *model.encoder.input_shape).astype(np.float32) / 255.0
+    reference = np.round(NumpyNetwork(model.encoder)(x))
+    ported = np.round(port(model.encoder)(x))
+    pixels = to_uint8(NumpyNetwork(model.decoder)(reference)).astype(np.int16)
+    pixels_ported = to_uint8(port(model.decoder)(reference).reshape(pixels.shape)).astype(np.int16)
+    return (
+        f"{name}: latents differing after rounding {int(np.count_nonzero(ported != reference))} of {reference.size:,}; "
+        f"8-bit pixels: {100 * np.mean(pixels == pixels_ported):.4f}% identical, largest difference "
+        f"{int(np.abs(pixels - pixels_ported).max())}"
+    )
 
 
 def images_per_second(network, data: np.ndarray, batch: int, repeats: int = 3) -> float:

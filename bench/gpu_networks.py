@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from codec_speed import agreement  # bench/codec_speed.py, beside this script
 
-from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.shared.model_format import NetworkInfo, tensor_to_array
-from latentlink.shared.numpy_runtime import NumpyNetwork, same_padding
+from latentlink.shared.numpy_runtime import same_padding
 from latentlink.shared.proto import model_pb2
 from latentlink.train.mnist import load_mnist
 
@@ -129,21 +129,9 @@ class TorchNetwork:
         return x
 
 
-def agreement(model_name: str, images: np.ndarray, device: torch.device) -> str:
-    """How often the port's rounded latents and 8-bit pixels equal the numpy runtime's, on `images` (uint8)."""
-    model = load_model_dir(REPO / "models" / model_name)
-    x = images.reshape(len(images), *model.encoder.input_shape).astype(np.float32) / 255.0
-    theirs = np.round(NumpyNetwork(model.encoder)(x))
-    ours = np.round(TorchNetwork(model.encoder, device)(torch.from_numpy(x).to(device)).cpu().numpy())
-    pixels_np = to_uint8(NumpyNetwork(model.decoder)(theirs)).astype(np.int16)
-    decoded = TorchNetwork(model.decoder, device)(torch.from_numpy(theirs.astype(np.float32)).to(device))
-    pixels_torch = to_uint8(decoded.cpu().numpy()).astype(np.int16)
-    differ = int(np.count_nonzero(ours != theirs))
-    return (
-        f"{model_name}: latents differing after rounding {differ} of {theirs.size:,}; 8-bit pixels: "
-        f"{100 * np.mean(pixels_np == pixels_torch):.4f}% identical, largest difference "
-        f"{int(np.abs(pixels_np - pixels_torch).max())}"
-    )
+def _on(device: torch.device) -> Callable[[NetworkInfo], Callable[[np.ndarray], np.ndarray]]:
+    """A model half ported to PyTorch on `device`, taking and giving numpy arrays (for `agreement`)."""
+    return lambda info: lambda x: TorchNetwork(info, device)(torch.from_numpy(x).to(device)).cpu().numpy()
 
 
 def _best_seconds(function: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -181,7 +169,7 @@ def main() -> None:
     print(f"{name}, PyTorch {torch.__version__}")
     print("Agreement with the numpy runtime, 10,000 MNIST test images:")
     for name in args.models:
-        print(f"- {agreement(name, x_test, device)}")
+        print(f"- {agreement(name, x_test, _on(device))}")
     peak = matmul_macs_per_second(device)
     print(f"\nfloat32 matmul 8192x8192 (TF32 off): {peak / 1e12:.1f} T multiply-adds/s\n")
     print("| model | half | M MACs/image | batch | img/s on the device | % of its matmul | img/s with host copies |")

@@ -24,11 +24,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
-from codec_speed import images_per_second, matmul_macs_per_second  # bench/codec_speed.py, beside this script
+from codec_speed import agreement, images_per_second, matmul_macs_per_second  # bench/codec_speed.py, beside this script
 from onnx import TensorProto, helper, numpy_helper
 
 from latentlink.shared.cli_help import CORES, command_runtime
-from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.shared.model_format import NetworkInfo, tensor_to_array
 from latentlink.shared.numpy_runtime import NumpyNetwork, set_threads
@@ -136,21 +135,6 @@ class OnnxNetwork:
         return self.session.run(None, {"x": x})[0]
 
 
-def agreement(name: str, images: np.ndarray) -> str:
-    """How often ONNX Runtime's rounded latents and 8-bit pixels equal the numpy runtime's, on `images` (uint8)."""
-    model = load_model_dir(REPO / "models" / name)
-    x = images.reshape(len(images), *model.encoder.input_shape).astype(np.float32) / 255.0
-    theirs = np.round(NumpyNetwork(model.encoder)(x))
-    ours = np.round(OnnxNetwork(model.encoder, name, CORES)(x))
-    pixels_np = to_uint8(NumpyNetwork(model.decoder)(theirs)).astype(np.int16)
-    pixels_ort = to_uint8(OnnxNetwork(model.decoder, name, CORES)(theirs).reshape(pixels_np.shape)).astype(np.int16)
-    return (
-        f"{name}: latents differing after rounding {int(np.count_nonzero(ours != theirs))} of {theirs.size:,}; "
-        f"8-bit pixels: {100 * np.mean(pixels_np == pixels_ort):.4f}% identical, largest difference "
-        f"{int(np.abs(pixels_np - pixels_ort).max())}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="mnist.npz (default: $LATENTLINK_MNIST)")
@@ -164,7 +148,7 @@ def main() -> None:
     print(f"ONNX Runtime {ort.__version__}, numpy {np.__version__}, {CORES} cores")
     print("Agreement with the numpy runtime, 10,000 MNIST test images:")
     for name in args.models:
-        print(f"- {agreement(name, x_test)}")
+        print(f"- {agreement(name, x_test, lambda info, name=name: OnnxNetwork(info, name, CORES))}")
     print(f"\nfloat32 matmul 2048x2048 (numpy's BLAS, {CORES} threads): {peak / 1e9:.0f} G multiply-adds/s\n")
     print("| model | half | threads | numpy img/s | ONNX Runtime img/s | ONNX Runtime / numpy | numpy % of matmul |")
     print("|---|---|---|---|---|---|---|")
