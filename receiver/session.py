@@ -160,14 +160,13 @@ class ReceiverSession:
         """Durably writes a decoded batch and journals it; returns its outcome."""
         started = time.perf_counter()
         seqs = list(images.files)
+        targets = [target for _, target, _ in images.files.values()]  # paths (PNG), or names in the batch's npz
         errors: dict[int, str] = {}
         if images.pngs is not None:
-            targets = [target for _, target, _ in images.files.values()]
             errors = write_files_durably(list(zip(targets, images.pngs.result(), strict=True)))
         elif seqs:  # one .npz file for the batch
-            names = [target for _, target, _ in images.files.values()]
             pixels = [image for _, _, image in images.files.values()]
-            failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(names, pixels))])
+            failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(targets, pixels))])
             errors = {i: failed[0] for i in range(len(seqs))} if failed else {}
         failures = dict(images.failures)
         failures.update((seqs[i], reason) for i, reason in errors.items())
