@@ -14,15 +14,9 @@ sides run), `latentlink.codec` (the library and the `latentlink` command) and
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 __all__ = ["ContainerError", "UnknownDecoderError", "__version__", "compress", "decompress"]
-
-try:
-    __version__ = metadata.version("latentlink")
-except metadata.PackageNotFoundError:  # imported from a folder that was never installed
-    __version__ = "0+unknown"
 
 if TYPE_CHECKING:
     from latentlink.codec.container import ContainerError, UnknownDecoderError
@@ -37,6 +31,13 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # looked up when asked: importlib.metadata adds ~35 ms to every process start
+        from importlib import metadata
+
+        try:
+            return metadata.version("latentlink")
+        except metadata.PackageNotFoundError:  # imported from a folder that was never installed
+            return "0+unknown"
     if name in _LAZY:
         import importlib
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 
 __all__ = [
     "CORES",
@@ -43,10 +44,19 @@ def worker_count(text: str) -> int:
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:
-    """Adds --version, printing the installed package's version."""
-    from latentlink import __version__
+    """Adds --version, printing the installed package's version (looked up only then)."""
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
 
-    parser.add_argument("--version", action="version", version=f"%(prog)s (latentlink) {__version__}")
+
+class _Version(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from latentlink import __version__
+
+        print(f"{parser.prog} (latentlink) {__version__}")
+        parser.exit()
 
 
 def quiet_process() -> None:
