@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +16,8 @@ import numpy as np
 from latentlink.shared.image_io import ImageError, SourceImage
 
 __all__ = ["LoadedBatch", "ReadAhead", "load_batch"]
+
+log = logging.getLogger(__name__)
 
 # Files under this size on average are read in worker processes, larger ones in threads (see ReadAhead).
 SMALL_FILE_BYTES = 64 * 1024
@@ -47,8 +52,8 @@ class ReadAhead:
     """Iterates loaded batches in order, read up to `depth` ahead by `workers`; a worker's error is raised here.
 
     Several workers read small image files (a digit's PNG) in worker processes: most of a small file's
-    time is Python-side handling, which threads in one process would queue for on the GIL. The first
-    batch is read by a thread meanwhile, so that the processes' start-up does not delay the first image.
+    time is Python-side handling, which threads in one process would queue for on the GIL. A thread
+    reads until the processes are up (a few tenths of a second), so that their start-up delays no batch.
     Large files (photos) spend their time in libpng without the GIL: threads read them, and nothing is
     copied between processes. Images in an array (.npy/.npz) are already in memory: one thread reads them.
     Close when done.
@@ -60,16 +65,34 @@ class ReadAhead:
         files = bool(first) and all(source.in_file for source in first)
         small = files and sum(source.size_bytes for source in first) < SMALL_FILE_BYTES * len(first)
         self._thread = ThreadPoolExecutor(workers if files and not small else 1, thread_name_prefix="read")
-        use_processes = workers > 1 and small and len(batches) > PROCESS_MIN_BATCHES
-        self._processes = _process_pool(workers) if use_processes else None
+        self._processes: ProcessPoolExecutor | None = None  # set once its workers are up
+        self._lock = threading.Lock()  # orders the processes' arrival with close
+        self._closed = False
         self._depth = max(depth, workers)
         self._pending: deque[Future] = deque()
         self._fill()
+        if workers > 1 and small and len(batches) > PROCESS_MIN_BATCHES:
+            threading.Thread(target=self._start_processes, args=(workers,), daemon=True, name="read-start").start()
+
+    def _start_processes(self, workers: int) -> None:
+        """Starts the worker processes; they take the batches not yet given to the thread once all are up."""
+        pool = _process_pool(workers)
+        try:
+            for ready in [pool.submit(load_batch, []) for _ in range(workers)]:  # an empty batch each: up
+                ready.result()
+            up = True
+        except (OSError, BrokenProcessPool) as exc:  # the thread reads on
+            log.warning("reading in this process: worker processes did not start (%s)", exc)
+            up = False
+        with self._lock:
+            if up and not self._closed:
+                self._processes = pool
+                return
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def _fill(self) -> None:
         while len(self._pending) < self._depth and (batch := next(self._batches, None)) is not None:
-            pool = self._processes if self._processes is not None and self._pending else self._thread
-            self._pending.append(pool.submit(load_batch, batch))
+            self._pending.append((self._processes or self._thread).submit(load_batch, batch))
 
     def __iter__(self) -> Iterator[LoadedBatch]:
         while self._pending:
@@ -80,11 +103,17 @@ class ReadAhead:
     def close(self) -> None:
         """Stops reading: batches not started are dropped, the workers end after the ones they are reading."""
         self._pending.clear()
-        for pool in (self._thread, self._processes):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            for pool in (self._thread, self._processes):
+                if pool is not None:
+                    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     # forkserver: workers fork from a fresh server process, never from this one and its gRPC threads.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+    context = multiprocessing.get_context("forkserver")
+    # The server imports the reading code once, before it forks (with "__main__", the default: a console
+    # script's workers would each import it again); the workers start with it loaded.
+    context.set_forkserver_preload(["__main__", __name__])
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 
 from latentlink.receiver import png_workers
 from latentlink.receiver.png_workers import PngWorkers
+from latentlink.sender import read_ahead
 from latentlink.sender.read_ahead import PROCESS_MIN_BATCHES, ReadAhead
 from latentlink.shared.image_io import ImageError, SourceImage, encode_png, find_sources
 from tests.conftest import SAMPLES
@@ -31,13 +35,38 @@ def _pid_image(key: int) -> np.ndarray:
     return np.full((2, 2), os.getpid(), np.int64)
 
 
-def test_several_workers_read_files_in_other_processes_but_the_first_batch_at_once_here():
-    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(PROCESS_MIN_BATCHES + 4)]
-    pids = [int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)]
-    assert pids[0] == os.getpid()  # a thread: no wait for the processes to start
-    assert all(pid != os.getpid() for pid in pids[1:])
-    few = batches[:PROCESS_MIN_BATCHES]  # not worth starting processes for
-    assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(few, depth=2, workers=2)} == {os.getpid()}
+def _held_until(path: str) -> None:
+    """A worker process's initializer: the worker is up once `path` exists (or after 10 s)."""
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_thread_reads_until_the_worker_processes_are_up_then_they_read(tmp_path, monkeypatch):
+    up = tmp_path / "up"
+
+    def held_pool(workers: int) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        return ProcessPoolExecutor(workers, mp_context=context, initializer=_held_until, initargs=(str(up),))
+
+    monkeypatch.setattr(read_ahead, "_process_pool", held_pool)
+    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(200)]
+    reader = iter(ReadAhead(batches, depth=2, workers=2))
+    before = [int(next(reader).pixels[0, 0, 0]) for _ in range(20)]
+    assert set(before) == {os.getpid()}  # no batch waits for the processes to start
+    up.touch()
+    after = []
+    for loaded in reader:
+        after.append(int(loaded.pixels[0, 0, 0]))
+        if after[-1] == os.getpid():
+            time.sleep(0.05)  # time for the processes to come up
+    taken = next(i for i, pid in enumerate(after) if pid != os.getpid())  # then they read every batch
+    assert all(pid != os.getpid() for pid in after[taken:])
+
+
+def test_a_few_batches_are_read_here():
+    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(PROCESS_MIN_BATCHES)]
+    assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)} == {os.getpid()}
 
 
 def test_large_files_are_read_by_threads_here():
