@@ -2,8 +2,10 @@
 
 The calling thread reads the receiver's messages; a producer thread encodes
 batches (read ahead by another) and sends them while at most a window of
-images is unacknowledged. Every wait is on a condition or a queue that the
-other side signals; `close` wakes them all and cancels the call.
+images is unacknowledged. The producer starts with the stream: its first
+batches are read and encoded while the handshake and any model upload go on,
+and sent once they are done. Every wait is on a condition, an event or a
+queue that the other side signals; `close` wakes them all and cancels the call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from latentlink.sender.encode import BatchEncoder, QualityMeter, code_photos, drop_images
 from latentlink.sender.read_ahead import LoadedBatch, ReadAhead
@@ -133,10 +136,28 @@ class Attempt:
         self._in_flight_images = 0
         self._window_images = 0
         self._stopped = threading.Event()
+        self._agreed = threading.Event()  # the terms are known and the decoder is in place: latents may go
+        self._batch_images = MAX_BATCH_IMAGES  # images per latent batch, as agreed
         self._producer: threading.Thread | None = None
         self._call = None
 
     def run(self, sources: Sequence[SourceImage]) -> None:
+        # Reading and encoding start now, while the stream is set up: the first batch is ready when the receiver is.
+        self._producer = threading.Thread(target=self._produce, args=(sources,), daemon=True, name="encode")
+        self._producer.start()
+        try:
+            self._converse()
+        except grpc.RpcError:
+            if self.producer_error is not None:  # not worth resuming: the sender's own reading or encoding failed
+                raise SessionError(f"encoding failed: {self.producer_error}") from None
+            raise
+        if self.producer_error is not None:
+            raise SessionError(f"encoding failed: {self.producer_error}")
+        if self._in_flight:  # a summary with images unacknowledged: something on the way was lost
+            raise LinkError(f"the session ended with {self._in_flight_images} images unacknowledged")
+
+    def _converse(self) -> None:
+        """Hello, handshake, the decoder if needed, then acknowledgements until the summary."""
         model = self.encoder.model
         decoder_bytes = network_to_bytes(model.decoder.network)
         self._put(
@@ -180,12 +201,9 @@ class Attempt:
             self._next("model_accepted")
             self.report.model_bytes = len(decoder_bytes) - self.report.model_bytes_base  # what this run uploaded
             self._advanced()
-        batch_size = max(1, min(self.options.batch_size, terms.limits.max_batch_images or self.options.batch_size))
-        if self.encoder.any_size:  # photos are read a few at a time: 512 of them could fill the memory
-            batch_size = min(batch_size, PHOTO_READ_IMAGES)
-        self._window_images = UNACKED_BATCHES * batch_size
-        self._producer = threading.Thread(target=self._produce, args=(sources, batch_size), daemon=True, name="encode")
-        self._producer.start()
+        self._batch_images = max(1, min(self.options.batch_size, terms.limits.max_batch_images or MAX_BATCH_IMAGES))
+        self._window_images = UNACKED_BATCHES * min(self._batch_images, self._read_images())
+        self._agreed.set()
         for message in call:
             self.report.wire_bytes += _framed(message)
             kind = message.WhichOneof("kind")
@@ -200,14 +218,11 @@ class Attempt:
             else:
                 raise SessionError(f'receiver sent an unexpected "{kind}" message')
         self._producer.join()
-        if self.producer_error is not None:
-            raise SessionError(f"encoding failed: {self.producer_error}")
-        if self._in_flight:  # a summary with images unacknowledged: something on the way was lost
-            raise LinkError(f"the session ended with {self._in_flight_images} images unacknowledged")
 
     def close(self) -> None:
         """Ends the attempt: wakes every wait, ends the request stream and cancels the call (idempotent)."""
         self._stopped.set()
+        self._agreed.set()  # a producer waiting for the terms wakes, and sees it is stopped
         with self._window:
             self._window.notify_all()
         self._outgoing.put(_END)
@@ -265,52 +280,65 @@ class Attempt:
         if self.report.model_bytes_base is None:  # what the receiver held before this run started uploading
             self.report.model_bytes_base = start
 
-    def _produce(self, sources: Sequence[SourceImage], batch_size: int) -> None:
-        batches = [sources[first : first + batch_size] for first in range(0, len(sources), batch_size)]
+    def _read_images(self) -> int:
+        """Images read per batch: photos a few at a time, since 512 of them could fill the memory."""
+        return min(self.options.batch_size, PHOTO_READ_IMAGES) if self.encoder.any_size else self.options.batch_size
+
+    def _produce(self, sources: Sequence[SourceImage]) -> None:
+        size = self._read_images()
+        batches = [sources[first : first + size] for first in range(0, len(sources), size)]
         # reading and PNG decoding overlap the encoding, on as many cores as there are workers
         reader = ReadAhead(batches, READ_AHEAD_BATCHES, self.options.read_workers)
         try:
             for loaded in reader:
+                # Digits are encoded before the terms are known (they do not depend on them); photos after.
+                vectors = self.encoder.encode(loaded.pixels) if loaded.names and not self.encoder.any_size else None
+                self._agreed.wait()
                 if self._stopped.is_set():
                     return
-                self._send_batch(loaded)
-            finish = pb.SenderMessage(finish=pb.Finish(images_sent=self.next_seq))
-            self.report.wire_bytes += _framed(finish)
-            self._put(finish)
+                self._send_batch(loaded, vectors)
         except _Stopped:
             return
-        except Exception as exc:  # any crash must end the session, not hang it
+        except Exception as exc:  # a crash ends the session, not hangs it; what was sent is still acknowledged
             log.exception("encoding failed")
             self.producer_error = exc
-            self._call.cancel()
+            self._agreed.wait()  # set by the handshake, or by close
+            if self._stopped.is_set():
+                return
         finally:
             reader.close()
+        finish = pb.SenderMessage(finish=pb.Finish(images_sent=self.next_seq))
+        self.report.wire_bytes += _framed(finish)
+        self._put(finish)
 
-    def _send_batch(self, loaded: LoadedBatch) -> None:
+    def _send_batch(self, loaded: LoadedBatch, vectors: np.ndarray | None) -> None:
         self._fail(loaded.failed)
         if self.encoder.any_size:
             self._send_photos(loaded)
             return
-        names, pixels = loaded.names, loaded.pixels
-        if not names:
-            return
-        latents = wire_latents(self.encoding, self.encoder.encode(pixels))  # what the receiver will decode
-        if self.options.min_psnr is not None or self.quality.wants(len(names)):
+        step = self._batch_images  # a receiver may take fewer images per batch than were read
+        for first in range(0, len(loaded.names), step):
+            part = slice(first, first + step)
+            self._send_digits(loaded.names[part], loaded.pixels[part], vectors[part])
+
+    def _send_digits(self, names: list[str], pixels: np.ndarray, vectors: np.ndarray) -> None:
+        latents = wire_latents(self.encoding, vectors)  # what the receiver will decode
+        min_psnr = self.options.min_psnr
+        measure = min_psnr is None and self.quality.wants(len(names))
+        if min_psnr is not None:  # the predicted quality decides what is sent
             reconstructed = self.encoder.reconstruct(latents)
-            rejected = self._fail(self.quality.gate(names, pixels, reconstructed, self.options.min_psnr))
+            rejected = self._fail(self.quality.gate(names, pixels, reconstructed, min_psnr))
             names, latents = drop_images(names, latents, rejected)
-        names, latents = drop_images(names, latents, self._in_place(names, latents))
+        self._emit_digits(*drop_images(names, latents, self._in_place(names, latents)))
+        if measure:  # quality measured, not gated: once the batch is on its way
+            self.quality.add(names, pixels, self.encoder.reconstruct(latents))
+
+    def _emit_digits(self, names: list[str], latents: np.ndarray) -> None:
         if not names:
             return
-        first_seq = self.next_seq
+        model = self.encoder.model
         batch = latents_to_batch(
-            self.encoder.model.decoder.digest,
-            self.encoding,
-            first_seq,
-            names,
-            self.encoder.model.image_shape,
-            latents,
-            self.encoder.tables,
+            model.decoder.digest, self.encoding, self.next_seq, names, model.image_shape, latents, self.encoder.tables
         )
         self._emit(names, batch)
 

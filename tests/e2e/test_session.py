@@ -15,7 +15,7 @@ from PIL import Image
 
 from latentlink.sender.cli import explain_failure
 from latentlink.sender.session import send_images
-from latentlink.shared.image_io import find_sources, read_image
+from latentlink.shared.image_io import SourceImage, find_sources, read_image
 from latentlink.shared.model_dir import default_model_dir
 from latentlink.shared.proto import latentlink_pb2_grpc
 from latentlink.shared.serde import ENCODING_NAMES, wire_latents
@@ -203,3 +203,61 @@ def test_a_cached_decoder_damaged_on_disk_is_replaced_by_a_new_upload(tmp_path, 
         running.stop()
     assert report.ok and report.model_bytes == default_model.decoder.size_bytes
     assert cached.read_bytes() == (default_model_dir() / "decoder.lln").read_bytes()
+
+
+def test_the_first_batches_are_read_and_encoded_while_the_handshake_goes_on(receiver, encoder, monkeypatch):
+    from latentlink.receiver import servicer
+
+    times: dict[str, float] = {}
+    answer = servicer.handshake_to_proto
+
+    def slow_handshake(*args, **kwargs):
+        time.sleep(0.5)  # a receiver far away
+        times.setdefault("handshake", time.monotonic())
+        return answer(*args, **kwargs)
+
+    def timed_load(key: int) -> np.ndarray:
+        times.setdefault("first read", time.monotonic())
+        return read_image(SAMPLES / f"test_0000{key}.png", (28, 28))
+
+    monkeypatch.setattr(servicer, "handshake_to_proto", slow_handshake)
+    sources = [SourceImage(f"{key}.png", 100, timed_load, key, in_file=True) for key in range(8)]
+    report = send_images(receiver.address, sources, encoder, batch_size=4)
+    assert report.ok, report.failed
+    assert times["first read"] < times["handshake"]
+
+
+def test_a_crash_while_reading_ends_the_session_with_its_reason(receiver, encoder):
+    """Not a broken link: the session is not resumed (it was, until retry_for ran out)."""
+
+    def crashing_load(key: int) -> np.ndarray:
+        if key == 9:
+            raise RuntimeError("disk on fire")
+        return read_image(SAMPLES / "test_00000.png", (28, 28))
+
+    sources = [SourceImage(f"{key}.png", 100, crashing_load, key, in_file=True) for key in range(12)]
+    report = send_images(receiver.address, sources, encoder, batch_size=4, retry_for=3)
+    assert report.failure.status == "PROTOCOL" and "disk on fire" in report.failure.details
+    assert report.reconnects == 0
+    assert len(report.written) == 8 and set(report.failed) == {f"{key}.png" for key in range(8, 12)}
+    assert "disk on fire" in report.failed["11.png"]
+
+
+def test_a_receiver_taking_fewer_images_per_batch_gets_batches_it_takes(receiver, encoder, monkeypatch):
+    """A receiver of another make may advertise a smaller batch than the sender reads."""
+    from dataclasses import replace
+
+    from latentlink.receiver import servicer
+
+    counts: list[int] = []
+    parse = servicer.batch_from_proto
+
+    def counted(batch, *args):
+        counts.append(batch.count)
+        return parse(batch, *args)
+
+    monkeypatch.setattr(servicer, "LIMITS", replace(servicer.LIMITS, max_batch_images=6))
+    monkeypatch.setattr(servicer, "batch_from_proto", counted)
+    report = send_images(receiver.address, _sources(count=40), encoder, batch_size=16)
+    assert report.ok, report.failed
+    assert len(report.written) == 40 and max(counts) == 6 and sum(counts) == 40
