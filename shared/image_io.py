@@ -24,14 +24,17 @@ __all__ = [
     "ANY_SIZE",
     "FitResize",
     "ImageError",
+    "Listing",
     "SourceImage",
     "batch_file_name",
     "encode_png",
     "find_sources",
     "is_any_size",
+    "list_inputs",
     "output_name",
     "read_image",
     "scale_to_uint8",
+    "sources_at",
     "summarize_skipped",
 ]
 
@@ -69,13 +72,17 @@ class SourceImage:
         return self.reader(self.key)
 
 
-def find_sources(
-    source: Path,
-    shape: tuple[int, int],
-    resize: FitResize | bool = False,
-    skipped: dict[str, str] | None = None,
-) -> list[SourceImage]:
-    """Lists the images under a folder (recursively, sorted), one image, or the images of a .npy/.npz array.
+@dataclass(frozen=True)
+class Listing:
+    """What is under an input path, found once (list_inputs) and readable at any shape (sources_at)."""
+
+    path: Path
+    files: list[tuple[str, int]]  # a folder's image files: (name relative to it, bytes), in order
+    array: tuple[np.ndarray, str] | None = None  # an .npy/.npz file's images, and the stem of their names
+
+
+def list_inputs(source: Path, skipped: dict[str, str] | None = None) -> Listing:
+    """Finds the images under a folder (recursively, sorted), one image, or the images of a .npy/.npz array.
 
     In a folder, hidden files are ignored; files without an image extension,
     symlinked folders (not followed) and dangling links are left out and, when
@@ -85,18 +92,35 @@ def find_sources(
     source = Path(source)
     if not source.exists():
         raise FileNotFoundError(f'no such file or folder: "{source}"')
-    resize = FitResize() if resize is True else resize or None
     if source.is_file():
-        if source.suffix.lower() not in ARRAY_SUFFIXES:
-            return [_file_source(source, source.name, shape, resize)]
-        return list(_array_sources(source, shape))
+        return Listing(source, [], _load_array(source) if source.suffix.lower() in ARRAY_SUFFIXES else None)
     skipped = {} if skipped is None else skipped
     files = sorted(_walk(source, skipped), key=lambda entry: entry[0].split("/"))
     if not files:
         left_out = f" ({len(skipped)} other files skipped: {summarize_skipped(skipped)})" if skipped else ""
         raise ImageError(f'folder "{source}" has no image files to send{left_out}')
-    reader = functools.partial(_read_under, source, shape, resize)
-    return [SourceImage(name, size, reader, name, in_file=True) for name, size in files]
+    return Listing(source, files)
+
+
+def sources_at(listing: Listing, shape: tuple[int, int], resize: FitResize | bool = False) -> list[SourceImage]:
+    """The listed images, read at `shape` (fitted to it with `resize`); ImageError for an array of another shape."""
+    resize = FitResize() if resize is True else resize or None
+    if listing.array is not None:
+        return list(_array_sources(listing.path, *listing.array, shape))
+    if not listing.files:
+        return [_file_source(listing.path, listing.path.name, shape, resize)]
+    reader = functools.partial(_read_under, listing.path, shape, resize)
+    return [SourceImage(name, size, reader, name, in_file=True) for name, size in listing.files]
+
+
+def find_sources(
+    source: Path,
+    shape: tuple[int, int],
+    resize: FitResize | bool = False,
+    skipped: dict[str, str] | None = None,
+) -> list[SourceImage]:
+    """The images under `source` (list_inputs says which), read at `shape` (sources_at)."""
+    return sources_at(list_inputs(source, skipped), shape, resize)
 
 
 def summarize_skipped(skipped: dict[str, str]) -> str:
@@ -281,16 +305,18 @@ def _read_under(root: Path, shape: tuple[int, int], resize: FitResize | None, na
     return read_image(root / name, shape, resize)
 
 
-def _array_sources(path: Path, shape: tuple[int, int]) -> Iterator[SourceImage]:
+def _load_array(path: Path) -> tuple[np.ndarray, str]:
     try:
         if path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as data:
                 key = "x_test" if "x_test" in data.files else data.files[0]
-                array, stem = data[key], f"{path.stem}/{key}"
-        else:
-            array, stem = np.load(path, allow_pickle=False, mmap_mode="r"), path.stem
+                return data[key], f"{path.stem}/{key}"
+        return np.load(path, allow_pickle=False, mmap_mode="r"), path.stem
     except (OSError, ValueError, IndexError) as exc:
         raise ImageError(f'"{path}" is not a readable image array: {exc}') from None
+
+
+def _array_sources(path: Path, array: np.ndarray, stem: str, shape: tuple[int, int]) -> Iterator[SourceImage]:
     if array.ndim == 2 or (is_any_size(shape) and array.ndim == 3 and array.shape[-1] == 3):
         array = array[None]
     fits = array.ndim == 3 and array.shape[1:] == tuple(shape)

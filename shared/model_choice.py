@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlink.shared.image_io import ANY_SIZE, FitResize, ImageError, SourceImage, find_sources
+from latentlink.shared.image_io import ANY_SIZE, FitResize, ImageError, Listing, SourceImage, list_inputs, sources_at
 from latentlink.shared.model_dir import ModelFiles, load_model_dir, quality_model_dir
 
 __all__ = ["DIGIT_SHAPE", "choose_model", "looks_like_digits"]
@@ -32,14 +32,15 @@ def choose_model(
 
     With `model`, that model. Otherwise a sample of the inputs decides: 28x28
     grey digits (or `resize`, which fits images to digits) take the MNIST
-    ladder at `quality`, anything else the photo ladder. Raises what
-    find_sources and load_model_dir raise, and ValueError for a quality the
-    ladder lacks.
+    ladder at `quality`, anything else the photo ladder. The inputs are listed
+    once. Raises what list_inputs, sources_at and load_model_dir raise, and
+    ValueError for a quality the ladder lacks.
     """
     if model is not None:
         files = load_model_dir(model)
-        return files, _sources(paths, files.image_shape, resize, skipped), None
-    anything = _sources(paths, ANY_SIZE, None, skipped)
+        return files, _sources([list_inputs(path, skipped) for path in paths], files.image_shape, resize), None
+    listings = [list_inputs(path, skipped) for path in paths]
+    anything = _sources(listings, ANY_SIZE, None)
     picks = np.unique(np.linspace(0, len(anything) - 1, min(SAMPLE_IMAGES, len(anything))).astype(int))
     sample = []
     for index in picks:
@@ -53,8 +54,8 @@ def choose_model(
     note = f"model {files.name}: the inputs are {kind}; --quality or --model chooses another"
     if not digits:
         return files, anything, note
-    return files, _sources(paths, files.image_shape, resize, skipped), note
+    return files, _sources(listings, files.image_shape, resize), note
 
 
-def _sources(paths: Sequence[Path], shape: tuple[int, ...], resize, skipped: dict[str, str]) -> list[SourceImage]:
-    return [source for path in paths for source in find_sources(path, shape, resize=resize, skipped=skipped)]
+def _sources(listings: Sequence[Listing], shape: tuple[int, ...], resize) -> list[SourceImage]:
+    return [source for listing in listings for source in sources_at(listing, shape, resize)]

@@ -171,3 +171,24 @@ def test_a_file_that_claims_to_be_an_image_fails_with_a_clean_reason(tmp_path: P
     with pytest.raises(ImageError) as caught:
         read_image(tmp_path / "fake.png", (28, 28))
     assert str(caught.value) == "not a readable image (UnidentifiedImageError: not a recognised image format)"
+
+
+@pytest.mark.parametrize("inputs", ["folder", "array"])
+def test_choosing_the_model_lists_the_inputs_once(tmp_path: Path, monkeypatch, inputs):
+    """The sample that picks the model and the sources it reads come from one listing (they came from two)."""
+    from latentlink.shared import image_io
+    from latentlink.shared.model_choice import choose_model
+
+    path = SAMPLES
+    if inputs == "array":
+        path = tmp_path / "digits.npz"
+        np.savez(path, x_test=np.stack([read_image(SAMPLES / f"test_0000{i}.png", (28, 28)) for i in range(5)]))
+    lister = "_walk" if inputs == "folder" else "_load_array"
+    calls: list[str] = []
+    original = getattr(image_io, lister)
+    monkeypatch.setattr(image_io, lister, lambda *args: calls.append(lister) or original(*args))
+    model, sources, note = choose_model([path], None, None, None, {})
+    assert calls == [lister]
+    assert model.image_shape == (28, 28) and "digits" in note
+    assert [s.name for s in sources] == [s.name for s in find_sources(path, (28, 28))]
+    assert all(s.load().shape == (28, 28) for s in sources)
