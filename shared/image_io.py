@@ -30,6 +30,7 @@ __all__ = [
     "encode_png",
     "find_sources",
     "is_any_size",
+    "is_image_suffix",
     "list_inputs",
     "output_name",
     "read_image",
@@ -39,8 +40,6 @@ __all__ = [
 ]
 
 ARRAY_SUFFIXES = (".npy", ".npz")
-# What a folder search takes: every extension Pillow knows (PNG, JPEG, TIFF, PGM, WebP, ...).
-IMAGE_SUFFIXES = frozenset(Image.registered_extensions())
 # Pillow decodes bombs lazily; nothing we accept is anywhere near this big.
 Image.MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -121,6 +120,14 @@ def find_sources(
 ) -> list[SourceImage]:
     """The images under `source` (list_inputs says which), read at `shape` (sources_at)."""
     return sources_at(list_inputs(source, skipped), shape, resize)
+
+
+def is_image_suffix(suffix: str) -> bool:
+    """Whether a folder search takes files with this (lower-case) extension: every one Pillow knows (PNG, JPEG,
+    TIFF, PGM, WebP, ...). Pillow registers its common formats first and the other ~40 only when one is asked for
+    (~20 ms), so a folder of PNGs, and a process that never lists one (the receiver), never loads them."""
+    Image.preinit()
+    return suffix in Image.EXTENSION or suffix in Image.registered_extensions()
 
 
 def summarize_skipped(skipped: dict[str, str]) -> str:
@@ -295,7 +302,7 @@ def _walk(root: Path, skipped: dict[str, str]) -> Iterator[tuple[str, int]]:
                     skipped[name] = "dangling link"
                 elif not entry.is_file():
                     skipped[name] = "not a regular file"
-                elif os.path.splitext(entry.name)[1].lower() not in IMAGE_SUFFIXES:
+                elif not is_image_suffix(os.path.splitext(entry.name)[1].lower()):
                     skipped[name] = "no image extension"
                 else:
                     yield name, entry.stat().st_size

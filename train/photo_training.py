@@ -61,14 +61,14 @@ def load_image_folder(folder: Path, min_side: int, colours: int = 3) -> tuple[li
     """
     from PIL import Image, UnidentifiedImageError
 
-    from latentlink.shared.image_io import IMAGE_SUFFIXES
+    from latentlink.shared.image_io import is_image_suffix
 
     folder = Path(folder)
     if not folder.is_dir():
         raise ImageFolderError(f"{folder} is not a folder")
     images, skipped = [], []
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES:
+        if not is_image_suffix(path.suffix.lower()):
             continue
         try:
             with Image.open(path) as image:

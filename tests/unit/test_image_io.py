@@ -144,6 +144,8 @@ def test_folder_search_skips_and_reports_what_is_not_an_image(tmp_path: Path):
     (folder / "sub").mkdir(parents=True)
     Image.fromarray(DIGIT).save(folder / "a.png")
     Image.fromarray(DIGIT).save(folder / "sub" / "b.jpeg")
+    Image.fromarray(DIGIT).save(folder / "c.TIF")  # formats Pillow registers only when asked for
+    Image.fromarray(DIGIT).save(folder / "d.webp")
     (folder / "README.txt").write_text("notes")
     (folder / "data.csv").write_text("1,2")
     (folder / ".hidden.png").write_bytes(b"")
@@ -151,7 +153,7 @@ def test_folder_search_skips_and_reports_what_is_not_an_image(tmp_path: Path):
     (folder / "linked").symlink_to(folder / "sub")
     skipped: dict[str, str] = {}
     names = [s.name for s in find_sources(folder, (28, 28), skipped=skipped)]
-    assert names == ["a.png", "sub/b.jpeg"]
+    assert names == ["a.png", "c.TIF", "d.webp", "sub/b.jpeg"]
     assert skipped == {
         "README.txt": "no image extension",
         "data.csv": "no image extension",
