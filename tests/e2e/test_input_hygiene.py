@@ -144,3 +144,36 @@ def test_receiver_refusals_give_their_real_reason(tmp_path):
         assert message in result.stderr, (args, result.stderr)
         assert "another receiver" not in result.stderr and "GRPC_VERBOSITY" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_progress_bar_on_a_terminal(receiver_process):  # noqa: F811
+    """Where a person watches (stderr a terminal), the sender shows a bar with the bytes on the wire."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    address, _, _ = receiver_process
+    watching, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 rows of 100 columns
+    try:
+        command = [*_command("sender"), "--target", address, str(SAMPLES)]
+        result = subprocess.run(command, stdout=subprocess.PIPE, stderr=terminal, env=ENV, timeout=120)
+        os.close(terminal)
+        shown = b""
+        while chunk := _read_pty(watching):
+            shown += chunk
+    finally:
+        os.close(watching)
+    assert result.returncode == 0
+    assert b"sending" in shown and b"img" in shown and b"on the wire" in shown
+
+
+def _read_pty(fd: int) -> bytes:
+    import os
+
+    try:
+        return os.read(fd, 65536)
+    except OSError:  # the terminal's other end is closed: all was read
+        return b""
