@@ -302,11 +302,11 @@ class Attempt:
         except Exception as exc:  # a crash ends the session, not hangs it; what was sent is still acknowledged
             log.exception("encoding failed")
             self.producer_error = exc
-            self._agreed.wait()  # set by the handshake, or by close
-            if self._stopped.is_set():
-                return
         finally:
             reader.close()
+        self._agreed.wait()  # the finish follows the hello and the decoder (nothing may have been read)
+        if self._stopped.is_set():
+            return
         finish = pb.SenderMessage(finish=pb.Finish(images_sent=self.next_seq))
         self.report.wire_bytes += _framed(finish)
         self._put(finish)

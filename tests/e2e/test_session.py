@@ -261,3 +261,9 @@ def test_a_receiver_taking_fewer_images_per_batch_gets_batches_it_takes(receiver
     report = send_images(receiver.address, _sources(count=40), encoder, batch_size=16)
     assert report.ok, report.failed
     assert len(report.written) == 40 and max(counts) == 6 and sum(counts) == 40
+
+
+def test_an_attempt_with_nothing_left_to_send_still_says_hello_first(receiver, encoder):
+    """A resumed attempt may find every image acknowledged: its finish must follow the hello, not race it."""
+    report = send_images(receiver.address, [], encoder)
+    assert report.failure is None and report.session_dir and report.images == 0
