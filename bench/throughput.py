@@ -22,7 +22,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +38,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from link_relay import LinkRelay  # noqa: E402
 from png_baseline import pack_batch, unpack_batch  # noqa: E402
+from startup import compile_bytecode  # noqa: E402
 
 from latentlink.receiver.output import write_files_durably  # noqa: E402
 from latentlink.shared.image_io import encode_png, read_image  # noqa: E402
@@ -107,18 +107,6 @@ class Receiver:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=60)
-
-
-def compile_bytecode() -> None:
-    """Compiles the package's bytecode, as pip does when it installs a wheel, so that the runs start as installed.
-
-    A checkout installed with -e writes its bytecode on first use, unless PYTHONDONTWRITEBYTECODE is set (as
-    on the machines here): every process then compiled about 35 modules anew, some 60 ms of its start-up that
-    an installed copy never pays.
-    """
-    import compileall
-
-    compileall.compile_dir(REPO, quiet=1, rx=re.compile(r"[/\\](\.venv|\.git|build|dist|tests)[/\\]"))
 
 
 def run_once(
