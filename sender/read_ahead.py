@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -116,4 +117,10 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     # The server imports the reading code once, before it forks (with "__main__", the default: a console
     # script's workers would each import it again); the workers start with it loaded.
     context.set_forkserver_preload(["__main__", __name__])
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupt)
+
+
+def _ignore_interrupt() -> None:
+    """A worker's start: Ctrl-C reaches every process of the terminal's group. The sender handles it and closes the
+    pool; a worker ignores it rather than print a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

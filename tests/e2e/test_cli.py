@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +170,25 @@ def test_the_sender_dials_the_receiver_while_it_lists_the_files():
         [sys.executable, "-c", _DIALLED_WHILE_LISTING, str(SAMPLES)], capture_output=True, text=True, timeout=60
     )
     assert result.stderr.strip() == "sender: error: dialled"
+
+
+def test_ctrl_c_ends_the_sender_with_one_line_from_every_process_of_its_group():
+    """A terminal's Ctrl-C reaches the sender and its read workers alike: one line, exit 130, no traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers: the sender waits, reading ahead
+        command = [*_command("sender"), "--target", f"127.0.0.1:{silent.getsockname()[1]}", "--batch-size", "16"]
+        sender = subprocess.Popen(
+            [*command, str(SAMPLES)],  # 19 batches of small files: read by worker processes
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+            start_new_session=True,  # its own process group, as a terminal gives a command
+        )
+        try:
+            time.sleep(3)  # the workers are up, the handshake is awaited
+            os.killpg(sender.pid, signal.SIGINT)
+            _, stderr = sender.communicate(timeout=60)
+        finally:
+            if sender.poll() is None:
+                os.killpg(sender.pid, signal.SIGKILL)
+    assert sender.returncode == 130
+    assert stderr.strip() == "sender: interrupted"
