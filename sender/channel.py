@@ -5,14 +5,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import grpc
 
 from latentlink.shared.protocol import channel_options, split_host_port
 
-__all__ = ["TargetError", "channel_target", "dialled", "open_channel"]
+__all__ = ["TargetError", "channel_target", "open_channel"]
 
 # gRPC's own client-side balancing: every new stream goes to the next ready receiver.
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
@@ -60,24 +58,6 @@ def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None
         # The receivers' certificates name the hosts, not their resolved addresses.
         options.append(("grpc.ssl_target_name_override", host))
     return grpc.secure_channel(uri, credentials, options=options)
-
-
-@contextmanager
-def dialled(target: str, credentials: grpc.ChannelCredentials | None = None) -> Iterator[None]:
-    """Connects to `target` in the background while the block runs.
-
-    gRPC keeps one connection per address and channel settings for the whole
-    process: a channel that open_channel opens meanwhile, with the same target
-    and credentials, starts on the connection already made. The sender dials
-    while it lists the files and loads the model.
-    """
-    channel = open_channel(target, credentials)
-    connecting = grpc.channel_ready_future(channel)
-    try:
-        yield
-    finally:
-        connecting.cancel()
-        channel.close()
 
 
 def _check_single(part: str) -> None:

@@ -434,15 +434,6 @@ def _main(args: argparse.Namespace) -> int:
             credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
         except (OSError, ValueError) as exc:
             return _fail(str(exc))
-    if args.dry_run:
-        return _choose_and_send(args, credentials, token)
-    from latentlink.sender.channel import dialled
-
-    with dialled(args.target, credentials):  # connecting overlaps listing the files and loading the model
-        return _choose_and_send(args, credentials, token)
-
-
-def _choose_and_send(args: argparse.Namespace, credentials, token: str | None) -> int:
     from latentlink.shared.image_io import FitResize, ImageError
     from latentlink.shared.model_choice import choose_model
     from latentlink.shared.model_format import ModelFormatError

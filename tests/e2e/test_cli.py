@@ -150,28 +150,6 @@ def test_json_summary_lists_each_failed_image_with_its_reason(receiver_process, 
     assert "not a readable image" in summary["failed"]["bad.png"]
 
 
-# The sender, with the file listing replaced by a wait for a connection to a plain TCP "receiver".
-_DIALLED_WHILE_LISTING = """
-import socket, sys, threading
-import latentlink.shared.model_choice as model_choice
-listener = socket.create_server(("127.0.0.1", 0))
-dialled = threading.Event()
-threading.Thread(target=lambda: (listener.accept(), dialled.set()), daemon=True).start()
-def choose_model(*args):
-    raise ValueError("dialled" if dialled.wait(10) else "nobody dialled while the files were listed")
-model_choice.choose_model = choose_model
-from latentlink.sender.cli import main
-sys.exit(main(["--target", f"127.0.0.1:{listener.getsockname()[1]}", sys.argv[1]]))
-"""
-
-
-def test_the_sender_dials_the_receiver_while_it_lists_the_files():
-    result = subprocess.run(
-        [sys.executable, "-c", _DIALLED_WHILE_LISTING, str(SAMPLES)], capture_output=True, text=True, timeout=60
-    )
-    assert result.stderr.strip() == "sender: error: dialled"
-
-
 def test_ctrl_c_ends_the_sender_with_one_line_from_every_process_of_its_group():
     """A terminal's Ctrl-C reaches the sender and its read workers alike: one line, exit 130, no traceback."""
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers: the sender waits, reading ahead
