@@ -142,7 +142,8 @@ class Attempt:
         self._call = None
 
     def run(self, sources: Sequence[SourceImage]) -> None:
-        # Reading and encoding start now, while the stream is set up: the first batch is ready when the receiver is.
+        # Reading and encoding start now, while the stream is set up: the first batch is ready when the receiver is
+        # (digits; photos once it has answered: see _produce).
         self._producer = threading.Thread(target=self._produce, args=(sources,), daemon=True, name="encode")
         self._producer.start()
         try:
@@ -285,6 +286,10 @@ class Attempt:
         return min(self.options.batch_size, PHOTO_READ_IMAGES) if self.encoder.any_size else self.options.batch_size
 
     def _produce(self, sources: Sequence[SourceImage]) -> None:
+        if self.encoder.any_size:  # photos, large files, are read once a receiver answers: a busy one is asked again
+            self._agreed.wait()
+            if self._stopped.is_set():
+                return
         size = self._read_images()
         batches = [sources[first : first + size] for first in range(0, len(sources), size)]
         # reading and PNG decoding overlap the encoding, on as many cores as there are workers

@@ -267,3 +267,25 @@ def test_an_attempt_with_nothing_left_to_send_still_says_hello_first(receiver, e
     """A resumed attempt may find every image acknowledged: its finish must follow the hello, not race it."""
     report = send_images(receiver.address, [], encoder)
     assert report.failure is None and report.session_dir and report.images == 0
+
+
+def test_photos_are_read_once_however_often_a_busy_receiver_is_asked(tmp_path, tiny):
+    """Digits are read ahead of the handshake; photos, large files, only once a receiver has answered."""
+    from latentlink.sender.encode import BatchEncoder
+
+    running = start_receiver(tmp_path / "out", tmp_path / "models", max_sessions=1)
+    release = _hold_the_only_slot(running.address)
+    reads: list[int] = []
+
+    def photo(key: int) -> np.ndarray:
+        reads.append(key)
+        return np.random.default_rng(key).integers(0, 256, (24, 32, 3), np.uint8)
+
+    try:
+        threading.Timer(1.5, release).start()  # refused for 1.5 s: several attempts
+        sources = [SourceImage(f"{key}.png", 2304, photo, key, in_file=True) for key in range(3)]
+        report = send_images(running.address, sources, BatchEncoder(tiny, "cpu"), retry_for=20)
+        assert report.ok, report.error
+    finally:
+        running.stop()
+    assert sorted(reads) == [0, 1, 2]
