@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, command_runtime, quiet_process
+from latentlink.shared.cli_help import HelpFormatter, add_version, command_runtime, interrupted, quiet_process
 from latentlink.shared.model_dir import DEFAULT_PHOTO_QUALITY, DEFAULT_QUALITY, PHOTO_QUALITIES, QUALITIES
 
 __all__ = ["build_parser", "main"]
@@ -87,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return {"compress": _compress, "decompress": _decompress, "info": _info, "models": _models}[args.command](args)
+    except KeyboardInterrupt:  # what it writes goes to its place whole or not at all (write_files_durably)
+        return interrupted("latentlink")
     except BrokenPipeError:  # `latentlink models | head`: the reader left, which is no error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

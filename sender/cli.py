@@ -16,6 +16,7 @@ from latentlink.shared.cli_help import (
     HelpFormatter,
     add_version,
     command_runtime,
+    interrupted,
     quiet_process,
     worker_count,
 )
@@ -30,7 +31,6 @@ MAX_STREAMS = MAX_SESSIONS
 __all__ = ["add_effort_argument", "build_parser", "main", "format_report"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -394,9 +394,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import_in_background()
     try:
         return _main(args)
-    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback (the read workers never see it: read_ahead.py)
-        print("sender: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # the read workers never see it (read_ahead.py)
+        return interrupted("sender")
     finally:
         settle_import()  # ending during the import could abort in TensorFlow's teardown
 

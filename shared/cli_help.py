@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 
 __all__ = [
@@ -41,6 +42,16 @@ def worker_count(text: str) -> int:
     if not 1 <= count <= MAX_IO_WORKERS:
         raise argparse.ArgumentTypeError(f"expected a whole number of workers from 1 to {MAX_IO_WORKERS}, got {text!r}")
     return count
+
+
+# 128 + SIGINT: what shells report for a command ended by Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
+def interrupted(command: str) -> int:
+    """Ctrl-C in a command: one line on stderr, not a traceback; returns the exit code to end with."""
+    print(f"{command}: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:

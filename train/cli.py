@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from latentlink.shared.cli_help import HelpFormatter, add_version, quiet_process
+from latentlink.shared.cli_help import HelpFormatter, add_version, interrupted, quiet_process
 from latentlink.train.photo_training import PhotoConfig
 
 __all__ = ["TrainConfig", "build_parser", "main", "train_autoencoder", "evaluate"]
@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_process()
     args = build_parser().parse_args(argv)
+    try:
+        return _train(args, argv)
+    except KeyboardInterrupt:  # nothing is written before training ends: the model folder is saved last
+        return interrupted("latentlink-train")
+
+
+def _train(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.images is not None:
         from latentlink.train.photo_cli import fit_context_command, train_photo_command
 

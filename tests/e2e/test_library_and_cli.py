@@ -117,3 +117,25 @@ def test_no_module_imports_the_old_top_level_names():
                 offenders += [f"{path.relative_to(root)}: {n}" for n in names if n.split(".")[0] in
                               ("shared", "sender", "receiver", "train", "codec")]  # fmt: skip
     assert not offenders
+
+
+@pytest.mark.parametrize(
+    ("module", "step", "args"),
+    [("latentlink.codec.cli", "_compress", ["compress", "x", "-o", "y"]), ("latentlink.train.cli", "_train", [])],
+)
+def test_ctrl_c_is_one_line_and_exit_130(monkeypatch, capsys, module, step, args):
+    """A KeyboardInterrupt inside the command ends it with one line (the sender's, from a real SIGINT: test_cli)."""
+    import importlib
+
+    cli = importlib.import_module(module)
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "quiet_process", lambda: None)  # this process's environment stays as it is
+    monkeypatch.setattr(cli, "command_runtime", lambda: None, raising=False)
+    monkeypatch.setattr(cli, step, interrupted)
+    train_args = ["--out", "model"] if step == "_train" else []
+    assert cli.main([*args, *train_args]) == 130
+    command = "latentlink-train" if step == "_train" else "latentlink"
+    assert capsys.readouterr().err == f"{command}: interrupted\n"
