@@ -395,7 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(args)
     except KeyboardInterrupt:  # the read workers never see it (read_ahead.py)
-        return interrupted("sender")
+        if args.session is None or args.dry_run:
+            return interrupted("sender")
+        finish = f"send again with --session {args.session} to finish (what is in place is not sent twice)"
+        return interrupted("sender", finish)
     finally:
         settle_import()  # ending during the import could abort in TensorFlow's teardown
 
@@ -417,6 +420,10 @@ def _main(args: argparse.Namespace) -> int:
         return _fail(f"--batch-size must be between 1 and {MAX_BATCH_IMAGES}")
     if args.session is not None and not SESSION_NAME.fullmatch(args.session):
         return _fail(f'--session "{args.session}" must be 1-64 of [A-Za-z0-9._-], not starting with a dot')
+    if not args.dry_run and args.session is None:  # named now: an interrupted run says how to finish it
+        from latentlink.sender.session import new_session_name
+
+        args.session = new_session_name(args.images.stem)
     if args.model and args.quality:
         return _fail("give --model or --quality, not both")
     from latentlink.shared.auth import read_token
@@ -458,7 +465,6 @@ def _main(args: argparse.Namespace) -> int:
 def _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, token) -> int:
     """Sends (or dry-runs) and reports; returns the exit code."""
     from latentlink.sender.parallel import send_parallel
-    from latentlink.sender.session import new_session_name
 
     encodings = None if args.encoding == "auto" else [ENCODING_NAMES[args.encoding]]
     if args.encoding == "ans" and encoder.tables is None:
@@ -477,7 +483,7 @@ def _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, 
                 sources,
                 encoder,
                 args.streams,
-                args.session or new_session_name(args.images.stem),
+                args.session,
                 credentials,
                 batch_size=args.batch_size,
                 handshake_timeout=args.handshake_timeout,

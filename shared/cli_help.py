@@ -48,9 +48,9 @@ def worker_count(text: str) -> int:
 EXIT_INTERRUPTED = 130
 
 
-def interrupted(command: str) -> int:
-    """Ctrl-C in a command: one line on stderr, not a traceback; returns the exit code to end with."""
-    print(f"{command}: interrupted", file=sys.stderr)
+def interrupted(command: str, then: str = "") -> int:
+    """Ctrl-C in a command: one line on stderr (with what to do `then`), not a traceback; returns the exit code."""
+    print(f"{command}: interrupted" + (f"; {then}" if then else ""), file=sys.stderr)
     return EXIT_INTERRUPTED
 
 
