@@ -10,8 +10,10 @@ import grpc
 
 from latentlink.shared.protocol import channel_options, split_host_port
 
-__all__ = ["TargetError", "channel_target", "open_channel"]
+__all__ = ["CONNECT_WAIT_S", "TargetError", "channel_target", "connected", "open_channel"]
 
+# Longest wait for a first connection to a target that has not answered yet (a receiver still starting).
+CONNECT_WAIT_S = 5.0
 # gRPC's own client-side balancing: every new stream goes to the next ready receiver.
 ROUND_ROBIN = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
 
@@ -58,6 +60,15 @@ def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None
         # The receivers' certificates name the hosts, not their resolved addresses.
         options.append(("grpc.ssl_target_name_override", host))
     return grpc.secure_channel(uri, credentials, options=options)
+
+
+def connected(channel: grpc.Channel, timeout_s: float) -> bool:
+    """Waits up to `timeout_s` for the channel to connect (gRPC retries meanwhile, with backoff); whether it did."""
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+    except grpc.FutureTimeoutError:
+        return False
+    return True
 
 
 def _check_single(part: str) -> None:

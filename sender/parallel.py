@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import grpc
 
-from latentlink.sender.channel import open_channel
+from latentlink.sender.channel import CONNECT_WAIT_S, connected, open_channel
 from latentlink.sender.encode import BatchEncoder
 from latentlink.sender.report import SendReport, merge_reports
 from latentlink.sender.session import send_images
@@ -18,8 +18,6 @@ __all__ = ["name_clashes", "send_parallel", "split_evenly"]
 
 # Time for the channel to finish connecting to every receiver after the first answered.
 SETTLE_S = 0.25
-# Longest wait for a first connection before the streams start anyway (and report what they find).
-CONNECT_WAIT_S = 5.0
 
 
 def split_evenly(sources: Sequence[SourceImage], parts: int) -> list[Sequence[SourceImage]]:
@@ -104,8 +102,5 @@ def _connect(channel: grpc.Channel, timeout_s: float) -> None:
     the receivers in turn. A target that does not answer is left to the streams
     themselves, which report it.
     """
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout_s)
-    except grpc.FutureTimeoutError:
-        return
-    time.sleep(SETTLE_S)
+    if connected(channel, timeout_s):
+        time.sleep(SETTLE_S)

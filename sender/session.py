@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import grpc
 
 from latentlink.sender.attempt import DEFAULT_HANDSHAKE_TIMEOUT_S, Attempt, LinkError, SessionError, SessionOptions
-from latentlink.sender.channel import open_channel
+from latentlink.sender.channel import CONNECT_WAIT_S, connected, open_channel
 from latentlink.sender.encode import BatchEncoder, QualityMeter, out_of_domain_psnr
 from latentlink.sender.report import SendReport, StreamFailure
 from latentlink.shared.auth import bearer_metadata
@@ -98,6 +98,7 @@ def send_images(
         sender_id=secrets.token_urlsafe(18),  # the same on every reconnect: lets it take over its old stream
     )
     next_seq, backoff, last_progress, held = 0, _FIRST_BACKOFF_S, time.monotonic(), 0
+    waited = not own_channel  # for a first connection (a given channel was waited for by its owner)
     watchdog = _ProgressWatchdog(retry_for)
     try:
         while True:
@@ -114,6 +115,10 @@ def send_images(
                 if watchdog.last_advance > last_progress:
                     last_progress, backoff = watchdog.last_advance, _FIRST_BACKOFF_S
                 failure = _failure(exc, report)
+                if failure.status == "UNAVAILABLE" and not (failure.reached or failure.busy or waited):
+                    waited = True  # nothing answered yet: perhaps a receiver starting with this sender, waited for once
+                    if connected(channel, min(handshake_timeout, CONNECT_WAIT_S)):
+                        continue
                 late = time.monotonic() + backoff - last_progress > retry_for
                 if late or not _worth_retrying(exc, failure, attempt):
                     report.failure = failure

@@ -289,3 +289,26 @@ def test_photos_are_read_once_however_often_a_busy_receiver_is_asked(tmp_path, t
     finally:
         running.stop()
     assert sorted(reads) == [0, 1, 2]
+
+
+def test_a_receiver_started_with_the_sender_is_waited_for(tmp_path, encoder):
+    """`receiver & sender`: the sender may dial before the receiver listens; it waits for it, once."""
+    from latentlink.receiver.server import create_server
+
+    port = free_port()
+    servers = []
+
+    def start_late() -> None:
+        server, _ = create_server(f"127.0.0.1:{port}", tmp_path / "out", tmp_path / "models", device="cpu")
+        server.start()
+        servers.append(server)
+
+    threading.Timer(0.5, start_late).start()
+    try:
+        report = send_images(f"127.0.0.1:{port}", _sources(count=8), encoder)
+    finally:
+        time.sleep(0.6)  # the timer has fired
+        for server in servers:
+            server.stop(None).wait()
+    assert report.ok, report.error
+    assert len(report.written) == 8 and report.reconnects == 0
