@@ -81,14 +81,13 @@ class ReadAhead:
         try:
             for ready in [pool.submit(load_batch, []) for _ in range(workers)]:  # an empty batch each: up
                 ready.result()
-            up = True
         except (OSError, BrokenProcessPool) as exc:  # the thread reads on
             log.warning("reading in this process: worker processes did not start (%s)", exc)
-            up = False
-        with self._lock:
-            if up and not self._closed:
-                self._processes = pool
-                return
+        else:
+            with self._lock:
+                if not self._closed:
+                    self._processes = pool
+                    return
         pool.shutdown(wait=False, cancel_futures=True)
 
     def _fill(self) -> None:
