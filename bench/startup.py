@@ -34,8 +34,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def compile_bytecode() -> None:
-    """Compiles the package's bytecode, as pip does when it installs a wheel, so that the runs start as installed.
+def compile_bytecode(tree: Path = REPO) -> None:
+    """Compiles a tree's bytecode, as pip does when it installs a wheel, so that the runs start as installed.
 
     A checkout installed with -e writes its bytecode on first use, unless PYTHONDONTWRITEBYTECODE is set (as
     on the machines here): every process then compiled about 35 modules anew, some 60 ms of its start-up that
@@ -43,7 +43,7 @@ def compile_bytecode() -> None:
     """
     import compileall
 
-    compileall.compile_dir(REPO, quiet=1, rx=re.compile(r"[/\\](\.venv|\.git|build|dist|tests)[/\\]"))
+    compileall.compile_dir(tree, quiet=1, rx=re.compile(r"[/\\](\.venv|\.git|build|dist|tests)[/\\]"))
 
 
 def one_run(work: Path) -> dict[str, float]:

@@ -1,0 +1,87 @@
+"""Two commits of latentlink against each other: whole runs of one folder over one link, alternated in pairs.
+
+Each commit is checked out in a worktree (a folder named latentlink, first on PYTHONPATH for both of its
+processes) with its bytecode compiled; the pairs alternate which goes first, so that the machine's slow
+spells fall on both alike. Each run is bench/throughput.run_once: launch to exit, in session, first image on
+the wire, CPU per image. Outputs stay until the end (ext4 is slow to create files where many were deleted).
+
+    python bench/ab_throughput.py OLD_REV NEW_REV --data ../shared/data/mnist.npz \\
+        [--link "1 Mbit/s, 40 ms"] [--images 10000] [--pairs 6] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "bench"))
+
+from startup import compile_bytecode  # noqa: E402
+from throughput import LINKS, Run, prepare, run_once  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("old")
+    parser.add_argument("new")
+    parser.add_argument("--data", type=Path, default=None, help="mnist.npz (default: $LATENTLINK_MNIST or Keras)")
+    parser.add_argument("--link", choices=list(LINKS), default="1 Mbit/s, 40 ms")
+    parser.add_argument("--images", type=int, default=10_000, help="the folder's PNGs")
+    parser.add_argument("--pairs", type=int, default=6)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "latentlink-bench")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    folder = prepare(args.work, args.data, [args.images])[f"folder {args.images:,}"]
+    work = Path(tempfile.mkdtemp(prefix="ab-", dir=args.work))  # a fresh folder for this comparison's outputs
+    trees = {}
+    try:
+        for side in ("old", "new"):
+            trees[side] = work / side
+            tree = trees[side] / "latentlink"
+            commit = getattr(args, side)
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", str(tree), commit], check=True)
+            compile_bytecode(tree)
+        runs: dict[str, list[Run]] = {"old": [], "new": []}
+        for pair in range(args.pairs + 1):  # a first run uploads the decoder, and is not counted
+            for side in ("old", "new") if pair % 2 else ("new", "old"):
+                os.environ["PYTHONPATH"] = str(trees[side])
+                run = run_once("latentlink", folder, side, args.link, work, work / "decoders")
+                if pair:
+                    runs[side].append(run)
+                    print(f"# {side} {run.wall_s:.3f} s to exit, first image {run.first_sent_s:.3f} s", flush=True)
+        print_pairs(args, runs)
+    finally:
+        os.environ.pop("PYTHONPATH", None)
+        for side in trees:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(trees[side] / "latentlink")])
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def print_pairs(args: argparse.Namespace, runs: dict[str, list[Run]]) -> None:
+    print(f"\n{args.images:,} images, folder, {args.link}, {args.pairs} alternated pairs\n")
+    print("| tree | launch → exit (s) | median | first on the wire (s), median | sender / receiver CPU µs/image |")
+    print("|---|---|---|---|---|")
+    for side in ("old", "new"):
+        walls = sorted(run.wall_s for run in runs[side])
+        first = statistics.median(run.first_sent_s for run in runs[side])
+        sender = [1e6 * run.sender_cpu_s / run.images for run in runs[side]]
+        receiver = [1e6 * run.receiver_cpu_s / run.images for run in runs[side]]
+        print(
+            f"| {side} (`{getattr(args, side)}`) | {' / '.join(f'{w:.3f}' for w in walls)} | "
+            f"{statistics.median(walls):.3f} | {first:.3f} | {min(sender):.0f}-{max(sender):.0f} / "
+            f"{min(receiver):.0f}-{max(receiver):.0f} |"
+        )
+    ratio = statistics.median(r.wall_s for r in runs["old"]) / statistics.median(r.wall_s for r in runs["new"])
+    print(f"\nnew / old, launch to exit (medians): {ratio:.2f}x faster")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
