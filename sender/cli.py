@@ -12,7 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from latentlink.shared.cli_help import (
-    IO_WORKERS,
+    READ_WORKERS,
     HelpFormatter,
     add_version,
     command_runtime,
@@ -100,9 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--read-workers",
         type=worker_count,
-        default=IO_WORKERS,
+        default=READ_WORKERS,
         metavar="N",
-        help="worker processes that read and decode image files, shared by the --streams (a core each)",
+        help="worker processes that read and decode image files, shared by the --streams (a core each; 1: a thread)",
     )
     parser.add_argument(
         "--min-psnr",

@@ -10,10 +10,12 @@ from collections.abc import Sequence
 __all__ = [
     "CORES",
     "IO_WORKERS",
+    "READ_WORKERS",
     "HelpFormatter",
     "add_version",
     "command_runtime",
     "quiet_process",
+    "read_workers",
     "worker_count",
 ]
 
@@ -21,6 +23,16 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os
 # Default workers that read image files (sender) or encode PNGs (receiver), each on a core of its own.
 # Four keep a GPU encoder fed; more rarely pay.
 IO_WORKERS = min(4, CORES)
+
+
+def read_workers(cores: int) -> int:
+    """The sender's default reading workers on a machine of `cores`: a core is left to the encoder. On 2 cores a
+    thread reading beside it beat two worker processes, whose start-up and hand-offs cost ~0.3 s of CPU on
+    10,000 digits (bench/RESULTS.md, fifteenth session); more than one worker reads in processes."""
+    return max(1, min(4, cores - 1))
+
+
+READ_WORKERS = read_workers(CORES)
 MAX_IO_WORKERS = 64
 
 

@@ -14,7 +14,9 @@ import pytest
 from latentlink.receiver import png_workers
 from latentlink.receiver.png_workers import PngWorkers
 from latentlink.sender import read_ahead
+from latentlink.sender.cli import build_parser
 from latentlink.sender.read_ahead import PROCESS_MIN_BATCHES, ReadAhead
+from latentlink.shared.cli_help import CORES, READ_WORKERS, read_workers
 from latentlink.shared.image_io import ImageError, SourceImage, encode_png, find_sources
 from tests.conftest import SAMPLES
 
@@ -118,3 +120,9 @@ def test_png_workers_encode_a_started_batch_while_the_caller_goes_on(monkeypatch
     pending = PngWorkers(2).start(images)  # returns while the workers wait
     gate.set()
     assert pending.result() == [encode_png(image) for image in images]
+
+
+def test_the_senders_default_reading_leaves_a_core_to_the_encoder():
+    # 2 cores: a thread reads (no processes beside the encoder); larger machines read in processes, at most 4.
+    assert [read_workers(cores) for cores in (1, 2, 3, 4, 8, 64)] == [1, 1, 2, 3, 4, 4]
+    assert build_parser().parse_args(["--target", "h:1", "x"]).read_workers == READ_WORKERS == read_workers(CORES)
