@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +109,26 @@ def test_corrupt_png_body_and_oversized_files_are_image_errors(tmp_path: Path):
     if Path("/dev/zero").exists():  # a file that reports no size still reads no more than the bound
         with pytest.raises(ImageError, match="larger than"):
             read_image(Path("/dev/zero"), (28, 28))
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_file_that_arrives_in_pieces_is_read_whole(tmp_path: Path):
+    # A pipe reports no size and gives its bytes as they come: the read goes on until the end.
+    data = encode_png(DIGIT)
+    os.mkfifo(tmp_path / "piped.png")
+
+    def write_in_two_pieces() -> None:
+        with open(tmp_path / "piped.png", "wb", buffering=0) as pipe:
+            pipe.write(data[:50])
+            time.sleep(0.2)
+            pipe.write(data[50:])
+
+    writer = threading.Thread(target=write_in_two_pieces)
+    writer.start()
+    try:
+        np.testing.assert_array_equal(read_image(tmp_path / "piped.png", (28, 28)), DIGIT)
+    finally:
+        writer.join()
 
 
 def test_sixteen_bit_and_float_images_are_scaled_not_clipped(tmp_path: Path):
