@@ -20,15 +20,15 @@ __all__ = [
 ]
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-# Default workers that read image files (sender) or encode PNGs (receiver), each on a core of its own.
-# Four keep a GPU encoder fed; more rarely pay.
+# Default threads that encode PNGs (receiver), each on a core of its own; more than four rarely pay.
 IO_WORKERS = min(4, CORES)
 
 
 def read_workers(cores: int) -> int:
-    """The sender's default reading workers on a machine of `cores`: a core is left to the encoder. On 2 cores a
-    thread reading beside it beat two worker processes, whose start-up and hand-offs cost ~0.3 s of CPU on
-    10,000 digits (bench/RESULTS.md, fifteenth session); more than one worker reads in processes."""
+    """The sender's default reading workers on a machine of `cores`: a core is left to the encoder, and four keep
+    a GPU encoder fed. On 2 cores a thread reading beside the encoder beat two worker processes, whose start-up
+    and hand-offs cost ~0.3 s of CPU on 10,000 digits (bench/RESULTS.md, fifteenth session); more than one
+    worker reads in processes."""
     return max(1, min(4, cores - 1))
 
 
