@@ -150,12 +150,13 @@ def test_json_summary_lists_each_failed_image_with_its_reason(receiver_process, 
     assert "not a readable image" in summary["failed"]["bad.png"]
 
 
-def test_ctrl_c_ends_the_sender_with_one_line_from_every_process_of_its_group():
+@pytest.mark.parametrize("workers", ["1", "2"])  # a thread reads (the default on 2 cores), or worker processes
+def test_ctrl_c_ends_the_sender_with_one_line_from_every_process_of_its_group(workers):
     """A terminal's Ctrl-C reaches the sender and its read workers alike: one line, exit 130, no traceback."""
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers: the sender waits, reading ahead
         command = [*_command("sender"), "--target", f"127.0.0.1:{silent.getsockname()[1]}", "--batch-size", "16"]
         sender = subprocess.Popen(
-            [*command, str(SAMPLES)],  # 19 batches of small files: read by worker processes
+            [*command, "--read-workers", workers, str(SAMPLES)],  # 19 batches of small files
             stderr=subprocess.PIPE,
             text=True,
             env=ENV,
@@ -168,7 +169,7 @@ def test_ctrl_c_ends_the_sender_with_one_line_from_every_process_of_its_group():
         finally:
             if sender.poll() is None:
                 os.killpg(sender.pid, signal.SIGKILL)
-    assert sender.returncode == 130
+    assert sender.returncode == 130, stderr
     line, *more = stderr.strip().splitlines()
     assert not more and line.startswith(f"sender: interrupted; send again with --session {SAMPLES.name}-")
     assert line.endswith(" to finish (what is in place is not sent twice)")
