@@ -41,6 +41,15 @@ def test_wrong_size_is_reported_unless_resize_is_asked(tmp_path: Path):
     assert read_image(tmp_path / "odd.png", (28, 28), resize=True).shape == (28, 28)
 
 
+def test_a_folder_is_listed_in_the_order_of_its_names_parts(tmp_path: Path):
+    # Part by part: a folder's files come together, before a sibling whose name continues past the folder's.
+    names = ["a.b.png", "a/b.png", "a/c/d.png", "a-/x.png", "a0.png", "a/b/e.png", "ab.png", "a/a.png", "A.png"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(encode_png(DIGIT))
+    assert [s.name for s in find_sources(tmp_path, (28, 28))] == sorted(names, key=lambda name: name.split("/"))
+
+
 def test_sources_are_found_recursively_sorted_and_hidden_files_skipped(tmp_path: Path):
     for name in ["b.png", "a/z.png", "a/c.png", ".hidden.png", ".git/x.png"]:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
