@@ -155,13 +155,19 @@ def test_ctrl_c_ends_the_sender_with_one_line_from_every_process_of_its_group(wo
     """A terminal's Ctrl-C reaches the sender and its read workers alike: one line, exit 130, no traceback."""
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers: the sender waits, reading ahead
         command = [*_command("sender"), "--target", f"127.0.0.1:{silent.getsockname()[1]}", "--batch-size", "16"]
-        sender = subprocess.Popen(
-            [*command, "--read-workers", workers, str(SAMPLES)],  # 19 batches of small files
-            stderr=subprocess.PIPE,
-            text=True,
-            env=ENV,
-            start_new_session=True,  # its own process group, as a terminal gives a command
-        )
+        # A terminal's command starts with Ctrl-C's default action; a suite started in the background (`cmd &` in a
+        # script) ignores SIGINT, and its children would inherit that. A handled signal is reset for the child.
+        inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            sender = subprocess.Popen(
+                [*command, "--read-workers", workers, str(SAMPLES)],  # 19 batches of small files
+                stderr=subprocess.PIPE,
+                text=True,
+                env=ENV,
+                start_new_session=True,  # its own process group, as a terminal gives a command
+            )
+        finally:
+            signal.signal(signal.SIGINT, inherited)
         try:
             time.sleep(3)  # the workers are up, the handshake is awaited
             os.killpg(sender.pid, signal.SIGINT)
