@@ -88,7 +88,7 @@ class ReadAhead:
                 if not self._closed:
                     self._processes = pool
                     return
-        pool.shutdown(wait=False, cancel_futures=True)
+        _end_processes(pool)
 
     def _fill(self) -> None:
         while len(self._pending) < self._depth and (batch := next(self._batches, None)) is not None:
@@ -101,13 +101,15 @@ class ReadAhead:
             yield loaded
 
     def close(self) -> None:
-        """Stops reading: batches not started are dropped, the workers end after the ones they are reading."""
+        """Stops reading: batches not started are dropped, the workers end after the ones they are reading (the
+        worker processes are waited for: see _end_processes)."""
         self._pending.clear()
         with self._lock:
             self._closed = True
-            for pool in (self._thread, self._processes):
-                if pool is not None:
-                    pool.shutdown(wait=False, cancel_futures=True)
+            processes = self._processes
+        self._thread.shutdown(wait=False, cancel_futures=True)
+        if processes is not None:
+            _end_processes(processes)
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
@@ -117,6 +119,17 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     # script's workers would each import it again); the workers start with it loaded.
     context.set_forkserver_preload(["__main__", __name__])
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_ignore_interrupt)
+
+
+def _end_processes(pool: ProcessPoolExecutor) -> None:
+    """Shuts a pool of worker processes down and waits for it (they finish the batches they are reading).
+
+    Not waiting left the pool's manager thread closing its wake-up pipe while Python's exit handler for process
+    pools wrote to it, unguarded (Python 3.11): "Exception ignored ... thread_wakeup.wakeup()" and a traceback on
+    stderr after the sender's last line, seen after a Ctrl-C (CPython later guarded that pipe with a lock,
+    python/cpython#125492).
+    """
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _ignore_interrupt() -> None:
