@@ -226,3 +226,31 @@ def test_choosing_the_model_lists_the_inputs_once(tmp_path: Path, monkeypatch, i
     assert model.image_shape == (28, 28) and "digits" in note
     assert [s.name for s in sources] == [s.name for s in find_sources(path, (28, 28))]
     assert all(s.load().shape == (28, 28) for s in sources)
+
+
+@pytest.mark.parametrize("photo", [False, True])
+def test_choosing_the_model_makes_sources_of_the_sample_alone_then_of_every_file_once(
+    tmp_path: Path, monkeypatch, photo
+):
+    """The sample is read at any size from its own files; every file becomes a source once, at the chosen shape."""
+    from latentlink.shared import model_choice
+    from latentlink.shared.image_io import ANY_SIZE
+
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    for i in range(100):
+        (folder / f"{i:03d}.png").write_bytes(encode_png(DIGIT))
+    if photo:  # the last file, which the sample reaches, is not a digit
+        (folder / "zz.png").write_bytes(encode_png(np.zeros((40, 50), np.uint8)))
+    built: list[tuple[tuple[int, ...], int]] = []
+    original = model_choice.sources_at
+
+    def counted(listing, shape, *rest):
+        built.append((shape, len(listing.files)))
+        return original(listing, shape, *rest)
+
+    monkeypatch.setattr(model_choice, "sources_at", counted)
+    model, sources, note = model_choice.choose_model([folder], None, None, None, {})
+    files = 101 if photo else 100
+    assert ("photos" if photo else "digits") in note and len(sources) == files
+    assert built == [(ANY_SIZE, model_choice.SAMPLE_IMAGES), (ANY_SIZE if photo else (28, 28), files)]
