@@ -36,15 +36,15 @@ def choose_model(
     once. Raises what list_inputs, sources_at and load_model_dir raise, and
     ValueError for a quality the ladder lacks.
     """
+    listings = [list_inputs(path, skipped) for path in paths]
     if model is not None:
         files = load_model_dir(model)
-        return files, _sources([list_inputs(path, skipped) for path in paths], files.image_shape, resize), None
-    listings = [list_inputs(path, skipped) for path in paths]
-    digits = resize is not None or looks_like_digits(_sample(listings))
+        return files, _sources(listings, files.image_shape, resize), None
+    digits = resize is not None or looks_like_digits(_sample(listings))  # without resize, photos get none
     files = load_model_dir(quality_model_dir(quality, photos=not digits))
     kind = "28x28 grey digits" if digits else "photos (any size, grey or colour)"
     note = f"model {files.name}: the inputs are {kind}; --quality or --model chooses another"
-    return files, _sources(listings, files.image_shape if digits else ANY_SIZE, resize if digits else None), note
+    return files, _sources(listings, files.image_shape if digits else ANY_SIZE, resize), note
 
 
 def _sample(listings: Sequence[Listing]) -> list[np.ndarray]:
@@ -58,7 +58,11 @@ def _sample(listings: Sequence[Listing]) -> list[np.ndarray]:
     for listing, part in zip(listings, inputs, strict=True):
         mine = [part[index - first] for index in picks if first <= index < first + len(part)]
         first += len(part)
-        for source in sources_at(Listing(listing.path, mine), ANY_SIZE) if listing.files and mine else mine:
+        if not mine:
+            continue
+        if listing.files:  # a folder's picked files, as a listing of their own
+            mine = sources_at(Listing(listing.path, mine), ANY_SIZE)
+        for source in mine:
             try:
                 sample.append(source.load())
             except ImageError:
