@@ -9,11 +9,13 @@ from collections.abc import Sequence
 
 __all__ = [
     "CORES",
+    "EXIT_INTERRUPTED",
     "IO_WORKERS",
     "READ_WORKERS",
     "HelpFormatter",
     "add_version",
     "command_runtime",
+    "interrupted",
     "quiet_process",
     "read_workers",
     "worker_count",
