@@ -10,7 +10,7 @@ import grpc
 
 from latentlink.shared.protocol import channel_options, split_host_port
 
-__all__ = ["CONNECT_WAIT_S", "TargetError", "channel_target", "connected", "open_channel"]
+__all__ = ["CONNECT_WAIT_S", "TargetError", "channel_target", "connected", "open_channel", "start_connecting"]
 
 # Longest wait for a first connection to a target that has not answered yet (a receiver still starting).
 CONNECT_WAIT_S = 5.0
@@ -60,6 +60,17 @@ def open_channel(target: str, credentials: grpc.ChannelCredentials | None = None
         # The receivers' certificates name the hosts, not their resolved addresses.
         options.append(("grpc.ssl_target_name_override", host))
     return grpc.secure_channel(uri, credentials, options=options)
+
+
+def start_connecting(channel: grpc.Channel) -> None:
+    """Starts connecting now, in the background: gRPC would wait for the first call. Over a distant link the
+    connection (TCP, then HTTP/2's settings both ways) is then up by the time the sender has listed its inputs."""
+    channel.subscribe(_ignore_state, try_to_connect=True)  # its polling thread asks the channel to connect ...
+    channel.unsubscribe(_ignore_state)  # ... and then ends: nothing is left watching the channel
+
+
+def _ignore_state(_state: grpc.ChannelConnectivity) -> None:
+    pass
 
 
 def connected(channel: grpc.Channel, timeout_s: float) -> bool:

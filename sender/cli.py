@@ -440,6 +440,22 @@ def _main(args: argparse.Namespace) -> int:
             credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
         except (OSError, ValueError) as exc:
             return _fail(str(exc))
+    channel = None if args.dry_run else _connecting(args.target, credentials)
+    with channel or nullcontext():  # closed here if the run ends before the send takes it over
+        return _prepare_and_send(args, credentials, token, channel)
+
+
+def _connecting(target: str, credentials):
+    """The channel to the receiver, connecting while the inputs are listed and the model chosen."""
+    from latentlink.sender.channel import open_channel, start_connecting
+
+    channel = open_channel(target, credentials)
+    start_connecting(channel)
+    return channel
+
+
+def _prepare_and_send(args, credentials, token, channel) -> int:
+    """Chooses the model, encodes and sends (or dry-runs); returns the exit code."""
     from latentlink.shared.image_io import FitResize, ImageError
     from latentlink.shared.model_choice import choose_model
     from latentlink.shared.model_format import ModelFormatError
@@ -457,12 +473,12 @@ def _main(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         return _fail(str(exc))
     try:
-        return _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, token)
+        return _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, token, channel)
     finally:
         encoder.settle()
 
 
-def _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, token) -> int:
+def _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, token, channel) -> int:
     """Sends (or dry-runs) and reports; returns the exit code."""
     from latentlink.sender.parallel import send_parallel
 
@@ -485,6 +501,7 @@ def _send(args, encoder, model, sources, chosen, skipped, resizer, credentials, 
                 args.streams,
                 args.session,
                 credentials,
+                channel,
                 batch_size=args.batch_size,
                 handshake_timeout=args.handshake_timeout,
                 on_progress=progress_meter(bar),

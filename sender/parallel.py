@@ -35,25 +35,29 @@ def send_parallel(
     streams: int,
     session: str,
     credentials: grpc.ChannelCredentials | None = None,
+    opened: grpc.Channel | None = None,
     **options,
 ) -> SendReport:
     """Sends `sources` over `streams` parallel streams of one round_robin channel.
 
     Each stream is its own resumable session, named "<session>.<i>" (just
     `session` when there is one stream); gRPC's round_robin policy gives each new
-    stream to the next ready receiver behind `target`. `options` go to send_images.
+    stream to the next ready receiver behind `target`. `opened`: a channel to `target` opened already
+    (connecting since channel.start_connecting), which this takes over and closes. `options` go to send_images.
     """
     clashes = name_clashes(sources)
     if clashes:
         sources = [s for s in sources if s.name not in clashes]
     parts = split_evenly(sources, streams)
     if len(parts) == 1:
-        report = send_images(target, sources, encoder, session=session, credentials=credentials, **options)
+        report = send_images(
+            target, sources, encoder, session=session, credentials=credentials, opened=opened, **options
+        )
         return _with_clashes(report, clashes)
     # the read workers are the sender's, shared by its streams
     options["read_workers"] = max(1, options.get("read_workers", 1) // len(parts))
     reports: list[SendReport | None] = [None] * len(parts)
-    with open_channel(target, credentials) as channel:
+    with opened or open_channel(target, credentials) as channel:
         _connect(channel, min(options.get("handshake_timeout", 20.0), CONNECT_WAIT_S))
 
         def run(index: int) -> None:

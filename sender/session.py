@@ -68,6 +68,7 @@ def send_images(
     channel: grpc.Channel | None = None,
     min_psnr: float | None = None,
     read_workers: int = 1,
+    opened: grpc.Channel | None = None,
 ) -> SendReport:
     """Streams `sources` to the receiver at `target`; never raises for per-image problems.
 
@@ -76,7 +77,8 @@ def send_images(
     already there from an earlier run (same name, same latents) are not sent again. If the stream
     breaks after a handshake, the sender reconnects with backoff and resumes (images, and a
     decoder upload, from where the receiver stands) until no progress was made for `retry_for`
-    seconds. A given `channel` is used (and left open). With `min_psnr`, every image is decoded
+    seconds. A given `channel` is used (and left open); an `opened` one (to `target`, connecting since
+    channel.start_connecting) is taken over as if this had opened it. With `min_psnr`, every image is decoded
     locally first and those predicted below it fail instead of being sent. `read_workers` workers
     read and decode the image files (sender/read_ahead.py says which kind).
     """
@@ -84,7 +86,7 @@ def send_images(
     report.session = session or new_session_name()
     start = time.perf_counter()
     own_channel = channel is None
-    channel = channel or open_channel(target, credentials)
+    channel = channel or opened or open_channel(target, credentials)
     quality = QualityMeter()
     options = SessionOptions(
         encoder=encoder,

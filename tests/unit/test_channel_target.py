@@ -1,10 +1,15 @@
-"""The sender's --target: one receiver, a list balanced by round_robin, or a DNS name; and stream splitting."""
+"""The sender's --target: one receiver, a list balanced by round_robin, or a DNS name; connecting early; and
+stream splitting."""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
 import pytest
 
-from latentlink.sender.channel import TargetError, channel_target
+from latentlink.sender.channel import TargetError, channel_target, open_channel, start_connecting
 from latentlink.sender.parallel import name_clashes, split_evenly
 
 
@@ -57,3 +62,32 @@ def test_images_that_would_write_the_same_output_file_are_caught_before_sending(
     clashes = name_clashes(sources)
     assert sorted(clashes) == ["a", "a.png"]
     assert clashes["a.png"] == 'would overwrite "a.png", the output of "a.jpg"; rename one'
+
+
+def _becomes_ready(channel: grpc.Channel, wait_s: float) -> bool:
+    """Whether the channel reaches READY within `wait_s`, watched without asking it to connect."""
+    ready = threading.Event()
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        if state == grpc.ChannelConnectivity.READY:
+            ready.set()
+
+    channel.subscribe(watch, try_to_connect=False)
+    try:
+        return ready.wait(wait_s)
+    finally:
+        channel.unsubscribe(watch)
+
+
+def test_start_connecting_connects_before_any_call():
+    server = grpc.server(ThreadPoolExecutor(max_workers=1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with open_channel(f"127.0.0.1:{port}") as lazy:
+            assert not _becomes_ready(lazy, 0.5)  # gRPC on its own waits for the first call
+        with open_channel(f"127.0.0.1:{port}") as channel:
+            start_connecting(channel)
+            assert _becomes_ready(channel, 10.0)
+    finally:
+        server.stop(None)
