@@ -187,6 +187,7 @@ class LatentLinkServicer:
             decoder = self.store.decoder(digest)
         except (ModelFormatError, OSError) as exc:
             raise ProtocolError("FAILED_PRECONDITION", f"cached decoder {digest[:12]} is unusable: {exc}") from None
+        decoder.warm_up()  # while the handshake travels to the sender and its first batch comes back
         tables = coding_tables(decoder.info.network)
         if encoding not in decodable_encodings(tables is not None, decoder.info.any_size):
             raise ProtocolError(

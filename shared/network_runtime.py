@@ -92,6 +92,9 @@ class CompiledNetwork:
         with tensorflow().device(self.device):
             return self.model(batch, training=False)
 
+    def warm_up(self) -> None:
+        """Nothing: the graph was traced when built."""
+
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         """Runs a float32 batch of shape (n, *input_shape) through the network."""
         return self._run(tensorflow().constant(as_batch(batch, self.input_shape))).numpy()

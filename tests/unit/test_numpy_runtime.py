@@ -95,6 +95,18 @@ def test_shipped_decoders_give_the_same_floats_in_any_batch(name):
         )
 
 
+def test_warming_up_builds_every_layout_and_changes_no_float():
+    """The receiver warms its decoder up while the handshake travels: the first batch then builds nothing."""
+    decoder = load_model_dir(MODELS / "q4").decoder
+    latents = np.round(np.random.default_rng(1).normal(size=(100, decoder.input_shape[0])) * 3).astype(np.float32)
+    cold, warmed = NumpyNetwork(decoder), NumpyNetwork(decoder)
+    warmed.warm_up()
+    convolutions = [layer for layer in warmed.layers if hasattr(layer, "_layouts")]
+    assert convolutions and all(len(layer._layouts._layouts) == 1 for layer in convolutions)
+    assert warmed._largest
+    np.testing.assert_array_equal(warmed(latents), cold(latents))
+
+
 @pytest.mark.parametrize("name", ["q4", "seed-k64"])
 def test_a_batch_cut_over_threads_gives_the_same_floats(name):
     model = load_model_dir(MODELS / name)
