@@ -126,7 +126,7 @@ def _compress(args: argparse.Namespace) -> int:
     quality.add(loaded.names, loaded.pixels, decompress(data, model, device=args.device))
     print(
         f"{count} images -> {args.output}: {len(data):,} bytes, {len(data) / count:.1f} B per image "
-        f"(input files: {sum(s.size_bytes for s in sources) / len(sources):.0f} B per image), model {model.name}\n"
+        f"(input files: {sum(loaded.input_bytes) / count:.0f} B per image), model {model.name}\n"
         f"  quality of the reconstructions: {quality.result()}"
     )
     if chosen:

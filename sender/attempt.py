@@ -293,7 +293,7 @@ class Attempt:
         size = self._read_images()
         batches = [sources[first : first + size] for first in range(0, len(sources), size)]
         # reading and PNG decoding overlap the encoding, on as many cores as there are workers
-        reader = ReadAhead(batches, READ_AHEAD_BATCHES, self.options.read_workers)
+        reader = ReadAhead(batches, READ_AHEAD_BATCHES, self.options.read_workers, self.encoder.any_size)
         try:
             for loaded in reader:
                 # Digits are encoded before the terms are known (they do not depend on them); photos after.
@@ -318,6 +318,7 @@ class Attempt:
 
     def _send_batch(self, loaded: LoadedBatch, vectors: np.ndarray | None) -> None:
         self._fail(loaded.failed)
+        self.report.record_read(loaded.names, loaded.input_bytes)
         if self.encoder.any_size:
             self._send_photos(loaded)
             return

@@ -162,7 +162,6 @@ def add_effort_argument(parser: argparse.ArgumentParser) -> None:
 
 def format_report(report, target: str, model) -> str:
     """Renders the end-of-session summary for people."""
-    n = max(report.images, 1)
     sent = max(report.sent, 1)
     lines = [
         f"{report.images} images, {report.sent} sent to {target} in {report.elapsed_s:.1f} s: "
@@ -172,7 +171,8 @@ def format_report(report, target: str, model) -> str:
         f"  wire ({report.encoding or 'no'} latents): {report.payload_bytes / sent:.1f} B of latents "
         "per image, "
         f"{report.wire_bytes / sent:.1f} B per image with names, framing and acks "
-        f"(input files: {report.input_bytes / n:.0f} B per image)" + _bits_per_pixel(report, model),
+        f"(input files: {report.input_bytes / max(len(report.input_sizes), 1):.0f} B per image)"
+        + _bits_per_pixel(report, model),
     ]
     for index, stream in enumerate(report.streams, 1):
         lines.append(

@@ -34,7 +34,7 @@ def dry_run(
     would be sent; with `min_psnr`, images predicted below it would fail.
     """
     model = encoder.model
-    report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
+    report = SendReport(images=len(sources))
     report.failed.update(clashes := name_clashes(sources))
     sources = [s for s in sources if s.name not in clashes]
     report.encoding = pb.LatentEncoding.Name(encoding).removeprefix("LATENT_ENCODING_").lower()
@@ -43,6 +43,7 @@ def dry_run(
     for first in range(0, len(sources), batch_size):
         loaded = load_batch(sources[first : first + batch_size])
         report.failed.update(loaded.failed)
+        report.record_read(loaded.names, loaded.input_bytes)
         names, pixels, wire_bytes = loaded.names, loaded.pixels, 0
         if encoder.any_size:
             wire_bytes = _photo_batches(encoder, loaded, quality, min_psnr, report, first)

@@ -20,8 +20,6 @@ __all__ = ["LoadedBatch", "ReadAhead", "load_batch"]
 
 log = logging.getLogger(__name__)
 
-# Files under this size on average are read in worker processes, larger ones in threads (see ReadAhead).
-SMALL_FILE_BYTES = 64 * 1024
 # Fewer batches than this are read by the thread: starting processes (0.2-0.3 s of CPU) would not pay.
 PROCESS_MIN_BATCHES = 8
 
@@ -32,47 +30,52 @@ class LoadedBatch:
     # (len(names), height, width) uint8; a list when images of any size differ in shape
     pixels: np.ndarray | list[np.ndarray] | None
     failed: dict[str, str]  # name -> why it could not be read
+    input_bytes: list[int]  # of each image read, in the order of names: its file's size (an array's bytes per image)
 
 
 def load_batch(batch: Sequence[SourceImage]) -> LoadedBatch:
     """Reads a batch of images; unreadable ones become failures."""
-    images, names, failed = [], [], {}
+    images, names, failed, sizes = [], [], {}, []
     for source in batch:
         try:
-            images.append(source.load())
-            names.append(source.name)
+            image, size = source.read()
         except ImageError as exc:
             failed[source.name] = str(exc)
+            continue
+        images.append(image)
+        names.append(source.name)
+        sizes.append(size)
     if not images:
-        return LoadedBatch(names, None, failed)
+        return LoadedBatch(names, None, failed, sizes)
     same = len({image.shape for image in images}) == 1
-    return LoadedBatch(names, np.stack(images) if same else images, failed)
+    return LoadedBatch(names, np.stack(images) if same else images, failed, sizes)
 
 
 class ReadAhead:
     """Iterates loaded batches in order, read up to `depth` ahead by `workers`; a worker's error is raised here.
 
-    Several workers read small image files (a digit's PNG) in worker processes: most of a small file's
-    time is Python-side handling, which threads in one process would queue for on the GIL. A thread
-    reads until the processes are up (a few tenths of a second), so that their start-up delays no batch.
-    Large files (photos) spend their time in libpng without the GIL: threads read them, and nothing is
-    copied between processes. Images in an array (.npy/.npz) are already in memory: one thread reads them.
-    Close when done.
+    Several workers read files of images of a model's fixed size (a digit's PNG) in worker processes: most
+    of such a small image's time is Python-side handling, which threads in one process would queue for on
+    the GIL, and the image comes back small. A thread reads until the processes are up (a few tenths of a
+    second), so that their start-up delays no batch. Images of `any_size` (photos) spend their time in
+    libpng without the GIL: threads read them, and nothing large is copied between processes. Images in an
+    array (.npy/.npz) are already in memory: one thread reads them. Close when done.
     """
 
-    def __init__(self, batches: Sequence[Sequence[SourceImage]], depth: int, workers: int = 1) -> None:
+    def __init__(
+        self, batches: Sequence[Sequence[SourceImage]], depth: int, workers: int = 1, any_size: bool = False
+    ) -> None:
         self._batches = iter(batches)
         first = batches[0] if batches else []
         files = bool(first) and all(source.in_file for source in first)
-        small = files and sum(source.size_bytes for source in first) < SMALL_FILE_BYTES * len(first)
-        self._thread = ThreadPoolExecutor(workers if files and not small else 1, thread_name_prefix="read")
+        self._thread = ThreadPoolExecutor(workers if files and any_size else 1, thread_name_prefix="read")
         self._processes: ProcessPoolExecutor | None = None  # set once its workers are up
         self._lock = threading.Lock()  # orders the processes' arrival with close
         self._closed = False
         self._depth = max(depth, workers)
         self._pending: deque[Future] = deque()
         self._fill()
-        if workers > 1 and small and len(batches) > PROCESS_MIN_BATCHES:
+        if workers > 1 and files and not any_size and len(batches) > PROCESS_MIN_BATCHES:
             threading.Thread(target=self._start_processes, args=(workers,), daemon=True, name="read-start").start()
 
     def _start_processes(self, workers: int) -> None:

@@ -37,7 +37,7 @@ class SendReport:
     payload_bytes: int = 0  # the latents alone (bitstream or raw values)
     pixels_sent: int = 0  # height x width of every image sent
     wire_bytes: int = 0  # everything both ways after the handshake, gRPC message framing included
-    input_bytes: int = 0
+    input_sizes: dict[str, int] = field(default_factory=dict, repr=False)  # name -> its input's bytes, if read
     encoding: str = ""
     session: str = ""
     session_dir: str = ""  # where the receiver writes, relative to its output folder
@@ -60,6 +60,15 @@ class SendReport:
     def wire_bits_per_pixel(self) -> float | None:
         """Bits on the wire per pixel sent (images of any size), or None when nothing was sent."""
         return 8 * self.wire_bytes / self.pixels_sent if self.pixels_sent else None
+
+    @property
+    def input_bytes(self) -> int:
+        """The bytes of the inputs of every image read (files' sizes; an array's bytes per image), each once."""
+        return sum(self.input_sizes.values())
+
+    def record_read(self, names: Sequence[str], sizes: Sequence[int]) -> None:
+        """Images were read, their inputs of these sizes (an image read again after a reconnect counts once)."""
+        self.input_sizes.update(zip(names, sizes, strict=True))
 
     def record_written(self, names: Sequence[str], paths: Sequence[str] | str) -> None:
         """Images are durable on the current receiver, each at its path under the output folder (one `paths`
@@ -94,8 +103,9 @@ def merge_reports(reports: Sequence[SendReport], session: str) -> SendReport:
     for report in reports:
         for name in ("images", "sent", "already_in_place", "model_bytes", "payload_bytes", "wire_bytes"):
             setattr(merged, name, getattr(merged, name) + getattr(report, name))
-        for name in ("input_bytes", "reconnects", "resent_batches", "quality_images", "pixels_sent"):
+        for name in ("reconnects", "resent_batches", "quality_images", "pixels_sent"):
             setattr(merged, name, getattr(merged, name) + getattr(report, name))
+        merged.input_sizes.update(report.input_sizes)
         merged.written.update(report.written)
         merged.written_on.update(report.written_on)
         merged.failed.update(report.failed)

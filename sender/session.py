@@ -82,7 +82,7 @@ def send_images(
     locally first and those predicted below it fail instead of being sent. `read_workers` workers
     read and decode the image files (sender/read_ahead.py says which kind).
     """
-    report = SendReport(images=len(sources), input_bytes=sum(s.size_bytes for s in sources))
+    report = SendReport(images=len(sources))
     report.session = session or new_session_name()
     start = time.perf_counter()
     own_channel = channel is None

@@ -51,7 +51,7 @@ def _sample(listings: Sequence[Listing]) -> list[np.ndarray]:
     """Up to SAMPLE_IMAGES of the inputs, spread evenly over them all, read at any size; unreadable ones are left out
     (they are reported when sent). Only a folder's picked files become sources: building all of them at any size
     as well as at the model's cost ~70 ms for 60,000 files."""
-    inputs = [listing.files or sources_at(listing, ANY_SIZE) for listing in listings]  # a folder's: (name, bytes)
+    inputs = [listing.files or sources_at(listing, ANY_SIZE) for listing in listings]  # a folder's: its names
     total = sum(len(part) for part in inputs)
     picks = np.unique(np.linspace(0, total - 1, min(SAMPLE_IMAGES, total)).astype(int))
     sample, first = [], 0

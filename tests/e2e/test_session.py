@@ -88,6 +88,9 @@ def test_bad_files_are_reported_per_image_and_good_ones_still_land(receiver, enc
     assert set(report.failed) == {"corrupt.png", "big.png"}  # notes.txt has no image extension: never listed
     assert "not a readable image" in report.failed["corrupt.png"]
     assert "32x32" in report.failed["big.png"] and "--resize" in report.failed["big.png"]
+    # the input bytes come with the reads (the folder is listed without a stat per file): the files read
+    read = ["test_00000.png", "test_00001.png"]
+    assert report.input_bytes == sum((folder / name).stat().st_size for name in read)
     assert sorted(p.name for p in (receiver.out / report.session_dir).iterdir()) == ["test_00000.png", "test_00001.png"]
 
 
@@ -216,12 +219,12 @@ def test_the_first_batches_are_read_and_encoded_while_the_handshake_goes_on(rece
         times.setdefault("handshake", time.monotonic())
         return answer(*args, **kwargs)
 
-    def timed_load(key: int) -> np.ndarray:
+    def timed_load(key: int) -> tuple[np.ndarray, int]:
         times.setdefault("first read", time.monotonic())
-        return read_image(SAMPLES / f"test_0000{key}.png", (28, 28))
+        return read_image(SAMPLES / f"test_0000{key}.png", (28, 28)), 100
 
     monkeypatch.setattr(servicer, "handshake_to_proto", slow_handshake)
-    sources = [SourceImage(f"{key}.png", 100, timed_load, key, in_file=True) for key in range(8)]
+    sources = [SourceImage(f"{key}.png", timed_load, key, in_file=True) for key in range(8)]
     report = send_images(receiver.address, sources, encoder, batch_size=4)
     assert report.ok, report.failed
     assert times["first read"] < times["handshake"]
@@ -230,12 +233,12 @@ def test_the_first_batches_are_read_and_encoded_while_the_handshake_goes_on(rece
 def test_a_crash_while_reading_ends_the_session_with_its_reason(receiver, encoder):
     """Not a broken link: the session is not resumed (it was, until retry_for ran out)."""
 
-    def crashing_load(key: int) -> np.ndarray:
+    def crashing_load(key: int) -> tuple[np.ndarray, int]:
         if key == 9:
             raise RuntimeError("disk on fire")
-        return read_image(SAMPLES / "test_00000.png", (28, 28))
+        return read_image(SAMPLES / "test_00000.png", (28, 28)), 100
 
-    sources = [SourceImage(f"{key}.png", 100, crashing_load, key, in_file=True) for key in range(12)]
+    sources = [SourceImage(f"{key}.png", crashing_load, key, in_file=True) for key in range(12)]
     report = send_images(receiver.address, sources, encoder, batch_size=4, retry_for=3)
     assert report.failure.status == "PROTOCOL" and "disk on fire" in report.failure.details
     assert report.reconnects == 0
@@ -277,13 +280,13 @@ def test_photos_are_read_once_however_often_a_busy_receiver_is_asked(tmp_path, t
     release = _hold_the_only_slot(running.address)
     reads: list[int] = []
 
-    def photo(key: int) -> np.ndarray:
+    def photo(key: int) -> tuple[np.ndarray, int]:
         reads.append(key)
-        return np.random.default_rng(key).integers(0, 256, (24, 32, 3), np.uint8)
+        return np.random.default_rng(key).integers(0, 256, (24, 32, 3), np.uint8), 2304
 
     try:
         threading.Timer(1.5, release).start()  # refused for 1.5 s: several attempts
-        sources = [SourceImage(f"{key}.png", 2304, photo, key, in_file=True) for key in range(3)]
+        sources = [SourceImage(f"{key}.png", photo, key, in_file=True) for key in range(3)]
         report = send_images(running.address, sources, BatchEncoder(tiny, "cpu"), retry_for=20)
         assert report.ok, report.error
     finally:

@@ -74,6 +74,14 @@ def test_array_of_the_wrong_shape_is_refused(tmp_path: Path):
         ("raw", "raw.png"),
         ("v1.2/x", "v1.2/x.png"),
         ("a.b.c", "a.b.png"),
+        # names ending in .png: the same name, except where the suffix is the whole last part
+        ("a.png", "a.png"),
+        ("d/x.y.png", "d/x.y.png"),
+        ("..png", "..png"),
+        (".png", ".png.png"),
+        ("d/.png", "d/.png.png"),
+        ("/a.png", "a.png"),
+        ("a.PNG", "a.png"),
     ],
 )
 def test_output_name_keeps_the_relative_path_with_suffix_png(name, written):

@@ -32,9 +32,9 @@ def test_batches_read_by_several_workers_come_in_order_and_match_one_worker():
         np.testing.assert_array_equal(a.pixels, b.pixels)
 
 
-def _pid_image(key: int) -> np.ndarray:
+def _pid_image(key: int) -> tuple[np.ndarray, int]:
     """An "image file" whose pixels say which process read it."""
-    return np.full((2, 2), os.getpid(), np.int64)
+    return np.full((2, 2), os.getpid(), np.int64), 1
 
 
 def _held_until(path: str) -> None:
@@ -52,7 +52,7 @@ def test_a_thread_reads_until_the_worker_processes_are_up_then_they_read(tmp_pat
         return ProcessPoolExecutor(workers, mp_context=context, initializer=_held_until, initargs=(str(up),))
 
     monkeypatch.setattr(read_ahead, "_process_pool", held_pool)
-    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(200)]
+    batches = [[SourceImage(f"{i}.png", _pid_image, i, in_file=True)] for i in range(200)]
     reader = iter(ReadAhead(batches, depth=2, workers=2))
     before = [int(next(reader).pixels[0, 0, 0]) for _ in range(20)]
     assert set(before) == {os.getpid()}  # no batch waits for the processes to start
@@ -67,29 +67,30 @@ def test_a_thread_reads_until_the_worker_processes_are_up_then_they_read(tmp_pat
 
 
 def test_a_few_batches_are_read_here():
-    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i, in_file=True)] for i in range(PROCESS_MIN_BATCHES)]
+    batches = [[SourceImage(f"{i}.png", _pid_image, i, in_file=True)] for i in range(PROCESS_MIN_BATCHES)]
     assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)} == {os.getpid()}
 
 
-def test_large_files_are_read_by_threads_here():
-    batches = [[SourceImage(f"{i}.png", 1 << 20, _pid_image, i, in_file=True)] for i in range(4)]
-    assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)} == {os.getpid()}
+def test_photos_are_read_by_threads_here():
+    batches = [[SourceImage(f"{i}.png", _pid_image, i, in_file=True)] for i in range(4 * PROCESS_MIN_BATCHES)]
+    loaded = ReadAhead(batches, depth=2, workers=2, any_size=True)
+    assert {int(b.pixels[0, 0, 0]) for b in loaded} == {os.getpid()}
 
 
 def test_images_already_in_memory_are_read_by_a_thread():
-    batches = [[SourceImage(f"{i}.png", 1, _pid_image, i)] for i in range(4)]
+    batches = [[SourceImage(f"{i}.png", _pid_image, i)] for i in range(4)]
     assert {int(b.pixels[0, 0, 0]) for b in ReadAhead(batches, depth=2, workers=2)} == {os.getpid()}
 
 
 def test_a_reader_crash_is_raised_to_the_consumer_and_unreadable_images_are_failures():
-    def broken(key: int) -> np.ndarray:
+    def broken(key: int) -> tuple[np.ndarray, int]:
         if key == 1:
             raise ImageError("not an image")
         if key == 2:
             raise RuntimeError("disk on fire")
-        return np.zeros((28, 28), np.uint8)
+        return np.zeros((28, 28), np.uint8), 1
 
-    batches = [[SourceImage("a", 1, broken, 0), SourceImage("b", 1, broken, 1)], [SourceImage("c", 1, broken, 2)]]
+    batches = [[SourceImage("a", broken, 0), SourceImage("b", broken, 1)], [SourceImage("c", broken, 2)]]
     reader = iter(ReadAhead(batches, depth=2, workers=2))
     first = next(reader)
     assert first.names == ["a"] and first.failed == {"b": "not an image"}

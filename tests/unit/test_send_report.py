@@ -51,3 +51,17 @@ def test_parallel_streams_on_different_receivers_are_not_a_failover():
     summary = json.loads(_report_json(merged, "t", MODEL))
     assert summary["written_on"] == {} and [s["receivers"] for s in summary["streams"]] == [{"rx-a": 2}, {"rx-b": 2}]
     assert 'written into "job.1/" on rx-a' in format_report(merged, "t", MODEL)
+
+
+def test_input_bytes_count_each_image_read_once():
+    """A reconnect reads the unacknowledged images again: their inputs are counted once."""
+    first = SendReport(images=3)
+    first.record_read(["a.png", "b.png"], [100, 200])
+    first.record_read(["b.png", "c.png"], [200, 50])  # b read again, after a reconnect
+    assert first.input_bytes == 350
+    second = SendReport(images=1)
+    second.record_read(["d.png"], [7])
+    merged = merge_reports([first, second], "run")
+    assert merged.input_bytes == 357 and merged.images == 4
+    text = format_report(merged, "rx:1", MODEL)
+    assert "(input files: 89 B per image)" in text  # 357 B over the 4 images read
