@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
 from pathlib import Path
 
+import imagecodecs
 import numpy as np
 import pytest
 from PIL import Image
@@ -86,6 +88,19 @@ def test_array_of_the_wrong_shape_is_refused(tmp_path: Path):
 )
 def test_output_name_keeps_the_relative_path_with_suffix_png(name, written):
     assert output_name(name) == written
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (1, 1), (3, 17), (64, 1), (5, 9, 3), (1, 40, 3)])
+def test_written_pngs_read_back_exactly_with_libpng_and_pillow(shape):
+    """encode_png writes the PNG container itself (zlib-ng deflates the rows): any reader must take it."""
+    image = np.random.default_rng(len(shape) * 100 + shape[1]).integers(0, 256, shape, np.uint8)
+    data = encode_png(image)
+    np.testing.assert_array_equal(imagecodecs.png_decode(data), image)
+    with Image.open(io.BytesIO(data)) as opened:
+        opened.verify()  # every chunk's CRC
+    with Image.open(io.BytesIO(data)) as opened:
+        assert opened.mode == ("RGB" if len(shape) == 3 else "L")
+        np.testing.assert_array_equal(np.asarray(opened), image)
 
 
 @pytest.mark.parametrize(
