@@ -441,7 +441,7 @@ def _main(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             return _fail(str(exc))
     channel = None if args.dry_run else _connecting(args.target, credentials)
-    with channel or nullcontext():  # closed here if the run ends before the send takes it over
+    with channel or nullcontext():  # the run may end before the send takes it over (closing twice is harmless)
         return _prepare_and_send(args, credentials, token, channel)
 
 
