@@ -31,7 +31,7 @@ from latentlink.receiver.png_workers import PngWorkers
 from latentlink.sender.attempt import PHOTO_READ_IMAGES
 from latentlink.sender.read_ahead import ReadAhead
 from latentlink.shared.cli_help import command_runtime
-from latentlink.shared.image_io import ANY_SIZE, encode_png, find_sources
+from latentlink.shared.image_io import ANY_SIZE, encode_png, find_sources, is_any_size
 from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES
 from latentlink.train.mnist import load_mnist
 
@@ -68,7 +68,7 @@ def read_stage(
     pixels = sum(int(np.prod(s.load().shape[:2])) for s in sources)
 
     def run() -> None:
-        for _ in ReadAhead(batches, depth=2, workers=workers):
+        for _ in ReadAhead(batches, depth=2, workers=workers, any_size=is_any_size(shape)):  # as the sender reads
             pass
 
     return len(sources), pixels, best_of(repeats, run)

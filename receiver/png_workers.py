@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from latentlink.shared.image_io import encode_png
+from latentlink.shared.image_io import encode_png, encode_pngs
 
 __all__ = ["PendingPngs", "PngWorkers"]
 
@@ -47,4 +47,7 @@ class PendingPngs:
 
 
 def _encode_all(images: Sequence[np.ndarray]) -> list[bytes]:
+    """A stack of one shape at once (a decoded batch's part), other images one by one."""
+    if isinstance(images, np.ndarray):
+        return encode_pngs(images)
     return [encode_png(image) for image in images]

@@ -13,7 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from latentlink.shared.image_io import MAX_FILE_BYTES, ImageError, encode_png, find_sources, output_name, read_image
+from latentlink.shared.image_io import (
+    MAX_FILE_BYTES,
+    ImageError,
+    encode_png,
+    encode_pngs,
+    find_sources,
+    output_name,
+    read_image,
+)
 from tests.conftest import SAMPLES
 
 DIGIT = np.asarray(Image.open(SAMPLES / "test_00000.png"))
@@ -101,6 +109,13 @@ def test_written_pngs_read_back_exactly_with_libpng_and_pillow(shape):
     with Image.open(io.BytesIO(data)) as opened:
         assert opened.mode == ("RGB" if len(shape) == 3 else "L")
         np.testing.assert_array_equal(np.asarray(opened), image)
+
+
+def test_a_stack_of_images_encodes_as_each_image_alone():
+    stack = np.random.default_rng(7).integers(0, 256, (5, 11, 13, 3), np.uint8)
+    assert encode_pngs(stack) == [encode_png(image) for image in stack]
+    assert encode_pngs(stack[:, :, :, 0])[2] == encode_png(stack[2, :, :, 0])
+    assert encode_pngs(np.zeros((0, 28, 28), np.uint8)) == []
 
 
 @pytest.mark.parametrize(

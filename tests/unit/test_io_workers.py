@@ -106,6 +106,8 @@ def test_png_workers_give_the_same_bytes_in_the_same_order(workers):
     ]
     assert PngWorkers(workers).encode(images) == [encode_png(image) for image in images]
     assert PngWorkers(workers).encode([]) == []
+    stack = rng.integers(0, 256, (7, 28, 28), np.uint8)  # a decoded batch: its parts encoded a stack at a time
+    assert PngWorkers(workers).encode(stack) == [encode_png(image) for image in stack]
 
 
 def test_png_workers_encode_a_started_batch_while_the_caller_goes_on(monkeypatch):
