@@ -302,8 +302,7 @@ def encode_pngs(stack: np.ndarray) -> list[bytes]:
     container written here (IHDR, one IDAT, IEND). libpng in imagecodecs links the classic zlib, whose set-up
     per stream was most of a digit's encoding: 8.0 against 16.2 µs per digit, for files 6% larger (a 766x510
     photo: 8.3 against 11.3 ms, 4% larger); bench/RESULTS.md. Any PNG reader reads them (tests). The rows of
-    the whole stack are laid out at once, so that little per image holds the GIL and PNG workers on several
-    threads run at once.
+    the whole stack are laid out at once: less per image holds the GIL (7.2 against 8.1 µs per digit).
     """
     stack = np.ascontiguousarray(stack, dtype=np.uint8)
     count, height, width = stack.shape[:3]
