@@ -3,7 +3,9 @@
 Each commit is checked out in a worktree (a folder named latentlink, first on PYTHONPATH for both of its
 processes) with its bytecode compiled; the pairs alternate which goes first, so that the machine's slow
 spells fall on both alike. Each run is bench/throughput.run_once: launch to exit, in session, first image on
-the wire, CPU per image. Outputs stay until the end (ext4 is slow to create files where many were deleted).
+the wire, CPU per image. Outputs stay until the end (ext4 is slow to create files where many were deleted,
+for minutes after: a second comparison on the same disk soon after measures the disk). `--work` on a tmpfs
+(`/dev/shm/...`) keeps the disk out of a comparison of CPU-side changes.
 
     python bench/ab_throughput.py OLD_REV NEW_REV --data ../shared/data/mnist.npz \\
         [--link "1 Mbit/s, 40 ms"] [--images 10000] [--pairs 6] [--work DIR]
