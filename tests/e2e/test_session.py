@@ -294,12 +294,18 @@ def test_photos_are_read_once_however_often_a_busy_receiver_is_asked(tmp_path, t
     assert sorted(reads) == [0, 1, 2]
 
 
-def test_a_receiver_started_with_the_sender_is_waited_for(tmp_path, encoder):
-    """`receiver & sender`: the sender may dial before the receiver listens; it waits for it, once."""
+@pytest.mark.parametrize("connecting_early", [False, True])
+def test_a_receiver_started_with_the_sender_is_waited_for(tmp_path, encoder, connecting_early):
+    """`receiver & sender`: the sender may dial before the receiver listens; it waits for it, once. The command's
+    channel starts connecting while the inputs are listed: that first try fails too, and is waited past alike."""
     from latentlink.receiver.server import create_server
+    from latentlink.sender.channel import open_channel, start_connecting
 
     port = free_port()
     servers = []
+    opened = open_channel(f"127.0.0.1:{port}") if connecting_early else None
+    if opened is not None:
+        start_connecting(opened)
 
     def start_late() -> None:
         server, _ = create_server(f"127.0.0.1:{port}", tmp_path / "out", tmp_path / "models", device="cpu")
@@ -308,7 +314,7 @@ def test_a_receiver_started_with_the_sender_is_waited_for(tmp_path, encoder):
 
     threading.Timer(0.5, start_late).start()
     try:
-        report = send_images(f"127.0.0.1:{port}", _sources(count=8), encoder)
+        report = send_images(f"127.0.0.1:{port}", _sources(count=8), encoder, opened=opened)
     finally:
         time.sleep(0.6)  # the timer has fired
         for server in servers:
