@@ -47,8 +47,6 @@ Image.MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024
 _ARRAY_DTYPES = tuple(np.dtype(t) for t in ("u1", "<u2", ">u2", "<f2", "<f4", ">f4", "<f8", ">f8"))
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"\0\0\0\0IEND\xaeB`\x82"  # the IEND chunk: no data, and its CRC
-_IDAT_CRC = zlib.crc32(b"IDAT")  # an IDAT chunk's CRC covers its type, then its data
 
 
 class ImageError(ValueError):
@@ -77,7 +75,7 @@ class SourceImage:
 
     def load(self) -> np.ndarray:
         """The image alone (see read)."""
-        return self.reader(self.key)[0]
+        return self.read()[0]
 
 
 @dataclass(frozen=True)
@@ -311,19 +309,24 @@ def encode_pngs(stack: np.ndarray) -> list[bytes]:
     rows[:, :, 1:] = stack.reshape(count, height, row_bytes)
     data, size = rows.tobytes(), height * (1 + row_bytes)
     head = _png_head(height, width, 2 if stack.ndim == 4 else 0)  # PNG colour types: 2 RGB, 0 greyscale
-    pngs = []
-    for first in range(0, count * size, size):
-        idat = imagecodecs.zlibng_encode(data[first : first + size], level=1)
-        crc = zlib.crc32(idat, _IDAT_CRC)
-        pngs.append(b"".join((head, len(idat).to_bytes(4, "big"), b"IDAT", idat, crc.to_bytes(4, "big"), _PNG_END)))
-    return pngs
+    return [
+        head + _png_chunk(b"IDAT", imagecodecs.zlibng_encode(data[first : first + size], level=1)) + _PNG_END
+        for first in range(0, count * size, size)
+    ]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    """A PNG chunk: the length of its data, its type, the data, and the CRC-32 of type and data."""
+    return b"".join((len(data).to_bytes(4, "big"), kind, data, zlib.crc32(data, zlib.crc32(kind)).to_bytes(4, "big")))
+
+
+_PNG_END = _png_chunk(b"IEND", b"")
 
 
 @functools.lru_cache(maxsize=64)
 def _png_head(height: int, width: int, colour: int) -> bytes:
     """The PNG signature and IHDR chunk of an 8-bit, non-interlaced image."""
-    header = b"IHDR" + struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
-    return _PNG_SIGNATURE + struct.pack(">I", len(header) - 4) + header + struct.pack(">I", zlib.crc32(header))
+    return _PNG_SIGNATURE + _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0))
 
 
 def _is_grey8_png(data: bytes, shape: tuple[int, int]) -> bool:
