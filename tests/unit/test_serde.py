@@ -142,6 +142,7 @@ def test_a_garbled_message_is_data_loss_not_a_crash():
     [
         ([f"mnist/x_test_{i:04d}.png" for i in range(5, 517)], True),
         ([f"img{i}.png" for i in range(8, 13)], True),  # 8, 9, 10, 11, 12: unpadded numbers
+        ([f"50%_{i:03d}%d{{}}.png" for i in range(7, 12)], True),  # format characters around the number
         (["a.png", "b.png"], False),
         (["img1.png", "img3.png"], False),
         (["x_test_0009.png", "x_test_10.png"], False),
