@@ -72,14 +72,20 @@ def pick_encoding(request: SessionRequest) -> Encoding:
 
 @dataclass(frozen=True)
 class DecodedImages:
-    """A batch turned into pixels: what to write, and the images that already failed."""
+    """A batch turned into pixels: what to write, and the images that already failed.
+
+    The decoded images' fields are parallel lists, in the batch's order.
+    """
 
     first_seq: int
     count: int
     failures: dict[int, str]
-    files: dict[int, tuple[str, str, np.ndarray]]  # seq -> (name, target, pixels)
-    keys: dict[int, bytes]  # seq -> the image's key, for the journal
-    pngs: PendingPngs | None  # the files' PNG bytes, in the order of `files`, when the output is PNG
+    seqs: list[int]
+    names: list[str]
+    targets: list[str]  # each image's file (PNG), or its name in the batch's npz
+    pixels: np.ndarray | list[np.ndarray]  # a stack (digits), or an image each (photos)
+    keys: list[bytes]  # each image's key, for the journal
+    pngs: PendingPngs | None  # the images' PNG bytes, when the output is PNG
 
 
 @dataclass
@@ -116,8 +122,11 @@ class ReceiverSession:
         """Checks each image of a batch and decodes the good ones to pixels."""
         started = time.perf_counter()
         failures: dict[int, str] = {}
-        # where each image goes: its file's path (PNG), or its name in the batch's file (npz)
-        targets: dict[int, tuple[str, str]] = {}
+        # The images that pass: their rows, names, and where each goes (its file's path for PNG, its name in the
+        # batch's file for npz).
+        rows: list[int] = []
+        names: list[str] = []
+        targets: list[str] = []
         seen: set[str] = set()
         place = checked_name if self.output_format == OutputFormat.NPZ else partial(output_file, self.folder)
         photos = bool(batch.shapes)  # images of any size: integer latents, shapes checked on arrival
@@ -135,10 +144,12 @@ class ReceiverSession:
                 if not finite[row]:
                     raise ValueError("latent vector has non-finite values")
                 seen.add(target)
-                targets[row] = (name, target)
+                rows.append(row)
+                names.append(name)
+                targets.append(target)
             except (UnsafeNameError, ValueError) as exc:
                 failures[batch.first_seq + row] = str(exc)
-        rows = sorted(targets)
+        whole = len(rows) == len(batch.names)  # the common case: the batch's arrays as they are
         if photos:
             pixels = []
             for row in rows:
@@ -146,33 +157,30 @@ class ReceiverSession:
                 with decode_budget.SHARED.reserve(height * width):  # memory stays bounded across sessions
                     pixels.append(decode_photo(self.decoder, batch.latents[row], batch.shapes[row]))
         else:
-            pixels = decode_images(self.decoder, batch.latents[rows]) if rows else []
-        keys = image_keys(self.digest, [targets[row][0] for row in rows], batch.vectors(rows))
+            pixels = decode_images(self.decoder, batch.latents if whole else batch.latents[rows]) if rows else []
+        keys = image_keys(self.digest, names, batch.latents if whole and not photos else batch.vectors(rows))
         self.decode_s += time.perf_counter() - started
-        files = {batch.first_seq + row: (*targets[row], image) for row, image in zip(rows, pixels, strict=True)}
-        seqs = [batch.first_seq + row for row in rows]
         # PNGs are encoded from now on, while this batch waits for the disk and the next one decodes
         pngs = self.png.start(pixels) if self.output_format == OutputFormat.PNG else None
-        keyed = dict(zip(seqs, keys, strict=True))
-        return DecodedImages(batch.first_seq, len(batch.names), failures, files, keyed, pngs)
+        seqs = [batch.first_seq + row for row in rows]
+        return DecodedImages(batch.first_seq, len(batch.names), failures, seqs, names, targets, pixels, keys, pngs)
 
     def write(self, images: DecodedImages) -> BatchOutcome:
         """Durably writes a decoded batch and journals it; returns its outcome."""
         started = time.perf_counter()
-        seqs = list(images.files)
-        targets = [target for _, target, _ in images.files.values()]  # paths (PNG), or names in the batch's npz
-        errors: dict[int, str] = {}
+        errors: dict[int, str] = {}  # index in the decoded images -> why its write failed
         if images.pngs is not None:
-            errors = write_files_durably(list(zip(targets, images.pngs.result(), strict=True)))
-        elif seqs:  # one .npz file for the batch
-            pixels = [image for _, _, image in images.files.values()]
-            failed = write_files_durably([(self.folder / batch_file_name(images.first_seq), _npz(targets, pixels))])
-            errors = {i: failed[0] for i in range(len(seqs))} if failed else {}
+            errors = write_files_durably(list(zip(images.targets, images.pngs.result(), strict=True)))
+        elif images.seqs:  # one .npz file for the batch
+            failed = write_files_durably(
+                [(self.folder / batch_file_name(images.first_seq), _npz(images.targets, images.pixels))]
+            )
+            errors = dict.fromkeys(range(len(images.seqs)), failed[0]) if failed else {}
         failures = dict(images.failures)
-        failures.update((seqs[i], reason) for i, reason in errors.items())
-        durable = [seq for seq in seqs if seq not in failures]
+        failures.update((images.seqs[i], reason) for i, reason in errors.items())
+        durable = [i for i in range(len(images.seqs)) if i not in errors] if errors else range(len(images.seqs))
         with self.lock:  # photos' batches are written by several threads
-            self.journal.record([images.files[seq][0] for seq in durable], [images.keys[seq] for seq in durable])
+            self.journal.record([images.names[i] for i in durable], [images.keys[i] for i in durable])
             self.failed += len(failures)
             self.written += images.count - len(failures)
             self.write_s += time.perf_counter() - started
@@ -195,10 +203,12 @@ class ReceiverSession:
         }
 
 
-def _npz(names: list[str], pixels: list[np.ndarray]) -> bytes:
+def _npz(names: list[str], pixels: np.ndarray | list[np.ndarray]) -> bytes:
     """A batch's .npz: `images` stacked when they share a shape, else `image_0`, `image_1`, ... (see protos)."""
     buffer = io.BytesIO()
-    if len({image.shape for image in pixels}) == 1:
+    if isinstance(pixels, np.ndarray):
+        arrays = {"images": pixels}
+    elif len({image.shape for image in pixels}) == 1:
         arrays = {"images": np.stack(pixels)}
     else:
         arrays = {f"image_{i}": image for i, image in enumerate(pixels)}
