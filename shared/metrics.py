@@ -28,10 +28,21 @@ class Quality:
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Rounds [0, 1] floats to 8-bit grey levels, as written to PNG."""
-    scaled = np.multiply(images, 255.0, dtype=np.float64)  # float64: exact for float32 inputs
-    np.rint(scaled, out=scaled)
-    return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
+    """Rounds [0, 1] floats to 8-bit grey levels, as written to PNG: 255 x, exactly, to the nearest (ties to even)."""
+    if images.dtype != np.float32:
+        scaled = np.multiply(images, 255.0, dtype=np.float64)
+        np.rint(scaled, out=scaled)
+        return np.clip(scaled, 0, 255, out=scaled).astype(np.uint8)
+    # In float32 (a decoder's output): 255 x rounded to a float32 rounds to the integer the exact product does,
+    # except where it lands on a half that the exact product may miss; those few are redone in float64.
+    scaled = np.multiply(images, np.float32(255.0))
+    np.clip(scaled, 0, 255, out=scaled)
+    rounded = np.rint(scaled)
+    scaled -= rounded
+    ties = np.flatnonzero(np.abs(scaled, out=scaled) == 0.5)
+    if ties.size:
+        rounded.reshape(-1)[ties] = np.rint(images.reshape(-1)[ties].astype(np.float64) * 255.0)
+    return rounded.astype(np.uint8)
 
 
 def quality(original: np.ndarray, reconstructed: np.ndarray) -> Quality:
