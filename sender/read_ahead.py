@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from latentlink.shared.image_io import ImageError, SourceImage
+from latentlink.shared.image_io import ArrayRows, ImageError, SourceImage
 
 __all__ = ["LoadedBatch", "ReadAhead", "load_batch"]
 
@@ -35,6 +35,8 @@ class LoadedBatch:
 
 def load_batch(batch: Sequence[SourceImage]) -> LoadedBatch:
     """Reads a batch of images; unreadable ones become failures."""
+    if (stack := _array_run(batch)) is not None:
+        return stack
     images, names, failed, sizes = [], [], {}, []
     for source in batch:
         try:
@@ -49,6 +51,22 @@ def load_batch(batch: Sequence[SourceImage]) -> LoadedBatch:
         return LoadedBatch(names, None, failed, sizes)
     same = len({image.shape for image in images}) == 1
     return LoadedBatch(names, np.stack(images) if same else images, failed, sizes)
+
+
+def _array_run(batch: Sequence[SourceImage]) -> LoadedBatch | None:
+    """Consecutive rows of one array, read as one slice (a digit in a tenth of the time), or None: other
+    sources, or a row that is not an image (then each row is read, and fails, on its own)."""
+    reader = batch[0].reader if batch else None
+    if not isinstance(reader, ArrayRows):
+        return None
+    first = batch[0].key
+    if any(source.reader is not reader or source.key != first + i for i, source in enumerate(batch)):
+        return None
+    try:
+        pixels = reader.rows(first, first + len(batch))
+    except ImageError:
+        return None
+    return LoadedBatch([source.name for source in batch], pixels, {}, [reader.size_bytes] * len(batch))
 
 
 class ReadAhead:

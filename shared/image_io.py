@@ -23,6 +23,7 @@ from latentlink.shared.model_format import ANY_SIZE, is_any_size
 
 __all__ = [
     "ANY_SIZE",
+    "ArrayRows",
     "FitResize",
     "ImageError",
     "Listing",
@@ -415,10 +416,21 @@ def _array_sources(path: Path, array: np.ndarray, stem: str, shape: tuple[int, i
     if len(array) == 0:
         raise ImageError(f'"{path}" holds no images')
     width = len(str(len(array) - 1))
-    reader = functools.partial(_array_row, array, math.prod(array.shape[1:]) * array.itemsize)
+    reader = ArrayRows(array, math.prod(array.shape[1:]) * array.itemsize)
     for index in range(len(array)):
         yield SourceImage(f"{stem}_{index:0{width}d}.png", reader, index)
 
 
-def _array_row(array: np.ndarray, size_bytes: int, index: int) -> tuple[np.ndarray, int]:
-    return scale_to_uint8(array[index]), size_bytes
+@dataclass(frozen=True)
+class ArrayRows:
+    """The reader of an array's images (a SourceImage's key is its row): one image, or a run of rows at once."""
+
+    array: np.ndarray
+    size_bytes: int  # each image's bytes in the array
+
+    def __call__(self, index: int) -> tuple[np.ndarray, int]:
+        return scale_to_uint8(self.array[index]), self.size_bytes
+
+    def rows(self, first: int, stop: int) -> np.ndarray:
+        """Rows first..stop-1 as one uint8 stack (a batch in one step); ImageError if any row is not an image."""
+        return scale_to_uint8(self.array[first:stop])

@@ -129,3 +129,22 @@ def test_the_senders_default_reading_leaves_a_core_to_the_encoder():
     # 2 cores: a thread reads (no processes beside the encoder); larger machines read in processes, at most 4.
     assert [read_workers(cores) for cores in (1, 2, 3, 4, 8, 64)] == [1, 1, 2, 3, 4, 4]
     assert build_parser().parse_args(["--target", "h:1", "x"]).read_workers == READ_WORKERS == read_workers(CORES)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32"])
+def test_a_batch_of_array_rows_reads_as_one_slice_and_a_bad_row_fails_alone(tmp_path, dtype):
+    rng = np.random.default_rng(7)
+    digits = rng.integers(0, 256, (40, 28, 28)).astype(np.uint8)
+    array = digits if dtype == "uint8" else digits.astype(np.float32) / 255.0
+    if dtype == "float32":
+        array[13, 5, 5] = np.nan  # one row that is not an image
+    np.save(tmp_path / "digits.npy", array)
+    sources = find_sources(tmp_path / "digits.npy", (28, 28))
+    run = read_ahead.load_batch(sources[8:24])
+    one_by_one = [source for source in sources[8:24] if dtype == "uint8" or source.key != 13]
+    assert run.names == [source.name for source in one_by_one]
+    np.testing.assert_array_equal(run.pixels, np.stack([source.load() for source in one_by_one]))
+    assert list(run.failed) == ([sources[13].name] if dtype == "float32" else [])
+    assert run.input_bytes == [28 * 28 * array.itemsize] * len(run.names)
+    picked = read_ahead.load_batch([sources[3], sources[1], sources[30]])  # not a run of rows: read one by one
+    np.testing.assert_array_equal(picked.pixels, digits[[3, 1, 30]])
