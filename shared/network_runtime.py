@@ -7,6 +7,7 @@ that shows one. The CPU path never imports it (it takes ~1.5 s and ~400 MB).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,10 @@ class CompiledNetwork:
     def warm_up(self) -> None:
         """Nothing: the graph was traced when built."""
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Runs a float32 batch of shape (n, *input_shape) through the network."""
-        return self._run(tensorflow().constant(as_batch(batch, self.input_shape))).numpy()
+    def __call__(self, batch: np.ndarray, finish: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """Runs a float32 batch of shape (n, *input_shape) through the network (`finish`: then applied to it)."""
+        out = self._run(tensorflow().constant(as_batch(batch, self.input_shape))).numpy()
+        return out if finish is None else finish(out)
 
 
 Network = NumpyNetwork | CompiledNetwork
@@ -112,8 +114,8 @@ def decode_images(decoder: Network, latents: np.ndarray) -> np.ndarray:
     latents = np.asarray(latents, np.float32)
     step = max(1, DECODE_BUDGET_ELEMENTS // max(1, decoder.info.activations))
     if len(latents) <= step:
-        return to_uint8(decoder(latents))
-    return np.concatenate([to_uint8(decoder(latents[i : i + step])) for i in range(0, len(latents), step)])
+        return decoder(latents, finish=to_uint8)
+    return np.concatenate([decoder(latents[i : i + step], finish=to_uint8) for i in range(0, len(latents), step)])
 
 
 def decode_photo(decoder: Network, latents, shape: tuple[int, int, int]) -> np.ndarray:

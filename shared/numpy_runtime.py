@@ -492,11 +492,15 @@ class NumpyNetwork:
         self.layers = tuple(_layer(layer, index) for index, layer in enumerate(layers))
         self._largest: dict[tuple[int, ...], int] = {}
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Runs a float32 batch of shape (n, *input_shape) through the network."""
+    def __call__(self, batch: np.ndarray, finish: Callable[[Array], Array] | None = None) -> np.ndarray:
+        """Runs a float32 batch of shape (n, *input_shape) through the network.
+
+        `finish`: applied to the outputs a slice of the batch at a time, on the thread that computed them and
+        while they are in its cache (the receiver's rounding to 8-bit pixels).
+        """
         batch = as_batch(batch, self.input_shape)
         if self.info.any_size:  # one image of its own size per call: nothing to share a matrix with
-            return self._forward(batch)
+            return self._forward(batch) if finish is None else finish(self._forward(batch))
         count = len(batch)
         padded = -(-count // _ROW_BLOCK) * _ROW_BLOCK
         if padded != count:
@@ -505,7 +509,7 @@ class NumpyNetwork:
         blocks, parts = padded // _ROW_BLOCK, min(_threads, padded // _ROW_BLOCK)
         bounds = [_ROW_BLOCK * (blocks * i // parts) for i in range(parts + 1)]  # whole row blocks per part
         slices = [batch[bounds[i] : bounds[i + 1]] for i in range(parts)]
-        return np.concatenate(_run_all(lambda part: self._sliced(part, step), slices))[:count]
+        return np.concatenate(_run_all(lambda part: self._sliced(part, step, finish), slices))[:count]
 
     def warm_up(self) -> None:
         """Runs one image of zeros, once, so that the first real batch finds the slice size and every layer's
@@ -514,11 +518,12 @@ class NumpyNetwork:
         if not self.info.any_size and self.input_shape not in self._largest:
             self(np.zeros((1, *self.input_shape), np.float32))
 
-    def _sliced(self, batch: Array, step: int) -> Array:
-        """Runs whole row blocks, `step` rows at a time."""
+    def _sliced(self, batch: Array, step: int, finish: Callable[[Array], Array] | None = None) -> Array:
+        """Runs whole row blocks, `step` rows at a time, each slice's outputs finished."""
+        finish = finish or (lambda out: out)
         if len(batch) <= step:
-            return self._forward(batch)
-        return np.concatenate([self._forward(batch[i : i + step]) for i in range(0, len(batch), step)])
+            return finish(self._forward(batch))
+        return np.concatenate([finish(self._forward(batch[i : i + step])) for i in range(0, len(batch), step)])
 
     def _forward(self, x: Array) -> Array:
         for layer in self.layers:

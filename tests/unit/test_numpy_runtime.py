@@ -120,8 +120,11 @@ def test_a_batch_cut_over_threads_gives_the_same_floats(name):
             np.testing.assert_array_equal(encoder(images), alone[0])
             np.testing.assert_array_equal(decoder(latents), alone[1])
             np.testing.assert_array_equal(decoder(latents[:65]), alone[1][:65])
+            # finished a slice at a time on each thread (q4: slices of 64 images), as the receiver rounds pixels
+            np.testing.assert_array_equal(decoder(latents, finish=to_uint8), to_uint8(alone[1]))
     finally:
         set_threads(1)
+    np.testing.assert_array_equal(decoder(latents, finish=to_uint8), to_uint8(alone[1]))
 
 
 def test_a_photo_cut_into_bands_over_threads_gives_the_same_floats():
