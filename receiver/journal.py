@@ -52,8 +52,12 @@ class SessionJournal:
         if not names:
             return
         data = b"".join(_name_hash(name) + key for name, key in zip(names, keys, strict=True))
-        self.path.parent.mkdir(exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.path, flags, 0o644)
+        except FileNotFoundError:  # the session's first records (or its folder was removed): make the folder
+            self.path.parent.mkdir(exist_ok=True)
+            fd = os.open(self.path, flags, 0o644)
         try:
             write_all(fd, data)
         finally:

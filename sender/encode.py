@@ -211,6 +211,8 @@ def out_of_domain_psnr(model: ModelFiles) -> float | None:
 
 def drop_images(names: list[str], latents: np.ndarray, drop: Container[str]) -> tuple[list[str], np.ndarray]:
     """The names and latent rows of a batch without the images named in `drop`."""
+    if not drop:
+        return names, latents
     rows = [i for i, name in enumerate(names) if name not in drop]
     return [names[i] for i in rows], latents[rows]
 
