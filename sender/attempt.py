@@ -249,7 +249,8 @@ class Attempt:
         self.encoding, self.output_format = Encoding(terms.encoding), OutputFormat(terms.output_format)
         self.max_batch_pixels = terms.limits.max_batch_pixels or MAX_BATCH_PIXELS
         self.max_batch_images = terms.limits.max_batch_images or MAX_BATCH_IMAGES
-        # Names, shapes and framing take the rest of a message: a photo batch's bitstreams stay under half of it.
+        # Names, shapes and framing take the rest of a message: a photo batch's bitstreams stay under half of it,
+        # and so does a batch of digits, names and all (split in halves until it does).
         self.max_payload_bytes = (terms.limits.max_message_bytes or MAX_MESSAGE_BYTES) // 2
         self.report.session_dir = terms.session_dir
         self.report.receiver = terms.receiver
@@ -346,6 +347,11 @@ class Attempt:
         batch = latents_to_batch(
             model.decoder.digest, self.encoding, self.next_seq, names, model.image_shape, latents, self.encoder.tables
         )
+        if batch.ByteSize() > self.max_payload_bytes and len(names) > 1:  # long names, wide latents: in halves
+            half = len(names) // 2
+            self._emit_digits(names[:half], latents[:half])
+            self._emit_digits(names[half:], latents[half:])
+            return
         self._emit(names, batch)
 
     def _send_photos(self, loaded: LoadedBatch) -> None:

@@ -266,6 +266,32 @@ def test_a_receiver_taking_fewer_images_per_batch_gets_batches_it_takes(receiver
     assert len(report.written) == 40 and max(counts) == 6 and sum(counts) == 40
 
 
+def test_a_batch_whose_message_would_pass_the_receivers_limit_goes_in_smaller_batches(receiver, encoder, monkeypatch):
+    """Long names (up to 1 KiB each) or wide latents can make a batch too large for one message: it is split."""
+    from dataclasses import replace
+
+    from latentlink.receiver import servicer
+
+    sizes: list[tuple[int, int]] = []
+    parse = servicer.batch_from_proto
+
+    def measured(batch, *args):
+        sizes.append((batch.count, batch.ByteSize()))
+        return parse(batch, *args)
+
+    monkeypatch.setattr(servicer, "LIMITS", replace(servicer.LIMITS, max_message_bytes=6000))
+    monkeypatch.setattr(servicer, "batch_from_proto", measured)
+    hexes = [np.random.default_rng(i).bytes(150).hex() for i in range(40)]  # random: names compress to about half
+    sources = [  # 300 hex characters each, in two folders' worth (a part of a path stays under 255 bytes)
+        SourceImage(f"{text[:200]}/{text[200:]}.png", source.reader, source.key)
+        for text, source in zip(hexes, _sources(count=40), strict=True)
+    ]
+    report = send_images(receiver.address, sources, encoder, batch_size=32)
+    assert report.ok, report.failed
+    assert len(report.written) == 40 and sum(count for count, _ in sizes) == 40
+    assert len(sizes) > 2 and all(size <= 3000 for _, size in sizes)  # each under half of the advertised limit
+
+
 def test_an_attempt_with_nothing_left_to_send_still_says_hello_first(receiver, encoder):
     """A resumed attempt may find every image acknowledged: its finish must follow the hello, not race it."""
     report = send_images(receiver.address, [], encoder)
