@@ -45,7 +45,7 @@ from latentlink.shared.image_io import encode_png, read_image  # noqa: E402
 from latentlink.shared.model_dir import default_model_dir, load_model_dir  # noqa: E402
 from latentlink.shared.network_runtime import DEVICES  # noqa: E402
 from latentlink.shared.proto import latentlink_pb2 as pb  # noqa: E402
-from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES  # noqa: E402
+from latentlink.shared.protocol import DEFAULT_BATCH_IMAGES, MAX_BATCH_IMAGES  # noqa: E402
 from latentlink.shared.serde import latents_from_batch, latents_to_batch  # noqa: E402
 from latentlink.train.mnist import load_mnist  # noqa: E402
 
@@ -405,7 +405,8 @@ def main() -> int:
     # The same path with the seed's MLP, whose decoder costs a few µs instead of ~90: the pipeline's own ceiling.
     light = f"array {big:,}, seed-k64"
     inputs[light] = inputs[f"array {big:,}"]
-    run("latentlink", light, "loopback", "--model", str(REPO / "models" / "seed-k64"), "--batch-size", "1024")
+    seed = str(REPO / "models" / "seed-k64")
+    run("latentlink", light, "loopback", "--model", seed, "--batch-size", str(MAX_BATCH_IMAGES))
     run("latentlink", "folder 1,000", "loopback")
     print_runs(runs)
     print_stages(stage_costs(inputs["folder 10,000"]), runs)

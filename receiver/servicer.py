@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -39,6 +39,7 @@ from latentlink.shared.protocol import (
     MODEL_CHUNK_BYTES,
     PROTOCOL_VERSION,
     RECEIVER_METADATA,
+    batch_images_limit,
 )
 from latentlink.shared.serde import (
     KEY_BYTES,
@@ -61,7 +62,7 @@ from latentlink.shared.serde import (
     summary_to_proto,
 )
 
-__all__ = ["LIMITS", "LatentLinkServicer"]
+__all__ = ["LIMITS", "LatentLinkServicer", "session_limits"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,13 @@ LIMITS = Limits(
     max_decoder_macs=MAX_DECODER_MACS,
     max_batch_pixels=MAX_BATCH_PIXELS,
 )
+
+
+def session_limits(image_shape: tuple[int, ...]) -> Limits:
+    """LIMITS for a session of images of this shape: its images per batch (batch_images_limit) too."""
+    return replace(LIMITS, max_batch_images=min(LIMITS.max_batch_images, batch_images_limit(tuple(image_shape))))
+
+
 # How long a reconnecting sender waits for its abandoned stream to finish the batch it is writing.
 TAKEOVER_WAIT_S = 30.0
 # Decoded batches waiting for the disk at most; beyond it, decoding waits for the oldest write.
@@ -172,7 +180,7 @@ class LatentLinkServicer:
                 protocol_version=PROTOCOL_VERSION,
                 has_decoder=has_decoder,
                 encoding=encoding,
-                limits=LIMITS,
+                limits=session_limits(request.image_shape),
                 session_dir=request.session,
                 output_format=self.output_format,
                 durable_images=len(durable) // KEY_BYTES,
@@ -227,6 +235,7 @@ class LatentLinkServicer:
         """Decodes latent batches as they come and acknowledges each the moment its files are durable."""
         writing: deque[Future] = deque()  # outcomes in the order the batches came
         latent_dim = session.decoder.info.input_shape[-1]
+        limits = session_limits(session.decoder.info.output_shape)  # the decoder's images, whatever the hello said
         for event in events:
             if not isinstance(event, Notice):
                 kind = event.WhichOneof("kind")
@@ -248,7 +257,13 @@ class LatentLinkServicer:
                     raise ProtocolError("INVALID_ARGUMENT", f'unexpected "{kind}" message after the handshake')
                 session.bytes_in += event.latent_batch.ByteSize()
                 batch = batch_from_proto(
-                    event.latent_batch, session.digest, encoding, latent_dim, session.tables, LIMITS.max_batch_pixels
+                    event.latent_batch,
+                    session.digest,
+                    encoding,
+                    latent_dim,
+                    session.tables,
+                    limits.max_batch_pixels,
+                    limits.max_batch_images,
                 )
                 if isinstance(batch, CorruptBatch):
                     writing.append(_done(session.corrupt(batch)))

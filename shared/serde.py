@@ -450,16 +450,20 @@ def batch_from_proto(
     latent_dim: int,
     tables: Tables,
     max_pixels: int = MAX_BATCH_PIXELS,
+    max_images: int = MAX_BATCH_IMAGES,
 ) -> DecodedBatch | CorruptBatch:
-    """Checks a batch against its session and unpacks it; raises ProtocolError for one that breaks the protocol."""
+    """Checks a batch against its session and unpacks it; raises ProtocolError for one that breaks the protocol.
+
+    `max_pixels`, `max_images`: the limits the receiver gave this session.
+    """
     if batch.decoder_digest != decoder_digest:
         raise ProtocolError(
             "INVALID_ARGUMENT", f'batch names decoder "{batch.decoder_digest[:64]}", session uses "{decoder_digest}"'
         )
     if batch.encoding != encoding:
         raise ProtocolError("INVALID_ARGUMENT", f"batch encoding {batch.encoding} was not negotiated")
-    if not 0 < batch.count <= MAX_BATCH_IMAGES:
-        raise ProtocolError("RESOURCE_EXHAUSTED", f"batch of {batch.count} images (1..{MAX_BATCH_IMAGES})")
+    if not 0 < batch.count <= max_images:
+        raise ProtocolError("RESOURCE_EXHAUSTED", f"batch of {batch.count} images (1..{max_images})")
     if batch.first_seq + batch.count > MAX_SEQUENCE:
         raise ProtocolError("INVALID_ARGUMENT", f"sequence numbers must stay below {MAX_SEQUENCE}")
     try:

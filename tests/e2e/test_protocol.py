@@ -95,6 +95,33 @@ def test_oversized_message_is_refused_by_the_transport(receiver, default_model):
     assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+@pytest.mark.parametrize(("advertised", "count"), [(None, 4097), (6, 7)])
+def test_a_batch_over_the_images_the_handshake_allowed_is_refused(
+    receiver, default_model, monkeypatch, advertised, count
+):
+    """Digits may come 4,096 to a batch (28 x 28: well within the pixels a batch may hold); past what the handshake
+    said, a batch is refused, whatever this receiver's limits are."""
+    from dataclasses import replace
+
+    from latentlink.receiver import servicer
+
+    if advertised is not None:
+        monkeypatch.setattr(servicer, "LIMITS", replace(servicer.LIMITS, max_batch_images=advertised))
+    names = [f"{i:05d}.png" for i in range(count)]
+    messages = [
+        _hello(default_model),
+        *_chunks(_decoder_bytes()),
+        pb.SenderMessage(latent_batch=_batch(default_model, names)),
+    ]
+    replies = []
+    with pytest.raises(grpc.RpcError) as failure:
+        with grpc.insecure_channel(receiver.address, options=channel_options()) as channel:
+            replies.extend(latentlink_pb2_grpc.LatentLinkStub(channel).Stream(iter(messages), timeout=60))
+    assert replies[0].handshake.limits.max_batch_images == (advertised or 4096)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"batch of {count} images (1..{count - 1})" in failure.value.details()
+
+
 def test_unsafe_names_fail_per_image_and_nothing_escapes(receiver, default_model, tmp_path):
     names = ["../escape.png", "/etc/passwd", "a/../../b.png", ".hidden.png", "ok/fine.png", "ok/fine.png"]
     batch = _batch(default_model, names)

@@ -200,3 +200,12 @@ def test_a_digit_batchs_vectors_are_one_array_with_the_keys_of_its_rows():
     assert isinstance(vectors, np.ndarray) and vectors.shape == (3, 3)
     names = ["a", "c", "d"]
     assert image_keys(DIGEST, names, vectors) == image_keys(DIGEST, names, [latents[0], latents[2], latents[3]])
+
+
+def test_images_per_batch_grow_to_4096_only_while_a_batch_stays_within_its_pixels():
+    from latentlink.shared.protocol import batch_images_limit
+
+    assert batch_images_limit((28, 28)) == batch_images_limit((28, 28, 1)) == batch_images_limit((32, 32, 3)) == 4096
+    assert batch_images_limit((33, 33)) == (1 << 22) // (33 * 33)  # 3,851: 4 M pixels
+    assert batch_images_limit((64, 64, 3)) == batch_images_limit((1000, 1000)) == 1024  # as before: never fewer
+    assert batch_images_limit((0, 0, 3)) == 4096  # images of any size: bounded by their pixels instead
