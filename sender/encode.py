@@ -157,18 +157,21 @@ class QualityMeter:
         return len(self.per_image)
 
     def add(self, names: list[str], original, reconstructed) -> np.ndarray:
-        """Records each image's squared error (stacks, or lists of images of any shapes); returns each one's PSNR."""
+        """Records each image's squared error (uint8 stacks, or lists of uint8 images of any shapes); returns each
+        one's PSNR.
+
+        Differences are summed as integers, exactly: a batch of 4,096 digits takes 19 MB of temporaries, where
+        float64 took five of 26 MB (each first touch of fresh memory a page fault).
+        """
         if isinstance(original, np.ndarray) and isinstance(reconstructed, np.ndarray):
-            diff = (original.astype(np.float64) - reconstructed.astype(np.float64)) / 255.0
-            errors = np.sum(diff * diff, axis=tuple(range(1, diff.ndim)))
-            pixels = np.full(len(errors), int(np.prod(diff.shape[1:])))
+            diff = np.subtract(original, reconstructed, dtype=np.int16).reshape(len(original), -1)
+            sums = np.square(diff, dtype=np.int32).sum(axis=1, dtype=np.int64)
+            pixels = np.full(len(sums), diff.shape[1])
         else:
-            diffs = [
-                (a.astype(np.float64) - b.astype(np.float64)) / 255.0
-                for a, b in zip(original, reconstructed, strict=True)
-            ]
-            errors = np.array([np.sum(d * d) for d in diffs])
+            diffs = [np.subtract(a, b, dtype=np.int16) for a, b in zip(original, reconstructed, strict=True)]
+            sums = np.array([np.square(d, dtype=np.int32).sum(dtype=np.int64) for d in diffs])
             pixels = np.array([d.size for d in diffs])
+        errors = sums / 255.0**2  # in [0, 1] units
         self.per_image.update((name, (float(e), int(n))) for name, e, n in zip(names, errors, pixels, strict=True))
         with np.errstate(divide="ignore"):
             return 10.0 * np.log10(pixels / errors)
