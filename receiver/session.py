@@ -84,7 +84,7 @@ class DecodedImages:
     names: list[str]
     targets: list[str]  # each image's file (PNG), or its name in the batch's npz
     pixels: np.ndarray | list[np.ndarray]  # a stack (digits), or an image each (photos)
-    keys: list[bytes]  # each image's key, for the journal
+    vectors: np.ndarray | list[np.ndarray]  # each image's latents, whose keys the journal records
     pngs: PendingPngs | None  # the images' PNG bytes, when the output is PNG
 
 
@@ -158,16 +158,20 @@ class ReceiverSession:
                     pixels.append(decode_photo(self.decoder, batch.latents[row], batch.shapes[row]))
         else:
             pixels = decode_images(self.decoder, batch.latents if whole else batch.latents[rows]) if rows else []
-        keys = image_keys(self.digest, names, batch.latents if whole and not photos else batch.vectors(rows))
+        vectors = batch.latents if whole and not photos else batch.vectors(rows)
         self.decode_s += time.perf_counter() - started
         # PNGs are encoded from now on, while this batch waits for the disk and the next one decodes
         pngs = self.png.start(pixels) if self.output_format == OutputFormat.PNG else None
         seqs = [batch.first_seq + row for row in rows]
-        return DecodedImages(batch.first_seq, len(batch.names), failures, seqs, names, targets, pixels, keys, pngs)
+        return DecodedImages(batch.first_seq, len(batch.names), failures, seqs, names, targets, pixels, vectors, pngs)
 
     def write(self, images: DecodedImages) -> BatchOutcome:
-        """Durably writes a decoded batch and journals it; returns its outcome."""
+        """Durably writes a decoded batch and journals it; returns its outcome.
+
+        Runs on a writer thread: the images' keys are hashed here, while the next batch decodes.
+        """
         started = time.perf_counter()
+        keys = image_keys(self.digest, images.names, images.vectors)
         errors: dict[int, str] = {}  # index in the decoded images -> why its write failed
         if images.pngs is not None:
             errors = write_files_durably(list(zip(images.targets, images.pngs.result(), strict=True)))
@@ -180,7 +184,7 @@ class ReceiverSession:
         failures.update((images.seqs[i], reason) for i, reason in errors.items())
         durable = [i for i in range(len(images.seqs)) if i not in errors] if errors else range(len(images.seqs))
         with self.lock:  # photos' batches are written by several threads
-            self.journal.record([images.names[i] for i in durable], [images.keys[i] for i in durable])
+            self.journal.record([images.names[i] for i in durable], [keys[i] for i in durable])
             self.failed += len(failures)
             self.written += images.count - len(failures)
             self.write_s += time.perf_counter() - started
