@@ -24,3 +24,17 @@ def test_a_folder_run_is_set_against_the_folder_baseline_not_the_array_one():
     assert throughput.baseline_ratio(runs[1], runs) is None
     assert throughput.baseline_ratio(runs[4], runs) is None  # no baseline with the seed model
     assert throughput.baseline_ratio(_run("latentlink", "folder 60,000", 2.0, "1 Mbit/s, 40 ms"), runs) is None
+
+
+def test_the_input_files_stay_those_every_session_measured(mnist, tmp_path):
+    """The baseline sends the input files: they must not follow the receiver's own PNG encoder when it changes."""
+    import numpy as np
+
+    from latentlink.shared.image_io import encode_png, read_image
+
+    _, digits = mnist
+    files = [throughput.input_png(digit) for digit in digits[:1000]]
+    assert sum(map(len, files)) == 252_815  # libpng, no filter, run-length deflate: 252.8 bytes a digit
+    assert sum(len(encode_png(digit)) for digit in digits[:1000]) != 252_815  # the receiver's differs
+    (tmp_path / "digit.png").write_bytes(files[7])
+    np.testing.assert_array_equal(read_image(tmp_path / "digit.png", (28, 28)), digits[7])
