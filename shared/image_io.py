@@ -421,7 +421,7 @@ def _array_sources(path: Path, array: np.ndarray, stem: str, shape: tuple[int, i
         yield SourceImage(f"{stem}_{index:0{width}d}.png", reader, index)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: its array is not a value to compare
 class ArrayRows:
     """The reader of an array's images (a SourceImage's key is its row): one image, or a run of rows at once."""
 
