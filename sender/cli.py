@@ -87,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         "float16 is lossy on the latents",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=DEFAULT_BATCH_IMAGES, help=f"images per message (1..{MAX_BATCH_IMAGES})"
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_IMAGES,
+        help=f"images per message (1..{MAX_BATCH_IMAGES}; a receiver takes as many as hold 4 M pixels, at least "
+        "1024: all 4096 of digits). Larger batches pay for tiny models only",
     )
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="where the encoder runs")
     parser.add_argument(
