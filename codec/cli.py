@@ -149,18 +149,14 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _decompress(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from latentlink.codec.library import decompress_named
     from latentlink.receiver.output import UnsafeNameError, output_path
-    from latentlink.shared.image_io import encode_png, encode_pngs
+    from latentlink.shared.image_io import encode_pngs
 
     names, images = decompress_named(_read(args.file), args.model, device=args.device)
     args.output.mkdir(parents=True, exist_ok=True)
-    # digits: one stack, encoded at once; images of any size: one by one
-    pngs = encode_pngs(images) if isinstance(images, np.ndarray) else [encode_png(image) for image in images]
     files, failed = [], 0
-    for name, png in zip(names, pngs, strict=True):
+    for name, png in zip(names, encode_pngs(images), strict=True):  # digits: a stack, encoded at once
         try:
             files.append((output_path(args.output, name), png))
         except UnsafeNameError as exc:

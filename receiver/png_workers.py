@@ -1,4 +1,4 @@
-"""PNG encoding on several cores: libpng runs without the GIL, so each worker thread uses a core of its own."""
+"""PNG encoding on several cores: zlib-ng runs without the GIL, so each worker thread uses a core of its own."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from latentlink.shared.image_io import encode_png, encode_pngs
+from latentlink.shared.image_io import encode_pngs
 
 __all__ = ["PendingPngs", "PngWorkers"]
 
@@ -28,11 +28,12 @@ class PngWorkers:
         With a single worker, the batch is encoded here and now."""
         if self._pool is None or len(images) == 0:
             done: Future = Future()
-            done.set_result(_encode_all(images))
+            done.set_result(encode_pngs(images))
             return PendingPngs([done])
         parts = min(self.workers, len(images))
         bounds = [len(images) * i // parts for i in range(parts + 1)]
-        return PendingPngs([self._pool.submit(_encode_all, images[bounds[i] : bounds[i + 1]]) for i in range(parts)])
+        # a stack's parts are stacks, encoded at once; a list's, one image at a time
+        return PendingPngs([self._pool.submit(encode_pngs, images[bounds[i] : bounds[i + 1]]) for i in range(parts)])
 
 
 class PendingPngs:
@@ -44,10 +45,3 @@ class PendingPngs:
     def result(self) -> list[bytes]:
         """The PNG bytes of each image, in order, once every part is done."""
         return [data for part in self._parts for data in part.result()]
-
-
-def _encode_all(images: Sequence[np.ndarray]) -> list[bytes]:
-    """A stack of one shape at once (a decoded batch's part), other images one by one."""
-    if isinstance(images, np.ndarray):
-        return encode_pngs(images)
-    return [encode_png(image) for image in images]

@@ -9,7 +9,7 @@ import os
 import struct
 import threading
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,8 +294,9 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return encode_pngs(np.asarray(pixels)[None])[0]
 
 
-def encode_pngs(stack: np.ndarray) -> list[bytes]:
-    """The PNG bytes of each uint8 image of a stack, greyscale (n, h, w) or colour (n, h, w, 3).
+def encode_pngs(images: np.ndarray | Sequence[np.ndarray]) -> list[bytes]:
+    """The PNG bytes of each uint8 image: of a stack, greyscale (n, h, w) or colour (n, h, w, 3), at once; of a
+    list (images of any shapes), one by one.
 
     Rows unfiltered, deflated by zlib-ng at level 1 (imagecodecs, without holding the GIL), in the PNG
     container written here (IHDR, one IDAT, IEND). libpng in imagecodecs links the classic zlib, whose set-up
@@ -303,7 +304,9 @@ def encode_pngs(stack: np.ndarray) -> list[bytes]:
     photo: 8.3 against 11.3 ms, 4% larger); bench/RESULTS.md. Any PNG reader reads them (tests). The rows of
     the whole stack are laid out at once: less per image holds the GIL (7.2 against 8.1 µs per digit).
     """
-    stack = np.ascontiguousarray(stack, dtype=np.uint8)
+    if not isinstance(images, np.ndarray):
+        return [encode_png(image) for image in images]
+    stack = np.ascontiguousarray(images, dtype=np.uint8)
     count, height, width = stack.shape[:3]
     row_bytes = stack[0, 0].size if count else 0
     rows = np.zeros((count, height, 1 + row_bytes), np.uint8)  # each row: filter type 0 (none), then its bytes

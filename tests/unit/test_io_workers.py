@@ -118,7 +118,7 @@ def test_png_workers_encode_a_started_batch_while_the_caller_goes_on(monkeypatch
         assert gate.wait(10), "the caller never went on"
         return [encode_png(image) for image in images]
 
-    monkeypatch.setattr(png_workers, "_encode_all", held_until_the_gate_opens)
+    monkeypatch.setattr(png_workers, "encode_pngs", held_until_the_gate_opens)
     images = [np.full((3, 4), value, np.uint8) for value in range(5)]
     pending = PngWorkers(2).start(images)  # returns while the workers wait
     gate.set()
