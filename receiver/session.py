@@ -149,7 +149,7 @@ class ReceiverSession:
                 targets.append(target)
             except (UnsafeNameError, ValueError) as exc:
                 failures[batch.first_seq + row] = str(exc)
-        whole = len(rows) == len(batch.names)  # the common case: the batch's arrays as they are
+        vectors = batch.vectors(rows)  # digits: also what is decoded (the batch's array itself when all pass)
         if photos:
             pixels = []
             for row in rows:
@@ -157,8 +157,7 @@ class ReceiverSession:
                 with decode_budget.SHARED.reserve(height * width):  # memory stays bounded across sessions
                     pixels.append(decode_photo(self.decoder, batch.latents[row], batch.shapes[row]))
         else:
-            pixels = decode_images(self.decoder, batch.latents if whole else batch.latents[rows]) if rows else []
-        vectors = batch.latents if whole and not photos else batch.vectors(rows)
+            pixels = decode_images(self.decoder, vectors) if rows else []
         self.decode_s += time.perf_counter() - started
         # PNGs are encoded from now on, while this batch waits for the disk and the next one decodes
         pngs = self.png.start(pixels) if self.output_format == OutputFormat.PNG else None

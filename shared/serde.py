@@ -104,9 +104,12 @@ class DecodedBatch:
     shapes: tuple[Shape, ...] = ()
 
     def vectors(self, rows: Sequence[int]) -> np.ndarray | list[np.ndarray]:
-        """The logical latent vectors of these images (what image keys hash): an array's rows, or a list."""
+        """The logical latent vectors of these images (distinct rows, in order; what image keys hash): an array's
+        rows (the array itself, not a copy, when they are all of them), or a list."""
         if self.shapes:
             return [self.latents[row].vector for row in rows]
+        if len(rows) == len(self.latents):
+            return self.latents
         return self.latents[list(rows)]  # an array: image_keys converts it once, not row by row
 
 
