@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Quality", "quality", "to_uint8"]
+__all__ = ["Quality", "quality", "squared_errors", "to_uint8"]
 
 
 @dataclass(frozen=True)
@@ -49,5 +49,15 @@ def quality(original: np.ndarray, reconstructed: np.ndarray) -> Quality:
     """Compares two uint8 image stacks in [0, 1] units; PSNR is of the mean MSE."""
     if original.shape != reconstructed.shape:
         raise ValueError(f"shape mismatch: {original.shape} vs {reconstructed.shape}")
-    diff = (original.astype(np.float64) - reconstructed.astype(np.float64)) / 255.0
-    return Quality.from_mse(float(np.mean(diff * diff)))
+    return Quality.from_mse(float(squared_errors(original, reconstructed).sum()) / original.size)
+
+
+def squared_errors(original: np.ndarray, reconstructed: np.ndarray) -> np.ndarray:
+    """Each image's summed squared error, in [0, 1] units, of two uint8 stacks (n, ...) of one shape.
+
+    Summed as integers (int16 differences, int32 squares), exactly: a batch of 4,096 digits takes 19 MB of
+    temporaries, where float64 took five of 26 MB (each first touch of fresh memory a page fault).
+    """
+    diff = np.subtract(original, reconstructed, dtype=np.int16)
+    diff = diff.reshape(len(diff), math.prod(diff.shape[1:]))  # (n, pixels), an empty stack too
+    return np.square(diff, dtype=np.int32).sum(axis=1, dtype=np.int64) / 255.0**2
