@@ -1,4 +1,5 @@
-"""Runs one model half: with numpy on the CPU (shared/numpy_runtime.py), with TensorFlow on a GPU.
+"""Runs one model half: on the CPU with LiteRT's XNNPACK kernels (shared/litert_runtime.py) or numpy
+(shared/numpy_runtime.py: networks of any size, GDN), with TensorFlow on a GPU.
 
 TensorFlow is imported only for a GPU: `--device gpu`, or `auto` on a machine
 that shows one. The CPU path never imports it (it takes ~1.5 s and ~400 MB).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -17,6 +19,9 @@ from latentlink.shared.model_format import NetworkInfo
 from latentlink.shared.numpy_runtime import NumpyNetwork, as_batch
 from latentlink.shared.protocol import DECODE_BUDGET_ELEMENTS
 from latentlink.shared.tf_import import tensorflow
+
+if TYPE_CHECKING:
+    from latentlink.shared.litert_runtime import LiteNetwork
 
 __all__ = [
     "DEVICES",
@@ -65,9 +70,17 @@ def resolve_device(device: str) -> str:
 
 
 def load_network(info: NetworkInfo, device: str = "auto", hyper: bool = False) -> Network:
-    """A model half ready to run: numpy on the CPU, TensorFlow on a GPU (`hyper`: an encoder's hyper-analysis)."""
+    """A model half ready to run (`hyper`: an encoder's hyper-analysis): on the CPU with LiteRT where it can
+    express the network, else numpy; on a GPU with TensorFlow."""
     resolved = resolve_device(device)
-    return NumpyNetwork(info, hyper) if resolved == CPU else CompiledNetwork(info, resolved, hyper)
+    if resolved != CPU:
+        return CompiledNetwork(info, resolved, hyper)
+    from latentlink.shared.litert_runtime import LiteNetwork, Unsupported
+
+    try:
+        return LiteNetwork(info, hyper)
+    except Unsupported:
+        return NumpyNetwork(info, hyper)
 
 
 class CompiledNetwork:
@@ -102,7 +115,7 @@ class CompiledNetwork:
         return out if finish is None else finish(out)
 
 
-Network = NumpyNetwork | CompiledNetwork
+Network = Union["LiteNetwork", NumpyNetwork, CompiledNetwork]
 
 
 def decode_images(decoder: Network, latents: np.ndarray) -> np.ndarray:

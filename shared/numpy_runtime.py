@@ -32,7 +32,7 @@ import numpy as np
 from latentlink.shared.model_format import NetworkInfo, tensor_to_array
 from latentlink.shared.proto import model_pb2
 
-__all__ = ["NumpyNetwork", "as_batch", "same_padding", "set_threads"]
+__all__ = ["NumpyNetwork", "as_batch", "same_padding", "set_threads", "thread_count"]
 
 Array = np.ndarray
 # float32 elements of the largest intermediate a slice may hold (4 MB): a slice's layers then work in cache (the
@@ -59,6 +59,11 @@ def set_threads(count: int) -> None:
         _threads = max(1, count)
         if _threads > _pool_size:
             _pool, _pool_size = ThreadPoolExecutor(_threads, thread_name_prefix="numpy-runtime"), _threads
+
+
+def thread_count() -> int:
+    """The threads work is cut over (`set_threads`)."""
+    return _threads
 
 
 def _run_all(function: Callable[[Any], Any], items: list) -> list:

@@ -1,0 +1,101 @@
+"""The LiteRT runtime computes what TensorFlow computes, gives each image the same floats however it is batched or
+threaded, and leaves to the numpy runtime what it cannot express."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from latentlink.shared.litert_runtime import LiteNetwork, Unsupported
+from latentlink.shared.metrics import to_uint8
+from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.network_runtime import CompiledNetwork, load_network
+from latentlink.shared.numpy_runtime import NumpyNetwork, set_threads
+from tests.conftest import MODELS
+from tests.unit.test_numpy_runtime import CASES, L, _network
+
+EXPRESSED = [case for case in CASES if case != "gdn and affine"]
+
+
+@pytest.mark.parametrize("case", EXPRESSED)
+def test_every_layer_kind_matches_tensorflow(case):
+    shape, layers = CASES[case]
+    info = _network(shape, layers, seed=len(case))
+    batch = np.random.default_rng(1).normal(0, 1, (7, *shape)).astype(np.float32)
+    expected = CompiledNetwork(info, "cpu")(batch)
+    got = LiteNetwork(info)(batch)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_what_it_cannot_express_runs_on_numpy():
+    shape, layers = CASES["gdn and affine"]
+    info = _network(shape, layers, seed=1)
+    with pytest.raises(Unsupported, match="gdn|affine"):
+        LiteNetwork(info)
+    assert isinstance(load_network(info, "cpu"), NumpyNetwork)
+    photo = load_model_dir(MODELS / "photo-q1")
+    assert isinstance(load_network(photo.decoder, "cpu"), NumpyNetwork)
+    assert isinstance(load_network(photo.encoder, "cpu", hyper=True), NumpyNetwork)
+    assert isinstance(load_network(load_model_dir(MODELS / "q4").decoder, "cpu"), LiteNetwork)
+
+
+@pytest.mark.parametrize("name", ["q4", "seed-k64"])
+def test_an_image_gives_the_same_floats_in_any_batch_on_any_threads(name):
+    """A resumed session batches differently; its pixels must not change. 300 = 9 chunks of 32 + 8 + 4 for q4."""
+    model = load_model_dir(MODELS / name)
+    encoder, decoder = LiteNetwork(model.encoder), LiteNetwork(model.decoder)
+    images = np.random.default_rng(1).random((300, *encoder.input_shape), np.float32)
+    latents = np.round(np.random.default_rng(0).normal(size=(300, decoder.input_shape[0])) * 3).astype(np.float32)
+    whole = encoder(images), decoder(latents)
+    try:
+        for threads in (1, 2, 3):
+            set_threads(threads)
+            for size in (1, 7, 64, 100, 299):
+                for network, batch, expected in ((encoder, images, whole[0]), (decoder, latents, whole[1])):
+                    parts = [network(batch[i : i + size]) for i in range(1, 300, size)]  # shifted by one image
+                    np.testing.assert_array_equal(np.concatenate(parts), expected[1:])
+            np.testing.assert_array_equal(decoder(latents, finish=to_uint8), to_uint8(whole[1]))
+    finally:
+        set_threads(1)
+
+
+@pytest.mark.parametrize("name", ["q4", "q1", "seed-k64"])
+def test_shipped_mnist_models_agree_with_tensorflow_on_the_test_set(name, mnist):
+    """Latents identical after rounding (but on rounding boundaries); pixels within 1, identical on >= 99.9%."""
+    model = load_model_dir(MODELS / name)
+    _, x_test = mnist
+    images = (x_test[:2000].astype(np.float32) / 255.0).reshape(-1, *model.encoder.input_shape)
+    ours, theirs = LiteNetwork(model.encoder)(images), CompiledNetwork(model.encoder, "cpu")(images)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
+    differ = np.round(ours) != np.round(theirs)
+    assert np.all(np.abs(np.abs(theirs[differ] % 1.0) - 0.5) < 1e-3)  # only where a value sits on a boundary
+    latents = np.round(theirs) if model.decoder.network.HasField("entropy_model") else theirs
+    pixels = LiteNetwork(model.decoder)(latents, finish=to_uint8)
+    reference = to_uint8(CompiledNetwork(model.decoder, "cpu")(latents))
+    difference = np.abs(pixels.astype(int) - reference)
+    assert difference.max() <= 1 and np.mean(difference == 0) >= 0.999
+
+
+def test_a_batch_of_the_wrong_shape_or_none_at_all():
+    network = LiteNetwork(_network((13,), [L.Dense(2)], seed=0))
+    with pytest.raises(ValueError, match="does not match"):
+        network(np.zeros((2, 12), np.float32))
+    assert network(np.zeros((0, 13), np.float32)).shape == (0, 2)
+
+
+def test_litert_says_nothing_on_standard_error():
+    """LiteRT announces its XNNPACK delegate on standard error once per process; the commands' output stays ours."""
+    script = (
+        "import numpy as np\n"
+        "from latentlink.shared.litert_runtime import LiteNetwork\n"
+        "from latentlink.shared.model_dir import load_model_dir, shipped_model_dir\n"
+        "network = LiteNetwork(load_model_dir(shipped_model_dir('q4')).decoder)\n"
+        "network(np.zeros((3, 32), np.float32))\n"
+        "import sys; print('after', file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stderr == "after\n"
