@@ -1,14 +1,16 @@
 """Encoder and decoder throughput of the shipped MNIST models on this machine's CPU: numpy against TensorFlow.
 
-Runs each model half through both runtimes (numpy: what the sender and the
-receiver use on the CPU; TensorFlow: what they use on a GPU, run here on the
-CPU for comparison) over the 10,000 MNIST test images, best of 3, and puts
-each network's multiply-adds per second next to what the machine's BLAS does
-on a large float32 matrix product in the same run. numpy runs twice: as a
-library gets it (BLAS's threads, the batch in one piece) and as the commands
-run it (`command_runtime`: BLAS on one thread, the batch cut over a thread per
-core). Images/s are wall clock; on a shared machine compare the ratios. Photo
-models: one 768x512 image.
+Runs each model half through every runtime (LiteRT: what the sender and the
+receiver use on the CPU for fixed-size networks; numpy: for the rest, the photo
+models; TensorFlow: what they use on a GPU, run here on the CPU for comparison)
+over the 10,000 MNIST test images, best of 3, and puts each network's
+multiply-adds per second, in the runtime the commands pick, next to what the
+machine's BLAS does on a large float32 matrix product in the same run. numpy
+runs twice: as a library gets it (BLAS's threads, the batch in one piece) and
+as the commands run it (`command_runtime`: BLAS on one thread, the batch cut
+over a thread per core); LiteRT as the commands run it (a thread per core).
+Images/s are wall clock; on a shared machine compare the ratios. Photo models:
+one 768x512 image.
 
     python bench/codec_speed.py --data ../shared/data/mnist.npz [--batches 1 256] [--models q4 seed-k64]
 """
@@ -24,6 +26,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from latentlink.shared.cli_help import CORES
+from latentlink.shared.litert_runtime import LiteNetwork, Unsupported
 from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_dir import load_model_dir
 from latentlink.shared.model_format import NetworkInfo
@@ -91,10 +94,10 @@ def main() -> None:
     peak = matmul_macs_per_second()
     print(f"float32 matmul 2048x2048: {peak / 1e9:.1f} G multiply-adds/s\n")
     print(
-        "| model | half | M MACs/image | batch | numpy img/s (library) | numpy img/s (commands) | TensorFlow img/s "
-        "| best numpy / TF | best numpy % of matmul |"
+        "| model | half | M MACs/image | batch | numpy img/s (library) | numpy img/s (commands) | LiteRT img/s "
+        "(commands) | LiteRT / numpy (commands) | TensorFlow img/s | commands / TF | commands % of matmul |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models:
         model = load_model_dir(REPO / "models" / name)
         photo = model.encoder.any_size
@@ -113,15 +116,26 @@ def main() -> None:
                 with threadpool_limits(1, user_api="blas"):
                     set_threads(CORES)
                     commands = images_per_second(NumpyNetwork(info), subset, batch)
+                    lite = _lite_images_per_second(info, subset, batch)
                     set_threads(1)
                 theirs = None if args.no_tensorflow else images_per_second(CompiledNetwork(info, "cpu"), subset, batch)
-                best = max(library, commands)
-                versus = "— | —" if theirs is None else f"{theirs:,.1f} | {best / theirs:.2f}"
+                picked = commands if lite is None else lite  # what load_network runs on the CPU
+                lite_text = "— | —" if lite is None else f"{lite:,.1f} | {lite / commands:.2f}"
+                versus = "— | —" if theirs is None else f"{theirs:,.1f} | {picked / theirs:.2f}"
                 print(
                     f"| {name} | {half} | {macs / 1e6:.2f} | {batch} | {library:,.1f} | {commands:,.1f} | "
-                    f"{versus} | {100 * best * macs / peak:.0f}% |",
+                    f"{lite_text} | {versus} | {100 * picked * macs / peak:.0f}% |",
                     flush=True,
                 )
+
+
+def _lite_images_per_second(info, data: np.ndarray, batch: int) -> float | None:
+    """LiteRT's images/s, or None for a network it does not express (numpy runs those)."""
+    try:
+        network = LiteNetwork(info)
+    except Unsupported:
+        return None
+    return images_per_second(network, data, batch)
 
 
 if __name__ == "__main__":
