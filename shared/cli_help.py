@@ -97,8 +97,8 @@ def quiet_process() -> None:
 
 
 def command_runtime() -> None:
-    """Sets this command's CPU work up: numpy's BLAS on one thread, the numpy runtime on a thread per core, and
-    freed memory kept for reuse.
+    """Sets this command's CPU work up: numpy's BLAS on one thread, the CPU runtimes (LiteRT, numpy) on a thread
+    per core, and freed memory kept for reuse.
 
     The sender's and receiver's stages (reading, encoding, coding, decoding,
     PNG, writes) overlap in threads; BLAS's own worker threads spin while they

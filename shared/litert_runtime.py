@@ -245,10 +245,14 @@ class LiteNetwork:
             raise Unsupported("a hyper-analysis (photo models)")
         self.info = info
         self.input_shape = info.input_shape
-        largest = _graph(info, 1).largest  # raises Unsupported for a network it cannot express
-        self.rows = 1 << max(0, (_CHUNK_ELEMENTS // largest).bit_length() - 1)  # a power of two
-        self._models: dict[int, bytes] = {}
+        graph = _graph(info, 1)  # raises Unsupported for a network it cannot express
+        self.rows = 1 << max(0, (_CHUNK_ELEMENTS // graph.largest).bit_length() - 1)  # a power of two
+        self._models: dict[int, bytes] = {1: graph.finish()}
         self._local = threading.local()
+        try:  # what LiteRT cannot prepare, whatever the reason, runs on numpy
+            _quiet_first_allocation(Interpreter(model_content=self._models[1], num_threads=1))
+        except (RuntimeError, ValueError) as exc:
+            raise Unsupported(f"LiteRT cannot prepare it ({exc})") from None
 
     def __call__(self, batch: np.ndarray, finish: Callable[[Array], Array] | None = None) -> np.ndarray:
         """Runs a float32 batch of shape (n, *input_shape) through the network.

@@ -1,6 +1,8 @@
 """Runs one model half with numpy alone: every layer and activation of the portable format, no TensorFlow.
 
-The CPU path of the receiver and the sender. It computes in float32, as
+The CPU path of the receiver and the sender for networks the LiteRT runtime does
+not express (shared/litert_runtime.py: images of any size, GDN, affine; the
+photo models), and its reference. It computes in float32, as
 TensorFlow does, so the two runtimes agree to float rounding
 (tests/unit/test_numpy_runtime.py bounds how often an 8-bit pixel or a rounded
 latent differs). Each is deterministic on its own, whatever the batch.

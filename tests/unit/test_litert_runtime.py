@@ -99,3 +99,16 @@ def test_litert_says_nothing_on_standard_error():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stderr == "after\n"
+
+
+def test_a_network_litert_cannot_prepare_runs_on_numpy(monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    def refuse(self):
+        raise RuntimeError("Failed to prepare")
+
+    monkeypatch.setattr(Interpreter, "allocate_tensors", refuse)
+    decoder = load_model_dir(MODELS / "q4").decoder
+    with pytest.raises(Unsupported, match="cannot prepare"):
+        LiteNetwork(decoder)
+    assert isinstance(load_network(decoder, "cpu"), NumpyNetwork)
