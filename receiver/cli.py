@@ -142,10 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"receiver: error: {exc}", file=sys.stderr)
             return 2
 
-    from latentlink.shared.network_runtime import resolve_device
+    from latentlink.shared.network_runtime import CPU, preload_cpu_runtime, resolve_device
 
     try:
-        resolve_device(args.device)  # imports TensorFlow now for a GPU, not while the first sender waits
+        device = resolve_device(args.device)  # imports TensorFlow now for a GPU, not while the first sender waits
     except RuntimeError as exc:
         print(f"receiver: error: {exc}", file=sys.stderr)
         return 2
@@ -183,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_json({"event": "listening", "address": f"{host}:{port}", "out": str(args.out.resolve())})
     else:
         print(f"receiver: listening on {host}:{port}, writing to {args.out.resolve()}", flush=True)
+    if device == CPU:
+        preload_cpu_runtime()  # after the listening line: the receiver accepts as soon as it can
     if credentials is None and not _is_loopback(host):
         print(
             f"receiver: warning: {host} is reachable from other machines and this receiver has no TLS; "

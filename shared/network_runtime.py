@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from latentlink.shared.litert_runtime import LiteNetwork
 
 __all__ = [
+    "CPU",
     "DEVICES",
     "CompiledNetwork",
     "Network",
@@ -31,6 +32,7 @@ __all__ = [
     "decode_photo",
     "gpu_present",
     "load_network",
+    "preload_cpu_runtime",
     "resolve_device",
 ]
 
@@ -67,6 +69,12 @@ def resolve_device(device: str) -> str:
     if device == "gpu" and not gpus:
         raise RuntimeError("--device gpu was asked for, but TensorFlow sees no GPU (use --device cpu or auto)")
     return gpus[0].name if gpus else CPU
+
+
+def preload_cpu_runtime() -> None:
+    """Imports the LiteRT runtime now (~20 ms holding the GIL), so that a receiver idle between start-up and its
+    first session does not spend it while a sender waits."""
+    import latentlink.shared.litert_runtime  # noqa: F401
 
 
 def load_network(info: NetworkInfo, device: str = "auto", hyper: bool = False) -> Network:
