@@ -108,8 +108,8 @@ def main() -> None:
         latents = np.round(NumpyNetwork(model.encoder)(inputs))
         for half, data in (("encoder", inputs), ("decoder", latents)):
             info = getattr(model, half)
-            # an any-size network counts its multiply-adds per block x block input positions
-            macs = info.macs * data.shape[1] * data.shape[2] // info.block**2 if photo else info.macs
+            # the layers' own (an entropy model's run elsewhere); an any-size network counts per block x block
+            macs = info.layer_macs * data.shape[1] * data.shape[2] // info.block**2 if photo else info.layer_macs
             for batch in [1] if photo else args.batches:
                 subset = data if batch > 1 else data[:1000]
                 library = images_per_second(NumpyNetwork(info), subset, batch)

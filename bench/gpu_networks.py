@@ -209,8 +209,8 @@ def _cases(encoder: TorchNetwork, decoder: TorchNetwork, model, pixels: np.ndarr
         return pixels.round_().clamp_(0, 255).to(torch.uint8).cpu()
 
     return [
-        ("encoder", model.encoder.macs, lambda: encoder(on_device), encode_copied),
-        ("decoder", model.decoder.macs, lambda: decoder(latents), decode_copied),
+        ("encoder", model.encoder.layer_macs, lambda: encoder(on_device), encode_copied),
+        ("decoder", model.decoder.layer_macs, lambda: decoder(latents), decode_copied),
     ]
 
 

@@ -161,7 +161,7 @@ def main() -> None:
                 set_threads(threads)
                 numpy_rate = images_per_second(NumpyNetwork(info), data, args.batch, args.repeats)
                 onnx_rate = images_per_second(OnnxNetwork(info, name, threads), data, args.batch, args.repeats)
-                share = numpy_rate * info.macs / (peak * threads / CORES)
+                share = numpy_rate * info.layer_macs / (peak * threads / CORES)
                 print(
                     f"| {name} | {half} | {threads} | {numpy_rate:,.0f} | {onnx_rate:,.0f} | "
                     f"{onnx_rate / numpy_rate:.2f} | {100 * share:.0f}% |",

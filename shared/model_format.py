@@ -79,7 +79,8 @@ class NetworkInfo:
     digest: str
     size_bytes: int
     activations: int = 0  # per image: the elements of every layer's output, what running it holds in memory
-    macs: int = 0  # per image: multiply-adds
+    macs: int = 0  # per image: multiply-adds, its entropy model's (hyperprior, context prior) included
+    layer_macs: int = 0  # per image: the layers' multiply-adds alone, what a runtime of the network computes
     # 0 for a network of fixed shape. A network for images of any size counts `activations` and `macs` per
     # block x block input positions: 16 x 16 pixels for an image encoder, one latent position for its decoder.
     block: int = 0
@@ -164,11 +165,17 @@ def parse_network(data: bytes, expected_digest: str | None = None, role: int | N
             if network.role in model_pb2.Role.values()
             else f"unknown network role {network.role}"
         )
-    activations, macs, block = _check_layers(network)
+    activations, macs, layer_macs, block = _check_layers(network)
     if network_to_bytes(network) != data:
         raise ModelFormatError("model file is not in canonical form (unknown or reordered fields)")
     return NetworkInfo(
-        network=network, digest=digest, size_bytes=len(data), activations=activations, macs=macs, block=block
+        network=network,
+        digest=digest,
+        size_bytes=len(data),
+        activations=activations,
+        macs=macs,
+        layer_macs=layer_macs,
+        block=block,
     )
 
 
@@ -177,8 +184,9 @@ def _check_shape(shape: tuple[int, ...], where: str) -> None:
         raise ModelFormatError(f"{where}: shape {list(shape)} is empty or out of bounds")
 
 
-def _check_layers(network: model_pb2.Network) -> tuple[int, int, int]:
-    """Checks every layer's fit; returns activation elements, multiply-adds and the block they count for."""
+def _check_layers(network: model_pb2.Network) -> tuple[int, int, int, int]:
+    """Checks every layer's fit; returns activation elements, multiply-adds (the entropy model's included), the
+    layers' own multiply-adds and the block they count for."""
     if len(UnknownFieldSet(network)):
         raise ModelFormatError("network has fields this build does not know")
     if not 1 <= len(network.layers) <= MAX_LAYERS:
@@ -203,11 +211,12 @@ def _check_layers(network: model_pb2.Network) -> tuple[int, int, int]:
         raise ModelFormatError("an encoder of images of any size carries a hyper-analysis, and only such an encoder")
     if network.hyper_analysis:
         _walk(network.hyper_analysis, (4, 4, declared_out[2]), "hyper-analysis layer", any_size=True)
+    layer_macs = macs
     if network.HasField("hyperprior"):
         macs += _check_hyperprior(network.hyperprior, declared_in[2])
     if network.HasField("context_prior"):
         macs += _check_context_prior(network)
-    return activations, macs, block
+    return activations, macs, layer_macs, block
 
 
 def _any_size_block(network: model_pb2.Network) -> int:

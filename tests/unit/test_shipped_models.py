@@ -67,6 +67,14 @@ def test_ladder_decoders_stay_within_the_receivers_compute_budget():
         assert load_model_dir(quality_model_dir(q)).decoder.macs <= 2_500_000, f"q{q}"
 
 
+def test_a_decoders_own_multiply_adds_leave_its_context_prior_out():
+    """q1 and q4 decoders have the same layers; q1's context prior runs in entropy decoding, not in its network."""
+    with_prior, without = load_model_dir(quality_model_dir(1)).decoder, load_model_dir(quality_model_dir(4)).decoder
+    assert with_prior.network.HasField("context_prior") and not without.network.HasField("context_prior")
+    assert with_prior.layer_macs == without.layer_macs == without.macs == 1_936_480
+    assert with_prior.macs > with_prior.layer_macs
+
+
 def test_float_models_decoders_are_at_most_one_megabyte():
     for name in ("conv-k64", "seed-k64"):
         assert load_model_dir(MODELS / name).decoder.size_bytes <= 1_000_000
