@@ -23,6 +23,7 @@ still gives the same floats (the commands run BLAS itself on one thread).
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -312,6 +313,11 @@ class _Conv:
         return -(-shape[0] // self.stride) * -(-shape[1] // self.stride) * self.product.inputs  # the patches
 
 
+def _landing(first: int, last: int, lo: int, hi: int, shift: int, stride: int) -> tuple[int, int]:
+    """The inputs a in first..last-1 (first, past the last) whose output a * stride + shift lies in lo..hi-1."""
+    return max(first, -((shift - lo) // stride)), min(last, (hi - 1 - shift) // stride + 1)
+
+
 def _position_order(used: np.ndarray) -> np.ndarray:
     """An order of a window's positions in which the positions each phase reads (used[phase, position]) span the
     fewest positions in all, phase by phase: every order is tried for windows of up to 6 positions (720 orders;
@@ -335,6 +341,10 @@ class _ConvTranspose:
     Phases use different taps (a 3x3 kernel at stride 2: 4, 2, 2 and 1 of the window's 4 shifts), so each
     phase multiplies only the patch columns of its own shifts: the window's shifts are ordered so that each
     phase's are as nearly contiguous as can be (a 3x3 kernel at stride 2: exactly, 9 of 16 products).
+
+    With few outputs (a photo decoder's last layer: 3 of 64 channels) a phase's product would be a few columns
+    wide, which BLAS runs at a fraction of its speed: every input pixel is multiplied by every tap at once instead
+    (one product kh * kw * out wide), and each output adds the products that land on it (`_tap_sums`).
     """
 
     product: _Product  # [window positions * in, s * s * out] in column blocks, a block per phase
@@ -344,6 +354,8 @@ class _ConvTranspose:
     same: bool
     activation: Callable[[Array], Array]
     positions: np.ndarray  # [window positions, 2]: each patch position's input shift (rows, columns), in order
+    offsets: tuple[int, int]  # input pixel a lands, through tap i, on output a * stride + i - offset (per axis)
+    taps: Array | None  # with few outputs: the kernel as [kh * kw * out, in], every tap of a pixel at once
     _layouts: _LayoutCache = field(default_factory=_LayoutCache, compare=False)
 
     @classmethod
@@ -382,11 +394,13 @@ class _ConvTranspose:
             same,
             activation,
             grid.reshape(2, -1).T[order],
+            offsets,
+            kernel.reshape(-1, c) if 4 * out <= c else None,
         )
 
     def _layout(self, h: int, w: int) -> tuple[int, int, int, int, _Gather]:
-        (kh, kw), s = self.size, self.stride
-        out_h, out_w = (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
+        s = self.stride
+        out_h, out_w = self._output_size(h, w)
         rows, cols = -(-out_h // s), -(-out_w // s)  # outputs per phase
         a, b = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")  # [rows, cols, 1] + [positions]
         gather = _Gather.of(h, w, a[..., None] + self.positions[:, 0], b[..., None] + self.positions[:, 1])
@@ -395,13 +409,57 @@ class _ConvTranspose:
     def __call__(self, x: Array) -> Array:
         n, h, w, c = x.shape
         s = self.stride
+        if self.taps is not None:
+            return self._tap_sums(x)
         out_h, out_w, rows, cols, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
         # The bias and activation act per pixel, so they apply to the phases before they are interleaved.
         phases = _patch_product(x.reshape(n, h * w, c), gather, self.product, self.bias, self.activation)
         out = phases.reshape(n, rows, cols, s, s, -1).transpose(0, 1, 3, 2, 4, 5).reshape(n, rows * s, cols * s, -1)
         return out[:, :out_h, :out_w]
 
+    def _output_size(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), s = self.size, self.stride
+        return (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
+
+    def _tap_sums(self, x: Array) -> Array:
+        """With few outputs: in bands of output rows (of images, for a batch), every input pixel that reaches the
+        band times every tap at once (channel planes, tap-major), then each output adds its taps' products, tap by
+        tap in order, each tap's as one slice of stride s: the same floats however the bands fall."""
+        n, h, w, c = x.shape
+        (kh, kw), s, (top, left) = self.size, self.stride, self.offsets
+        channels = len(self.taps) // (kh * kw)
+        out_h, out_w = self._output_size(h, w)
+        out = np.empty((channels, n, out_h, out_w), np.float32)
+
+        def fill(n0: int, n1: int, y0: int, y1: int) -> None:
+            block = out[:, n0:n1, y0:y1]
+            block[...] = 0.0
+            a0, a1 = _landing(0, h, y0, y1, kh - 1 - top, s)[0], _landing(0, h, y0, y1, -top, s)[1]
+            if a1 > a0:
+                part = x[n0:n1, a0:a1].reshape(-1, c)
+                products = (self.taps @ part.T).reshape(kh, kw, channels, n1 - n0, a1 - a0, w)
+                for i in range(kh):
+                    r0, r1 = _landing(a0, a1, y0, y1, i - top, s)
+                    for j in range(kw):
+                        c0, c1 = _landing(0, w, 0, out_w, j - left, s)
+                        if r1 > r0 and c1 > c0:
+                            rows = slice(r0 * s + i - top - y0, (r1 - 1) * s + i - top - y0 + 1, s)
+                            cols = slice(c0 * s + j - left, (c1 - 1) * s + j - left + 1, s)
+                            block[:, :, rows, cols] += products[i, j, :, :, r0 - a0 : r1 - a0, c0:c1]
+            block += self.bias[:channels, None, None, None]
+            done = self.activation(block)
+            if done is not block:  # an activation that is not in place
+                block[...] = done
+
+        if n > 1:  # bands of whole images
+            _in_bands(n, len(self.taps) * h * w, lambda first, last: fill(first, last, 0, out_h))
+        else:  # bands of output rows: each reads the input rows that reach it
+            _in_bands(out_h, len(self.taps) * w // s + 1, lambda first, last: fill(0, 1, first, last))
+        return np.ascontiguousarray(out.transpose(1, 2, 3, 0))
+
     def largest(self, shape: tuple[int, ...]) -> int:
+        if self.taps is not None:
+            return math.prod(self._output_size(*shape[:2])) * (len(self.taps) // (self.size[0] * self.size[1]))
         return (shape[0] + 1) * (shape[1] + 1) * max(self.product.inputs, self.product.outputs)  # patches or phases
 
 

@@ -39,6 +39,9 @@ CASES = {
     ),
     "transpose valid": ((4, 6, 3), [L.Conv2DTranspose(5, 3, 2, "valid"), L.Conv2DTranspose(2, (2, 4), 3, "valid")]),
     "transpose stride over kernel": ((3, 5, 2), [L.Conv2DTranspose(3, 2, 3, "same", activation="leaky_relu")]),
+    "transpose few outputs": ((5, 6, 16), [L.Conv2DTranspose(3, 5, 2, "same", activation="sigmoid")]),
+    "transpose few outputs valid": ((4, 7, 12), [L.Conv2DTranspose(2, (3, 4), 3, "valid", activation="relu")]),
+    "transpose few outputs stride over kernel": ((6, 3, 8), [L.Conv2DTranspose(1, 2, 3, "same")]),
     "gdn and affine": ((6, 5, 3), [L.Rescaling(2.0, offset=-1.0), L.Conv2D(4, 3, 1, "same"), _gdn(False), _gdn(True)]),
     "reshape and flatten": ((24,), [L.Reshape((2, 4, 3)), L.Conv2D(2, 3, 1, "same"), L.Flatten(), L.Dense(3)]),
 }
@@ -210,3 +213,21 @@ def test_commands_give_blas_one_thread():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "1"
+
+
+def test_a_transposed_convolution_with_few_outputs_sums_taps_in_bands_like_its_phases():
+    """A photo decoder's last layer (3 of 64 channels) multiplies every pixel by every tap and sums what lands on
+    each output, one image in bands of output rows (three here) on the runtime's threads: the phases' result."""
+    import dataclasses
+
+    info = _network((100, 201, 64), [L.Conv2DTranspose(3, 5, 2, "same", activation="sigmoid")], seed=5)
+    (layer,) = NumpyNetwork(info).layers
+    assert layer.taps is not None
+    image = np.random.default_rng(3).normal(size=(1, 100, 201, 64)).astype(np.float32)
+    phases = dataclasses.replace(layer, taps=None)(image)
+    np.testing.assert_allclose(layer(image), phases, rtol=1e-5, atol=1e-6)
+    try:
+        set_threads(2)
+        np.testing.assert_array_equal(layer(image), NumpyNetwork(info).layers[0](image))
+    finally:
+        set_threads(1)
