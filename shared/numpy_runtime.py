@@ -12,7 +12,8 @@ its input patches with one precomputed index (im2col) and multiplies them by
 the kernel, or, when it has few outputs, multiplies every pixel by every tap
 first and adds up shifted slices of the products; a transposed convolution runs as one convolution whose
 outputs are its stride x stride output phases, each phase multiplying only the taps it reads, then
-interleaves them. Large batches run in slices and large images in bands, so intermediates stay small.
+interleaves them, or, with few outputs, multiplies every pixel by every tap and adds what lands on each
+output. Large batches run in slices and large images in bands, so intermediates stay small.
 
 With `set_threads(n)`, a batch of digits is cut into n parts of whole row
 blocks that run at once on n threads (numpy and BLAS release the GIL): every
