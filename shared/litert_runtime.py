@@ -4,8 +4,8 @@ XNNPACK computes a convolution as an indirect matrix product straight from its
 input (no gathered patches), with the bias and the activation applied while the
 outputs are in registers, and a transposed convolution phase by phase written
 straight into place: the fused kernels numpy has no way to express. On 2 cores
-the `q4` digit decoder runs ~1.3x, its encoder ~1.45x and the seed model's
-halves 1.2-1.7x the numpy runtime's images/s (bench/RESULTS.md).
+the `q4` digit decoder runs ~1.4x, its encoder ~1.5x and the seed model's
+halves 2.2-2.5x the numpy runtime's images/s (bench/RESULTS.md).
 
 The network is written as a LiteRT flatbuffer of builtin operators from the
 validated portable format (nothing in a model file becomes code), built here
@@ -36,7 +36,7 @@ __all__ = ["LiteNetwork", "Unsupported"]
 
 Array = np.ndarray
 # float32 elements of the largest intermediate one call holds (2 MB): images go through in chunks whose layers stay
-# in cache (q4's decoder: 24,000 images/s in chunks of 32 against 17,000 in one of 512, on 2 cores).
+# in cache (q4's decoder: ~26,000 images/s in chunks of 32 against 17,000-21,000 in one of 512, on 2 cores).
 _CHUNK_ELEMENTS = 1 << 19
 _FUSED = {
     model_pb2.ACTIVATION_LINEAR: schema.ActivationFunctionType.NONE,
@@ -48,6 +48,10 @@ _SEPARATE = {
     model_pb2.ACTIVATION_LEAKY_RELU: schema.BuiltinOperator.LEAKY_RELU,
 }
 _PADDING = {model_pb2.PADDING_SAME: schema.Padding.SAME, model_pb2.PADDING_VALID: schema.Padding.VALID}
+# Interpreters kept idle per chunk size for the next call: a receiver decodes each session on a thread of its own,
+# and each interpreter holds its activations (~5 MB for q4's decoder): more calls at once get interpreters made
+# for them, which are dropped afterwards.
+_IDLE_INTERPRETERS = 2
 _banner_lock = threading.Lock()
 _banner_shown = False
 
@@ -234,8 +238,9 @@ class LiteNetwork:
     """A validated fixed-size model half run by LiteRT (see the module docstring); Unsupported on construction for
     a network it cannot express.
 
-    A call runs its batch in chunks of `rows` images and a remainder in chunks of powers of two, each size with an
-    interpreter of its own, built once per calling thread (an interpreter is not to be shared between threads).
+    A call runs its batch in chunks of `rows` images and a remainder in chunks of powers of two, each size on an
+    interpreter of its own, which one call at a time uses (calls on several threads take one each; a few stay
+    built for the next calls).
     """
 
     device = "cpu"
@@ -248,7 +253,8 @@ class LiteNetwork:
         graph = _graph(info, 1)  # raises Unsupported for a network it cannot express
         self.rows = 1 << max(0, (_CHUNK_ELEMENTS // graph.largest).bit_length() - 1)  # a power of two
         self._models: dict[int, bytes] = {1: graph.finish()}
-        self._local = threading.local()
+        self._idle: dict[tuple[int, int], list[tuple[Interpreter, int, int]]] = {}
+        self._lock = threading.Lock()
         try:  # what LiteRT cannot prepare, whatever the reason, runs on numpy
             _quiet_first_allocation(Interpreter(model_content=self._models[1], num_threads=1))
         except (RuntimeError, ValueError) as exc:
@@ -272,29 +278,29 @@ class LiteNetwork:
         return outputs[0] if len(outputs) == 1 else np.concatenate(outputs)
 
     def warm_up(self) -> None:
-        """Builds this thread's interpreter for full chunks and runs it once on zeros."""
+        """Builds an interpreter for full chunks and runs it once on zeros."""
         self._run(np.zeros((self.rows, *self.input_shape), np.float32))
 
     def _run(self, chunk: Array) -> Array:
-        interpreter, first, last = self._interpreter(len(chunk))
+        key = len(chunk), thread_count()
+        with self._lock:
+            idle = self._idle.get(key)
+            found = idle.pop() if idle else None
+        interpreter, first, last = found or self._interpreter(*key)
         interpreter.set_tensor(first, chunk)
         interpreter.invoke()
-        return interpreter.get_tensor(last)
+        out = interpreter.get_tensor(last)
+        with self._lock:  # not reached if it failed: a failed interpreter is not used again
+            idle = self._idle.setdefault(key, [])
+            if len(idle) < _IDLE_INTERPRETERS:
+                idle.append((interpreter, first, last))
+        return out
 
-    def _interpreter(self, rows: int) -> tuple[Interpreter, int, int]:
-        """This thread's interpreter for chunks of `rows` images on `thread_count()` threads, with its input and
-        output tensors' indices."""
-        interpreters = self._local.__dict__.setdefault("interpreters", {})
-        key = rows, thread_count()
-        found = interpreters.get(key)
-        if found is None:
-            if rows not in self._models:
-                self._models[rows] = network_flatbuffer(self.info, rows)
-            interpreter = Interpreter(model_content=self._models[rows], num_threads=key[1])
-            _quiet_first_allocation(interpreter)
-            found = interpreters[key] = (
-                interpreter,
-                interpreter.get_input_details()[0]["index"],
-                interpreter.get_output_details()[0]["index"],
-            )
-        return found
+    def _interpreter(self, rows: int, threads: int) -> tuple[Interpreter, int, int]:
+        """A new interpreter for chunks of `rows` images on `threads` threads, with its input and output tensors'
+        indices."""
+        if rows not in self._models:
+            self._models[rows] = network_flatbuffer(self.info, rows)
+        interpreter = Interpreter(model_content=self._models[rows], num_threads=threads)
+        _quiet_first_allocation(interpreter)
+        return interpreter, interpreter.get_input_details()[0]["index"], interpreter.get_output_details()[0]["index"]

@@ -112,3 +112,28 @@ def test_a_network_litert_cannot_prepare_runs_on_numpy(monkeypatch):
     with pytest.raises(Unsupported, match="cannot prepare"):
         LiteNetwork(decoder)
     assert isinstance(load_network(decoder, "cpu"), NumpyNetwork)
+
+
+def test_calls_on_many_threads_keep_few_interpreters():
+    """A receiver decodes each session on its own thread: interpreters (a few MB each) must not pile up per thread."""
+    import threading
+
+    from latentlink.shared import litert_runtime
+
+    network = LiteNetwork(load_model_dir(MODELS / "q4").decoder)
+    latents = np.round(np.random.default_rng(0).normal(size=(70, 32)) * 3).astype(np.float32)  # chunks 32, 32, 4, 2
+    expected = network(latents)
+    results, start = [], threading.Barrier(6)
+
+    def decode() -> None:
+        start.wait()
+        results.append(network(latents))
+
+    threads = [threading.Thread(target=decode) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 6 and all(np.array_equal(result, expected) for result in results)
+    assert {rows for rows, _ in network._idle} == {32, 4, 2}
+    assert all(len(idle) <= litert_runtime._IDLE_INTERPRETERS for idle in network._idle.values())
