@@ -4,6 +4,7 @@ TensorFlow: test_cpu_runtimes.py)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -13,8 +14,16 @@ import pytest
 from latentlink.shared.litert_runtime import LiteNetwork, Unsupported
 from latentlink.shared.metrics import to_uint8
 from latentlink.shared.model_dir import load_model_dir
+from latentlink.shared.model_format import (
+    FORMAT_VERSION,
+    ModelFormatError,
+    network_to_bytes,
+    parse_network,
+    tensor_from_array,
+)
 from latentlink.shared.network_runtime import load_network
 from latentlink.shared.numpy_runtime import NumpyNetwork, set_threads
+from latentlink.shared.proto import model_pb2
 from tests.conftest import MODELS
 from tests.unit.test_cpu_runtimes import CASES, NOT_IN_LITERT, L, _network
 
@@ -108,3 +117,55 @@ def test_calls_on_many_threads_keep_few_interpreters():
     assert len(results) == 6 and all(np.array_equal(result, expected) for result in results)
     assert {rows for rows, _ in network._idle} == {32, 4, 2}
     assert all(len(idle) <= litert_runtime._IDLE_INTERPRETERS for idle in network._idle.values())
+
+
+def _random_network(rng: np.random.Generator) -> model_pb2.Network:
+    """A network of random conv2d, conv2d_transpose and dense layers (any kernel, stride, padding, activation,
+    one output channel often), which may not be valid: the caller parses it."""
+    activations = [model_pb2.ACTIVATION_LINEAR, model_pb2.ACTIVATION_RELU, model_pb2.ACTIVATION_SIGMOID]
+    activations += [model_pb2.ACTIVATION_TANH, model_pb2.ACTIVATION_LEAKY_RELU]
+    net = model_pb2.Network(format_version=FORMAT_VERSION, role=model_pb2.ROLE_DECODER, model_name="random")
+    shape = tuple(int(d) for d in rng.integers(1, 9, 3))
+    net.input_shape.extend(shape)
+
+    def weights(spec, kernel_shape: tuple[int, ...], out: int) -> None:
+        spec.activation = int(rng.choice(activations))
+        spec.kernel.CopyFrom(tensor_from_array(rng.normal(0, 0.5, kernel_shape).astype(np.float32)))
+        spec.bias.CopyFrom(tensor_from_array(rng.normal(0, 0.5, out).astype(np.float32)))
+
+    for _ in range(int(rng.integers(1, 4))):
+        kind = str(rng.choice(["conv2d", "conv2d_transpose", "dense"]))
+        out = int(rng.choice([1, 1, 2, 3, 5, 8, 17]))
+        if kind == "dense":
+            net.layers.add().flatten.SetInParent()
+            weights(net.layers.add().dense, (math.prod(shape), out), out)
+            shape = (out,)
+            break
+        (h, w, c), (kh, kw), s = shape, (int(k) for k in rng.integers(1, 6, 2)), int(rng.integers(1, 5))
+        same = bool(rng.random() < 0.6)
+        if kind == "conv2d":
+            size = (-(-h // s), -(-w // s)) if same else ((h - kh) // s + 1, (w - kw) // s + 1)
+        else:
+            size = (h * s, w * s) if same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
+        if min(size) < 1 or max(size) > 64:
+            break
+        spec = getattr(net.layers.add(), kind)
+        spec.stride, spec.padding = s, model_pb2.PADDING_SAME if same else model_pb2.PADDING_VALID
+        weights(spec, (kh, kw, c, out) if kind == "conv2d" else (kh, kw, out, c), out)
+        shape = (*size, out)
+    net.output_shape.extend(shape)
+    return net
+
+
+def test_random_networks_run_on_litert_as_on_numpy():
+    """LiteRT runs what senders upload: any valid mix of kernels, strides, paddings and activations must neither
+    crash the receiver nor compute something else (a one-off run of ~2,300 such networks found no difference)."""
+    rng, ran = np.random.default_rng(7), 0
+    while ran < 200:
+        try:
+            info = parse_network(network_to_bytes(_random_network(rng)))
+        except ModelFormatError:
+            continue  # no layer at all, say
+        batch = rng.normal(0, 1, (int(rng.integers(1, 40)), *info.input_shape)).astype(np.float32)
+        np.testing.assert_allclose(LiteNetwork(info)(batch), NumpyNetwork(info)(batch), rtol=1e-4, atol=1e-4)
+        ran += 1
