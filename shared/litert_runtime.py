@@ -222,15 +222,25 @@ def _quiet_first_allocation(interpreter: Interpreter) -> None:
         if _banner_shown:
             interpreter.allocate_tensors()
             return
-        sys.stderr.flush()
-        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        if sys.stderr is not None:
+            sys.stderr.flush()
         try:
-            os.dup2(null, 2)
+            saved = os.dup(2)
+        except OSError:  # standard error closed by whoever started this process: closed again after
+            saved = None
+        null = os.open(os.devnull, os.O_WRONLY)  # descriptor 2 itself when that is closed
+        try:
+            if null != 2:
+                os.dup2(null, 2)
             interpreter.allocate_tensors()
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            os.close(null)
+            if saved is None:
+                os.close(2)
+            else:
+                os.dup2(saved, 2)
+                os.close(saved)
+            if null != 2:
+                os.close(null)
         _banner_shown = True
 
 

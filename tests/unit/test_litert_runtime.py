@@ -67,6 +67,21 @@ def test_a_batch_of_the_wrong_shape_or_none_at_all():
     assert network(np.zeros((0, 13), np.float32)).shape == (0, 2)
 
 
+def test_a_process_without_standard_error_runs_it_and_leaves_it_closed():
+    """A receiver started with standard error closed (`2>&-`) still decodes."""
+    script = (
+        "import os\n"
+        "os.close(2)\n"
+        "import numpy as np\n"
+        "from latentlink.shared.litert_runtime import LiteNetwork\n"
+        "from latentlink.shared.model_dir import load_model_dir, shipped_model_dir\n"
+        "network = LiteNetwork(load_model_dir(shipped_model_dir('q4')).decoder)\n"
+        "print(network(np.zeros((3, 32), np.float32)).shape, os.path.exists('/proc/self/fd/2'))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout == "(3, 28, 28) False\n"
+
+
 def test_litert_says_nothing_on_standard_error():
     """LiteRT announces its XNNPACK delegate on standard error once per process; the commands' output stays ours."""
     script = (
