@@ -32,7 +32,7 @@ from latentlink.shared.model_format import NetworkInfo, tensor_to_array
 from latentlink.shared.numpy_runtime import as_batch, thread_count
 from latentlink.shared.proto import model_pb2
 
-__all__ = ["LiteNetwork", "Unsupported"]
+__all__ = ["LiteNetwork", "Unsupported", "start"]
 
 Array = np.ndarray
 # float32 elements of the largest intermediate one call holds (2 MB): images go through in chunks whose layers stay
@@ -242,6 +242,18 @@ def _quiet_first_allocation(interpreter: Interpreter) -> None:
             if null != 2:
                 os.close(null)
         _banner_shown = True
+
+
+def start() -> None:
+    """Starts LiteRT once with a network of one product (its XNNPACK delegate, and the line it prints kept quiet),
+    so that a server does it before its first session rather than while other threads may be writing."""
+    graph = _Builder()
+    x = graph.tensor((1, 1))
+    one = np.ones((1, 1), np.float32)
+    inputs = [x, graph.tensor(one.shape, one), graph.tensor((1,), one[0])]
+    y = graph.operator(schema.BuiltinOperator.FULLY_CONNECTED, inputs, (1, 1))
+    graph.graph.inputs, graph.graph.outputs = [x], [y]
+    _quiet_first_allocation(Interpreter(model_content=graph.finish(), num_threads=1))
 
 
 class LiteNetwork:

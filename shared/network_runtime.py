@@ -72,9 +72,11 @@ def resolve_device(device: str) -> str:
 
 
 def preload_cpu_runtime() -> None:
-    """Imports the LiteRT runtime now (~20 ms holding the GIL), so that a receiver idle between start-up and its
-    first session does not spend it while a sender waits."""
-    import latentlink.shared.litert_runtime  # noqa: F401
+    """Imports and starts the LiteRT runtime now (~25 ms holding the GIL), so that a receiver idle between start-up
+    and its first session does not spend it while a sender waits."""
+    from latentlink.shared.litert_runtime import start
+
+    start()
 
 
 def load_network(info: NetworkInfo, device: str = "auto", hyper: bool = False) -> Network:

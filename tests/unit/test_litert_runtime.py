@@ -184,3 +184,15 @@ def test_random_networks_run_on_litert_as_on_numpy():
         batch = rng.normal(0, 1, (int(rng.integers(1, 40)), *info.input_shape)).astype(np.float32)
         np.testing.assert_allclose(LiteNetwork(info)(batch), NumpyNetwork(info)(batch), rtol=1e-4, atol=1e-4)
         ran += 1
+
+
+def test_a_receiver_starts_litert_quietly_before_its_first_session():
+    """The receiver starts LiteRT after it listens (preload_cpu_runtime): nothing on standard error then either."""
+    script = (
+        "import sys\n"
+        "from latentlink.shared.network_runtime import preload_cpu_runtime\n"
+        "preload_cpu_runtime()\n"
+        "print('after', file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stderr == "after\n"
