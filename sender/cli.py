@@ -393,7 +393,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from latentlink.shared.network_runtime import gpu_present
     from latentlink.shared.tf_import import import_in_background, protect_stderr, settle_import
 
-    if args.device == "gpu" or (args.device == "auto" and gpu_present()):  # the CPU runs numpy, without TensorFlow
+    # The CPU runs LiteRT or numpy, without TensorFlow.
+    if args.device == "gpu" or (args.device == "auto" and gpu_present()):
         protect_stderr()  # TensorFlow is imported in the background while the files are listed and the session starts
         import_in_background()
     try:

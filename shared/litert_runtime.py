@@ -18,8 +18,6 @@ those with GDN or affine layers (the photo models) run on the numpy runtime.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import threading
 from collections.abc import Callable
 
@@ -31,6 +29,7 @@ from ai_edge_litert.interpreter import Interpreter
 from latentlink.shared.model_format import NetworkInfo, tensor_to_array
 from latentlink.shared.numpy_runtime import as_batch, thread_count
 from latentlink.shared.proto import model_pb2
+from latentlink.shared.silence import descriptor_2_silenced
 
 __all__ = ["LiteNetwork", "Unsupported", "start"]
 
@@ -215,32 +214,15 @@ def _graph(info: NetworkInfo, rows: int) -> _Builder:
 
 
 def _quiet_first_allocation(interpreter: Interpreter) -> None:
-    """Allocates an interpreter's tensors; the first time in this process with standard error closed, for LiteRT
+    """Allocates an interpreter's tensors; the first time in this process with descriptor 2 silenced, for LiteRT
     prints a line ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.") that nothing can turn off."""
     global _banner_shown
     with _banner_lock:
         if _banner_shown:
             interpreter.allocate_tensors()
             return
-        if sys.stderr is not None:
-            sys.stderr.flush()
-        try:
-            saved = os.dup(2)
-        except OSError:  # standard error closed by whoever started this process: closed again after
-            saved = None
-        null = os.open(os.devnull, os.O_WRONLY)  # descriptor 2 itself when that is closed
-        try:
-            if null != 2:
-                os.dup2(null, 2)
+        with descriptor_2_silenced():
             interpreter.allocate_tensors()
-        finally:
-            if saved is None:
-                os.close(2)
-            else:
-                os.dup2(saved, 2)
-                os.close(saved)
-            if null != 2:
-                os.close(null)
         _banner_shown = True
 
 

@@ -9,24 +9,15 @@ import os
 import sys
 import threading
 
+from latentlink.shared.silence import descriptor_2_silenced
+
 __all__ = ["freeze_heap", "import_in_background", "protect_stderr", "settle_import", "tensorflow"]
 
 
-@contextlib.contextmanager
-def _stderr_silenced():
+def _stderr_silenced() -> contextlib.AbstractContextManager:
     # TF and XLA print CUDA probing notes straight to fd 2 before any log
     # level applies; LATENTLINK_TF_VERBOSE=1 shows them for debugging.
-    if os.environ.get("LATENTLINK_TF_VERBOSE"):
-        yield
-        return
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    return contextlib.nullcontext() if os.environ.get("LATENTLINK_TF_VERBOSE") else descriptor_2_silenced()
 
 
 def protect_stderr() -> None:
