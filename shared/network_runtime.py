@@ -39,7 +39,7 @@ __all__ = [
 DEVICES = ("auto", "cpu", "gpu")
 CPU = "cpu"
 log = logging.getLogger(__name__)
-_told: set[str] = set()  # what auto's fallback to the CPU has already said (once per reason)
+_told: set[str] = set()  # what a fallback (auto's to the CPU, LiteRT's to numpy) has already said, once per reason
 
 
 def gpu_present() -> bool:
@@ -74,9 +74,22 @@ def resolve_device(device: str) -> str:
 def preload_cpu_runtime() -> None:
     """Imports and starts the LiteRT runtime now (~25 ms holding the GIL), so that a receiver idle between start-up
     and its first session does not spend it while a sender waits."""
-    from latentlink.shared.litert_runtime import start
+    litert = _litert_runtime()
+    if litert is not None:
+        litert.start()
 
-    start()
+
+def _litert_runtime():
+    """The LiteRT runtime's module, or None (said once) where LiteRT cannot be imported: numpy runs everything."""
+    try:
+        from latentlink.shared import litert_runtime
+    except ImportError as exc:
+        reason = f"LiteRT could not be imported ({exc})"
+        if reason not in _told:
+            _told.add(reason)
+            log.warning("%s: the networks run on numpy, more slowly", reason)
+        return None
+    return litert_runtime
 
 
 def load_network(info: NetworkInfo, device: str = "auto", hyper: bool = False) -> Network:
@@ -85,11 +98,10 @@ def load_network(info: NetworkInfo, device: str = "auto", hyper: bool = False) -
     resolved = resolve_device(device)
     if resolved != CPU:
         return CompiledNetwork(info, resolved, hyper)
-    from latentlink.shared.litert_runtime import LiteNetwork, Unsupported
-
+    litert = _litert_runtime()
     try:
-        return LiteNetwork(info, hyper)
-    except Unsupported:
+        return NumpyNetwork(info, hyper) if litert is None else litert.LiteNetwork(info, hyper)
+    except litert.Unsupported:
         return NumpyNetwork(info, hyper)
 
 

@@ -174,3 +174,20 @@ def test_random_networks_run_on_litert_as_on_numpy():
         batch = rng.normal(0, 1, (int(rng.integers(1, 40)), *info.input_shape)).astype(np.float32)
         np.testing.assert_allclose(LiteNetwork(info)(batch), NumpyNetwork(info)(batch), rtol=1e-4, atol=1e-4)
         ran += 1
+
+
+def test_without_litert_the_networks_run_on_numpy(monkeypatch, caplog):
+    """A machine where LiteRT cannot be imported (a broken install) still codes, on numpy, and says so once."""
+    import latentlink.shared
+    from latentlink.shared import network_runtime
+
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # `import ai_edge_litert` raises ImportError
+    monkeypatch.delitem(sys.modules, "latentlink.shared.litert_runtime")
+    monkeypatch.delattr(latentlink.shared, "litert_runtime")
+    monkeypatch.setattr(network_runtime, "_told", set())
+    decoder = load_model_dir(MODELS / "q4").decoder
+    with caplog.at_level("WARNING"):
+        network_runtime.preload_cpu_runtime()
+        assert isinstance(load_network(decoder, "cpu"), NumpyNetwork)
+        assert isinstance(load_network(decoder, "cpu"), NumpyNetwork)
+    assert [record.getMessage().count("LiteRT could not be imported") for record in caplog.records] == [1]
