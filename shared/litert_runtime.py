@@ -26,7 +26,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.interpreter import Interpreter
 
-from latentlink.shared.model_format import NetworkInfo, tensor_to_array
+from latentlink.shared.model_format import NetworkInfo, spatial_output, tensor_to_array
 from latentlink.shared.numpy_runtime import as_batch, thread_count
 from latentlink.shared.proto import model_pb2
 from latentlink.shared.silence import descriptor_2_silenced
@@ -130,14 +130,11 @@ def _weighted(graph: _Builder, x: int, shape: tuple[int, ...], kind: str, spec) 
             ops.FULLY_CONNECTED, [x, weights, biases], out_shape, options, option_kinds.FullyConnectedOptions
         )
     else:
-        (kh, kw), s, (h, w) = kernel.shape[:2], spec.stride, shape[1:3]
-        padding = _PADDING[spec.padding]
-        strides = {"strideH": s, "strideW": s, "padding": padding}
+        same = spec.padding == model_pb2.PADDING_SAME
+        size = spatial_output(kind, shape[1:3], kernel.shape[:2], spec.stride, same)
+        strides = {"strideH": spec.stride, "strideW": spec.stride, "padding": _PADDING[spec.padding]}
         if kind == "conv2d_transpose":  # kernel [kh, kw, out, in] -> [out, kh, kw, in]
-            if padding == schema.Padding.SAME:
-                out_shape = (rows, h * s, w * s, kernel.shape[2])
-            else:
-                out_shape = (rows, h * s + max(kh - s, 0), w * s + max(kw - s, 0), kernel.shape[2])
+            out_shape = (rows, *size, kernel.shape[2])
             weights = kernel.transpose(2, 0, 1, 3)
             inputs = [graph.tensor((4,), np.array(out_shape, np.int32)), graph.tensor(weights.shape, weights), x]
             options = _options(schema.TransposeConvOptionsT, fusedActivationFunction=fused, **strides)
@@ -149,9 +146,6 @@ def _weighted(graph: _Builder, x: int, shape: tuple[int, ...], kind: str, spec) 
                 option_kinds.TransposeConvOptions,
             )
         else:  # kernel [kh, kw, in, out]
-            size = (
-                (-(-h // s), -(-w // s)) if padding == schema.Padding.SAME else ((h - kh) // s + 1, (w - kw) // s + 1)
-            )
             channels = kernel.shape[2]
             if kernel.shape[3] == 1:
                 # One output channel: XNNPACK's convolution kernels work on blocks of 8-16 outputs, so one output
@@ -159,7 +153,10 @@ def _weighted(graph: _Builder, x: int, shape: tuple[int, ...], kind: str, spec) 
                 # dense product summing the channels, takes 10.
                 taps = kernel.transpose(3, 0, 1, 2)  # [1, kh, kw, in]: each channel's own 3x3
                 options = _options(
-                    schema.DepthwiseConv2DOptionsT, depthMultiplier=1, fusedActivationFunction=0, **strides
+                    schema.DepthwiseConv2DOptionsT,
+                    depthMultiplier=1,
+                    fusedActivationFunction=schema.ActivationFunctionType.NONE,
+                    **strides,
                 )
                 inputs = [x, graph.tensor(taps.shape, taps), graph.tensor((channels,), np.zeros(channels, np.float32))]
                 x = graph.operator(

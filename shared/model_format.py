@@ -30,6 +30,7 @@ __all__ = [
     "is_any_size",
     "network_to_bytes",
     "parse_network",
+    "spatial_output",
     "tensor_from_array",
     "tensor_to_array",
 ]
@@ -431,7 +432,8 @@ def _output_shape(kind: str, spec, shape: tuple[int, ...], where: str) -> tuple[
         if len(shape) != 3 or kernel.ndim != 4 or kernel.shape[in_axis] != shape[2]:
             raise ModelFormatError(f"{where}: kernel {list(kernel.shape)} does not fit input {list(shape)}")
         out_channels = kernel.shape[out_axis]
-        result = (*_spatial(kind, spec, shape[:2], kernel.shape[:2]), out_channels)
+        same = spec.padding == model_pb2.PADDING_SAME
+        result = (*spatial_output(kind, shape[:2], kernel.shape[:2], spec.stride, same), out_channels)
         _check_shape(result, where)
     if bias.shape != (out_channels,):
         raise ModelFormatError(f"{where}: bias shape {list(bias.shape)}, expected [{out_channels}]")
@@ -451,9 +453,9 @@ def _check_gdn(spec: model_pb2.GDN, shape: tuple[int, ...], where: str) -> tuple
     return shape
 
 
-def _spatial(kind: str, spec, size: tuple[int, ...], kernel: tuple[int, ...]) -> tuple[int, int]:
-    same = spec.padding == model_pb2.PADDING_SAME
-    s = spec.stride
+def spatial_output(kind: str, size: tuple[int, ...], kernel: tuple[int, ...], s: int, same: bool) -> tuple[int, int]:
+    """Height and width a conv2d or conv2d_transpose layer gives an input of `size`, as Keras and TensorFlow do;
+    ModelFormatError when it gives none."""
     if kind == "conv2d":
         out = [-(-n // s) if same else (n - k) // s + 1 for n, k in zip(size, kernel, strict=True)]
     else:

@@ -99,10 +99,12 @@ def load_network(info: NetworkInfo, device: str = "auto", hyper: bool = False) -
     if resolved != CPU:
         return CompiledNetwork(info, resolved, hyper)
     litert = _litert_runtime()
-    try:
-        return NumpyNetwork(info, hyper) if litert is None else litert.LiteNetwork(info, hyper)
-    except litert.Unsupported:
-        return NumpyNetwork(info, hyper)
+    if litert is not None:
+        try:
+            return litert.LiteNetwork(info, hyper)
+        except litert.Unsupported:
+            pass
+    return NumpyNetwork(info, hyper)
 
 
 class CompiledNetwork:

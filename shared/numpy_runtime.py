@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from latentlink.shared.model_format import NetworkInfo, tensor_to_array
+from latentlink.shared.model_format import NetworkInfo, spatial_output, tensor_to_array
 from latentlink.shared.proto import model_pb2
 
 __all__ = ["NumpyNetwork", "as_batch", "same_padding", "set_threads", "thread_count"]
@@ -419,8 +419,7 @@ class _ConvTranspose:
         return out[:, :out_h, :out_w]
 
     def _output_size(self, h: int, w: int) -> tuple[int, int]:
-        (kh, kw), s = self.size, self.stride
-        return (h * s, w * s) if self.same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
+        return spatial_output("conv2d_transpose", (h, w), self.size, self.stride, self.same)
 
     def _tap_sums(self, x: Array) -> Array:
         """With few outputs: in bands of output rows (of images, for a batch), every input pixel that reaches the

@@ -19,6 +19,7 @@ from latentlink.shared.model_format import (
     ModelFormatError,
     network_to_bytes,
     parse_network,
+    spatial_output,
     tensor_from_array,
 )
 from latentlink.shared.network_runtime import load_network
@@ -148,11 +149,11 @@ def _random_network(rng: np.random.Generator) -> model_pb2.Network:
             break
         (h, w, c), (kh, kw), s = shape, (int(k) for k in rng.integers(1, 6, 2)), int(rng.integers(1, 5))
         same = bool(rng.random() < 0.6)
-        if kind == "conv2d":
-            size = (-(-h // s), -(-w // s)) if same else ((h - kh) // s + 1, (w - kw) // s + 1)
-        else:
-            size = (h * s, w * s) if same else (h * s + max(kh - s, 0), w * s + max(kw - s, 0))
-        if min(size) < 1 or max(size) > 64:
+        try:
+            size = spatial_output(kind, (h, w), (kh, kw), s, same)
+        except ModelFormatError:  # no output left
+            break
+        if max(size) > 64:
             break
         spec = getattr(net.layers.add(), kind)
         spec.stride, spec.padding = s, model_pb2.PADDING_SAME if same else model_pb2.PADDING_VALID
