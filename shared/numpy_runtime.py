@@ -118,8 +118,8 @@ _ACTIVATIONS: dict[int, Callable[[Array], Array]] = {
     model_pb2.ACTIVATION_RELU: _relu,
     model_pb2.ACTIVATION_SIGMOID: _sigmoid,
     model_pb2.ACTIVATION_TANH: lambda x: np.tanh(x, out=x),
-    model_pb2.ACTIVATION_LEAKY_RELU: lambda x: np.where(x > 0, x, np.float32(0.2) * x),
-}
+    model_pb2.ACTIVATION_LEAKY_RELU: lambda x: np.multiply(x, np.float32(0.2), out=x, where=x < 0),
+}  # each in place, on a layer's own output (contiguous or a view of it)
 
 
 class _LayoutCache:
@@ -230,9 +230,7 @@ def _patch_product(
         product(patches.reshape(len(rows), -1), rows)
         items = rows.reshape(last - first, -1)
         np.add(items, item_bias, out=items)
-        done = activation(rows)
-        if done is not rows:  # an activation that is not in place
-            rows[...] = done
+        activation(rows)
 
     _in_bands(n if n > 1 else outputs, rows_each * product.inputs, run)
     return out
@@ -447,9 +445,7 @@ class _ConvTranspose:
                             cols = slice(c0 * s + j - left, (c1 - 1) * s + j - left + 1, s)
                             block[:, :, rows, cols] += products[i, j, :, :, r0 - a0 : r1 - a0, c0:c1]
             block += self.bias[:channels, None, None, None]
-            done = self.activation(block)
-            if done is not block:  # an activation that is not in place
-                block[...] = done
+            self.activation(block)
 
         if n > 1:  # bands of whole images
             _in_bands(n, len(self.taps) * h * w, lambda first, last: fill(first, last, 0, out_h))
