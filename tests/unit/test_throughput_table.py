@@ -38,3 +38,32 @@ def test_the_input_files_stay_those_every_session_measured(mnist, tmp_path):
     assert sum(len(encode_png(digit)) for digit in digits[:1000]) != 252_815  # the receiver's differs
     (tmp_path / "digit.png").write_bytes(files[7])
     np.testing.assert_array_equal(read_image(tmp_path / "digit.png", (28, 28)), digits[7])
+
+
+def test_every_run_first_reads_its_inputs_into_the_page_cache(tmp_path, monkeypatch):
+    """Whichever system ran first on an input read it from the disk, and the other found it cached."""
+    folder = tmp_path / "png-3"
+    folder.mkdir()
+    for i, size in enumerate((10, 250, 4097)):
+        (folder / f"{i:05d}.png").write_bytes(bytes(size))
+    array = tmp_path / "digits-3.npz"
+    array.write_bytes(bytes(1000))
+    assert throughput.warm_inputs(folder) == 10 + 250 + 4097
+    assert throughput.warm_inputs(array) == 1000
+
+    warmed = []
+
+    class Started(Exception):
+        pass
+
+    def receiver(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(throughput, "warm_inputs", warmed.append)
+    monkeypatch.setattr(throughput, "Receiver", receiver)
+    for system in ("latentlink", "baseline"):
+        try:
+            throughput.run_once(system, folder, "folder 3", "loopback", tmp_path, tmp_path / "models")
+        except Started:
+            pass
+    assert warmed == [folder, folder]  # before the receiver starts
