@@ -52,7 +52,7 @@ from latentlink.train.mnist import load_mnist  # noqa: E402
 
 LINKS = {"loopback": (None, 0.0), "10 Mbit/s, 10 ms": (10e6, 0.010), "1 Mbit/s, 40 ms": (1e6, 0.040)}
 CLOCK_TICK = os.sysconf("SC_CLK_TCK")
-PREDICT = "sender: predict quality (amortised: 1 batch in 16 past the first 1,024 images)"
+PREDICT = "sender: predict quality (amortised: 1 image in 32 past the first 1,024)"
 
 
 @dataclass
@@ -280,7 +280,7 @@ def stage_costs(folder: Path, count: int = 4096, batch: int = DEFAULT_BATCH_IMAG
             write_files_durably([(out / "bl" / n, d) for n, d in zip(names, received, strict=True)])
     shutil.rmtree(out, ignore_errors=True)
     per_image = {key: 1e6 * value / len(paths) for key, value in totals.items()}
-    per_image["latentlink", PREDICT] /= 16
+    per_image["latentlink", PREDICT] /= 32
     return [(system, stage, us) for (system, stage), us in per_image.items()]
 
 

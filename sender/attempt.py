@@ -331,14 +331,15 @@ class Attempt:
     def _send_digits(self, names: list[str], pixels: np.ndarray, vectors: np.ndarray) -> None:
         latents = wire_latents(self.encoding, vectors)  # what the receiver will decode
         min_psnr = self.options.min_psnr
-        measure = min_psnr is None and self.quality.wants(len(names))
+        measured = self.quality.rows(len(names)) if min_psnr is None else None
         if min_psnr is not None:  # the predicted quality decides what is sent
             reconstructed = self.encoder.reconstruct(latents)
             rejected = self._fail(self.quality.gate(names, pixels, reconstructed, min_psnr))
             names, latents = drop_images(names, latents, rejected)
         self._emit_digits(*drop_images(names, latents, self._in_place(names, latents)))
-        if measure:  # quality measured, not gated: once the batch is on its way
-            self.quality.add(names, pixels, self.encoder.reconstruct(latents))
+        if measured is not None and measured.size:  # quality measured, not gated: once the batch is on its way
+            reconstructed = self.encoder.reconstruct(latents[measured])
+            self.quality.add([names[i] for i in measured], pixels[measured], reconstructed)
 
     def _emit_digits(self, names: list[str], latents: np.ndarray) -> None:
         if not names:

@@ -133,23 +133,25 @@ class QualityMeter:
     """Predicted squared error per image name, so an image resent after a reconnect counts once.
 
     Decoding on the sender costs as much as on the receiver, so past the first
-    `exact_images` only one batch in `sample_every` is measured: a systematic
-    sample, which `result` reports as an estimate over `sampled` images.
+    `exact_images` only every `sample_every`-th image is measured: a systematic
+    sample spread over every batch, which `result` reports as an estimate over
+    `sampled` images. On 2,000-60,000 MNIST digits the prediction is within
+    0.1 dB of the written images' PSNR (1,055-2,867 decoded). Whole batches, one
+    in 16, decoded more and missed 10,000 digits by 0.20 dB: neighbouring
+    images tell less than spread ones.
     """
 
     exact_images: int = 1024
-    sample_every: int = 16
+    sample_every: int = 32
     per_image: dict[str, tuple[float, int]] = field(default_factory=dict)
-    offered: int = 0  # images offered to `wants`
-    batches: int = 0  # batches offered past the exact part
+    offered: int = 0  # images offered to `rows`
 
-    def wants(self, count: int) -> bool:
-        """Whether to measure the next batch of `count` images."""
+    def rows(self, count: int) -> np.ndarray:
+        """Which of the next `count` images to measure: their indices among them (none: an empty array)."""
+        seen = np.arange(self.offered, self.offered + count)
         self.offered += count
-        if self.offered - count < self.exact_images:
-            return True
-        self.batches += 1
-        return self.batches % self.sample_every == 0
+        past = seen - self.exact_images
+        return np.flatnonzero((past < 0) | (past % self.sample_every == 0))
 
     @property
     def sampled(self) -> int:
@@ -237,7 +239,7 @@ def code_photos(
         if len(data) > max_bytes:
             yield name, f"its {len(data)}-byte bitstream is over the receiver's message limit"
             continue
-        if min_psnr is not None or quality.wants(1):
+        if min_psnr is not None or quality.rows(1).size:
             reconstructed = encoder.reconstruct_photo(latents, shape)
             if rejected := quality.gate([name], image[None], reconstructed[None], min_psnr):
                 yield name, rejected[name]
