@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "bench"))
 
 from startup import compile_bytecode  # noqa: E402
-from throughput import LINKS, Run, prepare, run_once  # noqa: E402
+from throughput import LINKS, Run, prepare, run_once, settle_disk  # noqa: E402
 
 
 def main() -> int:
@@ -59,6 +59,7 @@ def main() -> int:
             commit = getattr(args, side)
             subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-q", str(tree), commit], check=True)
             compile_bytecode(tree)
+        settle_disk(work)
         runs: dict[str, list[Run]] = {"old": [], "new": []}
         for pair in range(args.pairs + 1):  # a first run uploads the decoder, and is not counted
             for side in ("old", "new") if pair % 2 else ("new", "old"):

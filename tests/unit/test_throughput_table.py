@@ -67,3 +67,12 @@ def test_every_run_first_reads_its_inputs_into_the_page_cache(tmp_path, monkeypa
         except Started:
             pass
     assert warmed == [folder, folder]  # before the receiver starts
+
+
+def test_the_runs_wait_for_file_creation_to_take_a_steady_time():
+    """After a full run's outputs are deleted, ext4 with discard creates files several times slower for minutes."""
+    assert not throughput.steady([12.0, 14.0])
+    assert not throughput.steady([48.0, 85.0, 188.0, 274.0])  # getting worse
+    assert not throughput.steady([274.0, 12.4, 11.8, 15.1, 30.0])
+    assert throughput.steady([274.0, 12.4, 11.8, 15.1])
+    assert throughput.steady([60.0, 55.0, 58.0])  # a slower disk, steadily
