@@ -172,7 +172,7 @@ def warm_inputs(inputs: Path) -> int:
     longer launch to exit than one finding them cached (bench/RESULTS.md), and whichever system ran first on
     an input paid that for both. Returns the bytes read.
     """
-    files = sorted(inputs.iterdir()) if inputs.is_dir() else [inputs]
+    files = inputs.iterdir() if inputs.is_dir() else [inputs]
     return sum(len(file.read_bytes()) for file in files)
 
 

@@ -47,8 +47,15 @@ def gpu_present() -> bool:
     return Path("/dev/nvidia0").exists() or any(Path("/proc/driver/nvidia/gpus").glob("*"))
 
 
+def _warn_once(reason: str, message: str) -> None:
+    """Logs `message` % `reason` the first time this process falls back for that reason."""
+    if reason not in _told:
+        _told.add(reason)
+        log.warning(message, reason)
+
+
 def resolve_device(device: str) -> str:
-    """Maps auto/cpu/gpu to "cpu" (numpy) or a TensorFlow GPU name.
+    """Maps auto/cpu/gpu to "cpu" (LiteRT or numpy) or a TensorFlow GPU name.
 
     'gpu' raises RuntimeError when TensorFlow cannot be imported or sees no GPU; 'auto' then runs on the CPU.
     """
@@ -58,13 +65,11 @@ def resolve_device(device: str) -> str:
         return CPU
     try:
         gpus = tensorflow().config.list_logical_devices("GPU")
-    except ImportError as exc:  # TensorFlow absent, or its GPU build broken: the numpy runtime still works
+    except ImportError as exc:  # TensorFlow absent, or its GPU build broken: the CPU runtimes still work
         reason = f"TensorFlow could not be imported ({exc})"
         if device == "gpu":
             raise RuntimeError(f"--device gpu needs TensorFlow: {reason} (use --device cpu or auto)") from None
-        if reason not in _told:
-            _told.add(reason)
-            log.warning("this machine shows a GPU, but %s: running on the CPU", reason)
+        _warn_once(reason, "this machine shows a GPU, but %s: running on the CPU")
         return CPU
     if device == "gpu" and not gpus:
         raise RuntimeError("--device gpu was asked for, but TensorFlow sees no GPU (use --device cpu or auto)")
@@ -85,9 +90,7 @@ def _litert_runtime():
         from latentlink.shared import litert_runtime
     except ImportError as exc:
         reason = f"LiteRT could not be imported ({exc})"
-        if reason not in _told:
-            _told.add(reason)
-            log.warning("%s: the networks run on numpy, more slowly", reason)
+        _warn_once(reason, "%s: the networks run on numpy, more slowly")
         return None
     return litert_runtime
 

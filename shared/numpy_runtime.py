@@ -406,10 +406,10 @@ class _ConvTranspose:
         return out_h, out_w, rows, cols, gather
 
     def __call__(self, x: Array) -> Array:
-        n, h, w, c = x.shape
-        s = self.stride
         if self.taps is not None:
             return self._tap_sums(x)
+        n, h, w, c = x.shape
+        s = self.stride
         out_h, out_w, rows, cols, gather = self._layouts.get((h, w), lambda: self._layout(h, w))
         # The bias and activation act per pixel, so they apply to the phases before they are interleaved.
         phases = _patch_product(x.reshape(n, h * w, c), gather, self.product, self.bias, self.activation)
