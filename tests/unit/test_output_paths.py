@@ -7,7 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from latentlink.receiver import output
 from latentlink.receiver.output import UnsafeNameError, output_file, output_path, write_files_durably
+
+
+@pytest.fixture(params=["unnamed", "named"])
+def staging(request, monkeypatch, tmp_path: Path) -> str:
+    """Runs a group-commit test both ways a file is staged: unnamed and linked in, or a renamed temporary."""
+    if request.param == "named":
+        monkeypatch.setattr(output, "_links_unnamed", lambda folder: False)
+    elif not output._links_unnamed(str(tmp_path)):
+        pytest.skip("this filesystem or kernel cannot link unnamed files (O_TMPFILE, linkat AT_EMPTY_PATH)")
+    return request.param
 
 
 @pytest.mark.parametrize(
@@ -59,7 +70,7 @@ def test_symlink_inside_the_output_folder_cannot_lead_outside(tmp_path: Path):
         output_path(out, "link/x.png")
 
 
-def test_group_commit_writes_every_file_and_leaves_no_temporaries(tmp_path: Path):
+def test_group_commit_writes_every_file_and_leaves_no_temporaries(tmp_path: Path, staging):
     files = [(tmp_path / "s" / f"{i}.png", bytes([i]) * (i + 1)) for i in range(20)]
     files.append((tmp_path / "s" / "deeper" / "x.png", b"deep"))
     assert write_files_durably(files) == {}
@@ -68,7 +79,7 @@ def test_group_commit_writes_every_file_and_leaves_no_temporaries(tmp_path: Path
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
 
 
-def test_group_commit_fails_only_the_files_that_cannot_be_written(tmp_path: Path):
+def test_group_commit_fails_only_the_files_that_cannot_be_written(tmp_path: Path, staging):
     (tmp_path / "taken.png").mkdir()  # a folder where a file should go: its rename fails
     (tmp_path / "blocked").write_text("a file where a folder should be")
     files = [
@@ -84,7 +95,7 @@ def test_group_commit_fails_only_the_files_that_cannot_be_written(tmp_path: Path
 
 
 @pytest.mark.parametrize("length", [240, 241, 248, 255])
-def test_legal_long_names_are_written_whatever_their_place_in_the_batch(tmp_path: Path, length):
+def test_legal_long_names_are_written_whatever_their_place_in_the_batch(tmp_path: Path, staging, length):
     """Temporaries are never longer than the final name (defect 6: 241-255 bytes failed with ENAMETOOLONG)."""
     names = [f"{'a' * (length - 4 - len(str(i)))}{i}.png" for i in range(12)]
     assert all(len(name.encode()) == length for name in names)
@@ -98,7 +109,7 @@ def test_a_name_over_255_bytes_once_suffixed_is_refused_up_front(tmp_path: Path)
         output_path(tmp_path, "b" * 253)  # "b...b.png" would be 257 bytes
 
 
-def test_a_symlink_at_an_images_name_is_replaced_never_written_through(tmp_path: Path):
+def test_a_symlink_at_an_images_name_is_replaced_never_written_through(tmp_path: Path, staging):
     out, outside = tmp_path / "out", tmp_path / "outside.png"
     out.mkdir()
     outside.write_bytes(b"not yours")
@@ -109,8 +120,59 @@ def test_a_symlink_at_an_images_name_is_replaced_never_written_through(tmp_path:
     assert not (out / "x.png").is_symlink() and (out / "x.png").read_bytes() == b"image"
 
 
-def test_group_commit_takes_path_strings_and_names_relative_to_the_working_folder(tmp_path: Path, monkeypatch):
+def test_group_commit_takes_path_strings_and_names_relative_to_the_working_folder(tmp_path: Path, staging, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert write_files_durably([("here.png", b"1"), (f"{tmp_path}/sub/there.png", b"2")]) == {}
     assert (tmp_path / "here.png").read_bytes() == b"1" and (tmp_path / "sub" / "there.png").read_bytes() == b"2"
     assert output_file(tmp_path, "sub/there.png") == str(output_path(tmp_path, "sub/there.png"))
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_new_files_are_linked_in_without_a_rename(tmp_path: Path, monkeypatch):
+    """One directory change per file, not two: unnamed files get their names with linkat, never a rename."""
+    if not output._links_unnamed(str(tmp_path)):
+        pytest.skip("this filesystem or kernel cannot link unnamed files")
+
+    def no_rename(*args):
+        raise AssertionError("a new file was renamed into place")
+
+    monkeypatch.setattr(output.os, "rename", no_rename)
+    files = [(tmp_path / f"{i}.png", bytes([i]) * 7) for i in range(30)]
+    assert write_files_durably(files) == {}
+    assert all(path.read_bytes() == data for path, data in files)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{i}.png" for i in range(30))
+
+
+def test_an_existing_file_is_replaced_whole(tmp_path: Path, staging):
+    (tmp_path / "a.png").write_bytes(b"old image")
+    assert write_files_durably([(tmp_path / "a.png", b"new"), (tmp_path / "b.png", b"other")]) == {}
+    assert (tmp_path / "a.png").read_bytes() == b"new" and (tmp_path / "b.png").read_bytes() == b"other"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "b.png"]
+
+
+def test_files_past_the_descriptor_budget_go_through_named_temporaries(tmp_path: Path, monkeypatch):
+    """The unnamed files a group holds open are bounded process-wide; the rest are written the named way."""
+    budget = output._DescriptorBudget()
+    budget.take(10**9)
+    budget.give(5)  # 5 descriptors free
+    monkeypatch.setattr(output, "_UNNAMED_FILES", budget)
+    before = _open_descriptors()
+    files = [(tmp_path / f"{i}.png", b"x" * i) for i in range(40)]
+    assert write_files_durably(files) == {}
+    assert all(path.read_bytes() == data for path, data in files)
+    assert budget.take(10**9) == 5 and _open_descriptors() == before  # every descriptor given back and closed
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_flush_leaves_no_file_no_temporary_and_no_descriptor(tmp_path: Path, monkeypatch, staging):
+    def broken_flush(folders):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(output, "_flush", broken_flush)
+    before = _open_descriptors()
+    errors = write_files_durably([(tmp_path / f"{i}.png", b"data") for i in range(10)])
+    assert sorted(errors) == list(range(10)) and all("Input/output error" in e for e in errors.values())
+    assert list(tmp_path.iterdir()) == [] and _open_descriptors() == before
