@@ -197,22 +197,18 @@ def _write_unflushed(fd: int, data: bytes) -> None:
 
 def _publish(item: int | str, path: Path | str, temporary: str) -> None:
     """Gives a staged file its final name, replacing whatever is there (a file, a symlink) in one step."""
-    if isinstance(item, str):
+    if isinstance(item, int):
         try:
-            os.rename(item, path)
-        except OSError:
-            _discard(item)
-            raise
-        return
+            _link(item, path)
+            return
+        except FileExistsError:  # linkat never replaces: link beside it, then rename over it
+            _link(item, temporary)
+            item = temporary
     try:
-        _link(item, path)
-    except FileExistsError:  # linkat never replaces: link beside it, then rename over it
-        _link(item, temporary)
-        try:
-            os.rename(temporary, path)
-        except OSError:
-            _discard(temporary)
-            raise
+        os.rename(item, path)
+    except OSError:
+        _discard(item)
+        raise
 
 
 def _link(fd: int, path: Path | str) -> None:
@@ -237,7 +233,7 @@ def _links_unnamed(folder: str) -> bool:
     if device not in _UNNAMED_BY_DEVICE:
         probe = _temporary(folder, secrets.token_hex(4), 0)  # a stale temporary should a crash leave it
         try:
-            fd = os.open(folder, _UNNAMED, 0o644)
+            fd = _stage(folder, b"", True, probe)
             try:
                 _link(fd, probe)
             finally:
