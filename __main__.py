@@ -2,7 +2,7 @@
 
 import sys
 
-from latentlink.codec.cli import main
+from latentlink.shared.launch import latentlink
 
 if __name__ == "__main__":  # not when a worker process imports it
-    sys.exit(main())
+    sys.exit(latentlink())

@@ -1,6 +1,6 @@
 import sys
 
-from latentlink.receiver.cli import main
+from latentlink.shared.launch import receiver
 
 if __name__ == "__main__":  # not when a worker process imports it
-    sys.exit(main())
+    sys.exit(receiver())

@@ -1,6 +1,6 @@
 import sys
 
-from latentlink.sender.cli import main
+from latentlink.shared.launch import sender
 
 if __name__ == "__main__":  # not when a worker process imports it
-    sys.exit(main())
+    sys.exit(sender())
