@@ -199,10 +199,16 @@ def settle_disk(work: Path, limit_s: float = 900.0) -> str:
     return f"512 files created in {times[-1]:.1f} ms before the runs ({state})"
 
 
+# 512 small files written from Python in more than this are a disk still busy (11-16 ms settled here; any local
+# filesystem creates a small file in tens of µs): the twentieth session's second full run began "steady" at 112.
+SETTLED_MS = 40.0
+
+
 def steady(times: list[float], probes: int = 3, spread: float = 1.3) -> bool:
-    """Whether the last `probes` times agree within a factor `spread`, and none is above the fastest seen by more."""
+    """Whether the last `probes` times agree within a factor `spread`, none is above the fastest seen by more, and
+    the disk is not busy (`SETTLED_MS`)."""
     last = times[-probes:]
-    return len(last) == probes and max(last) <= spread * min(times)
+    return len(last) == probes and max(last) <= spread * min(times) and min(last) <= SETTLED_MS
 
 
 def machine_cpu_s() -> float:

@@ -75,4 +75,5 @@ def test_the_runs_wait_for_file_creation_to_take_a_steady_time():
     assert not throughput.steady([48.0, 85.0, 188.0, 274.0])  # getting worse
     assert not throughput.steady([274.0, 12.4, 11.8, 15.1, 30.0])
     assert throughput.steady([274.0, 12.4, 11.8, 15.1])
-    assert throughput.steady([60.0, 55.0, 58.0])  # a slower disk, steadily
+    assert throughput.steady([30.0, 28.0, 29.0])  # a slower disk, steadily
+    assert not throughput.steady([112.0, 110.0, 115.0])  # steadily busy: still trimming
