@@ -10,42 +10,24 @@ commands: a program that imports latentlink keeps its own BLAS.
 
 from __future__ import annotations
 
+import importlib
 import os
+from collections.abc import Callable
 
 __all__ = ["demo", "latentlink", "receiver", "sender"]
 
 
-def _before_numpy() -> None:
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+def _command(module: str) -> Callable[[], int]:
+    """An entry point that sets the environment, then imports `module` and runs its `main`."""
+
+    def start() -> int:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+        return importlib.import_module(module).main()
+
+    return start
 
 
-def sender() -> int:
-    """The `sender` command."""
-    _before_numpy()
-    from latentlink.sender.cli import main
-
-    return main()
-
-
-def receiver() -> int:
-    """The `receiver` command."""
-    _before_numpy()
-    from latentlink.receiver.cli import main
-
-    return main()
-
-
-def latentlink() -> int:
-    """The `latentlink` command (compress, decompress, models)."""
-    _before_numpy()
-    from latentlink.codec.cli import main
-
-    return main()
-
-
-def demo() -> int:
-    """The `latentlink-demo` command."""
-    _before_numpy()
-    from latentlink.sender.demo import main
-
-    return main()
+sender = _command("latentlink.sender.cli")
+receiver = _command("latentlink.receiver.cli")
+latentlink = _command("latentlink.codec.cli")  # compress, decompress, models
+demo = _command("latentlink.sender.demo")
