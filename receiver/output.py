@@ -120,7 +120,7 @@ def write_files_durably(files: Sequence[tuple[Path | str, bytes]]) -> dict[int, 
     errors: dict[int, str] = {}
     staged: dict[int, int | str] = {}  # index -> an unnamed file's descriptor, or a named temporary's path
     tag = secrets.token_hex(4)
-    parents = [os.path.dirname(path) or "." for path, _ in files]
+    parents = [_parent(path) for path, _ in files]
     for folder in set(parents):
         try:
             os.makedirs(folder, exist_ok=True)
@@ -133,7 +133,8 @@ def write_files_durably(files: Sequence[tuple[Path | str, bytes]]) -> dict[int, 
         for index, (_, data) in enumerate(files):
             unnamed = held > 0 and parents[index] in unnamed_folders
             try:
-                staged[index] = _stage(parents[index], data, unnamed, _temporary(parents[index], tag, index))
+                temporary = None if unnamed else _temporary(parents[index], tag, index)
+                staged[index] = _stage(parents[index], data, temporary)
                 held -= unnamed
             except OSError as exc:
                 errors[index] = f"write failed: {exc}"
@@ -145,7 +146,7 @@ def write_files_durably(files: Sequence[tuple[Path | str, bytes]]) -> dict[int, 
         renaming = True
         for index, item in staged.items():
             try:
-                _publish(item, files[index][0], _temporary(parents[index], tag, index))
+                _publish(item, files[index][0], tag, index)
             except OSError as exc:
                 errors[index] = f"write failed: {exc}"
         try:
@@ -162,14 +163,18 @@ def write_files_durably(files: Sequence[tuple[Path | str, bytes]]) -> dict[int, 
         _UNNAMED_FILES.give(taken)
 
 
+def _parent(path: Path | str) -> str:
+    return os.path.dirname(path) or "."
+
+
 def _temporary(folder: str, tag: str, index: int) -> str:
     # Never longer than a short final name: any name the filesystem takes has a temporary it takes too.
     return f"{folder}/.{tag}{index}.tmp"
 
 
-def _stage(folder: str, data: bytes, unnamed: bool, temporary: str) -> int | str:
-    """Writes `data` to an unnamed file in `folder` (its descriptor) or to `temporary` (its path)."""
-    if unnamed:
+def _stage(folder: str, data: bytes, temporary: str | None) -> int | str:
+    """Writes `data` to an unnamed file in `folder` (its descriptor), or to `temporary` if given (its path)."""
+    if temporary is None:
         fd = os.open(folder, _UNNAMED, 0o644)
         try:
             _write_unflushed(fd, data)
@@ -195,13 +200,14 @@ def _write_unflushed(fd: int, data: bytes) -> None:
         os.fsync(fd)
 
 
-def _publish(item: int | str, path: Path | str, temporary: str) -> None:
+def _publish(item: int | str, path: Path | str, tag: str, index: int) -> None:
     """Gives a staged file its final name, replacing whatever is there (a file, a symlink) in one step."""
     if isinstance(item, int):
         try:
             _link(item, path)
             return
-        except FileExistsError:  # linkat never replaces: link beside it, then rename over it
+        except FileExistsError:  # linkat never replaces: link beside it (a name only this needs), rename over it
+            temporary = _temporary(_parent(path), tag, index)
             _link(item, temporary)
             item = temporary
     try:
@@ -233,7 +239,7 @@ def _links_unnamed(folder: str) -> bool:
     if device not in _UNNAMED_BY_DEVICE:
         probe = _temporary(folder, secrets.token_hex(4), 0)  # a stale temporary should a crash leave it
         try:
-            fd = _stage(folder, b"", True, probe)
+            fd = _stage(folder, b"", None)
             try:
                 _link(fd, probe)
             finally:
