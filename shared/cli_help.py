@@ -108,7 +108,9 @@ def command_runtime() -> None:
     default gives that memory back to the system and takes it again (a page
     fault per page), which cost a loopback folder run a third of its CPU in
     system time (`bench/RESULTS.md`). Called in `main` only: a program that
-    imports latentlink keeps its own settings.
+    imports latentlink keeps its own settings. (The installed commands' entry
+    points, `launch`, also tell OpenBLAS one thread before numpy loads, so it
+    starts none to spin; this limit still holds for a `main` called in-process.)
     """
     from threadpoolctl import threadpool_limits
 
